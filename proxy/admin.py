@@ -1,0 +1,259 @@
+"""The admin listener: health, metrics, status and the rollout API (Starlette, PRODUCT §6).
+
+Tokens are bearer tokens with a role (viewer < operator), compared in constant time against every
+configured token. Mutations answer with the new state and its ``revision`` (also the ``ETag``); a
+request whose ``If-Match`` names an older revision gets 412. Every mutation is appended to the decision
+log with its actor (the token's name, never the token), the state before and after, and the reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import __version__
+from .clock import utc_now
+from .config import AdminToken, Config
+from .errors import IllegalTransition, RevisionMismatch, problem
+from .rollout import RolloutState, set_weight
+from .routing import Role, weight_to_bp
+from .store import StateStore
+from .upstream import UpstreamPool
+
+_ROLE_RANK = {"viewer": 1, "operator": 2}
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    422: "Unprocessable content",
+    428: "Precondition required",
+    503: "Not ready",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def problem_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    body = problem(status, _TITLES.get(status, "Error"), detail, slug=f"admin-{status}")
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+class Authenticator:
+    """Bearer token -> the configured token it matches, in constant time over every token."""
+
+    def __init__(self, tokens: tuple[AdminToken, ...]) -> None:
+        self._tokens = [(t.token.encode(), t) for t in tokens]
+
+    def identify(self, request: Request) -> AdminToken | None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        given = presented.strip().encode()
+        found: AdminToken | None = None
+        for secret, token in self._tokens:
+            if hmac.compare_digest(secret, given):
+                found = token
+        return found
+
+    def require(self, request: Request, role: str) -> AdminToken:
+        token = self.identify(request)
+        if token is None:
+            raise ApiError(
+                401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="rollguard"'}
+            )
+        if _ROLE_RANK[token.role] < _ROLE_RANK[role]:
+            raise ApiError(403, f"this action needs the {role} role; token {token.name!r} is a {token.role}")
+        return token
+
+
+def _if_match(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    tag = raw.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(400, f"If-Match must be a revision as given in ETag, not {raw!r}")
+    return int(tag)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ApiError(422, "body must be a JSON object")
+    return doc
+
+
+def _reason(doc: dict[str, Any]) -> str:
+    reason = doc.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise ApiError(422, "reason: must be a string of at most 500 characters")
+    return reason
+
+
+def _state_doc(state: RolloutState) -> dict[str, Any]:
+    return {**state.to_json(), "weights": {"baseline": 100 - state.weight, "candidate": state.weight}}
+
+
+class AdminApi:
+    """The admin endpoints over injected parts; ``app()`` builds the Starlette application."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: StateStore,
+        pools: Mapping[Role, UpstreamPool],
+        registry: CollectorRegistry,
+        started_at: float | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.pools = pools
+        self.registry = registry
+        self.auth = Authenticator(config.admin.tokens)
+        self.started_at = started_at or time.time()
+        self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
+
+    def app(self) -> Starlette:
+        def guard(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+            async def wrapped(request: Request) -> Response:
+                try:
+                    return await fn(request)
+                except ApiError as exc:
+                    return problem_response(exc.status, exc.detail, exc.headers)
+
+            return wrapped
+
+        routes = [
+            Route("/healthz", guard(self.healthz), methods=["GET", "HEAD"]),
+            Route("/readyz", guard(self.readyz), methods=["GET", "HEAD"]),
+            Route("/metrics", guard(self.metrics), methods=["GET"]),
+            Route("/status", guard(self.status), methods=["GET"]),
+            Route("/weights", guard(self.put_weights), methods=["PUT"]),
+            Route("/decisions", guard(self.decisions), methods=["GET"]),
+        ]
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            detail = exc.detail if exc.status_code != 404 else f"no admin endpoint at {request.url.path}"
+            return problem_response(exc.status_code, str(detail), exc.headers)
+
+        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: Request) -> Response:
+        """Ready when the state is loaded and the baseline accepts connections (checked at most 1/s)."""
+        checked_at, ok, why = self._ready_cache
+        now = time.monotonic()
+        if now - checked_at > 1.0:
+            loaded = getattr(self.store, "loaded", True)
+            baseline_ok = await self.pools["baseline"].reachable()
+            ok = loaded and baseline_ok
+            why = "ready" if ok else ("state not loaded" if not loaded else "baseline unreachable")
+            self._ready_cache = (now, ok, why)
+        if not ok:
+            return problem_response(503, why)
+        return json_response({"status": why})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def status(self, request: Request) -> Response:
+        self.auth.require(request, "viewer")
+        state = self.store.current
+        doc = {
+            "rollguard": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "rollout": _state_doc(state),
+            "versions": {role: pool.version for role, pool in self.pools.items()},
+            "upstreams": {role: pool.stats() for role, pool in self.pools.items()},
+            "routes": [r.name for r in self.config.routes],
+        }
+        return json_response(doc, headers={"ETag": f'"{state.revision}"'})
+
+    async def put_weights(self, request: Request) -> Response:
+        actor = self.auth.require(request, "operator")
+        expected = _if_match(request)
+        doc = await _json_body(request)
+        canary = doc.get("canary")
+        if isinstance(canary, bool) or not isinstance(canary, int | float) or not math.isfinite(canary):
+            raise ApiError(422, "canary: must be a number from 0 to 100")
+        if not 0 <= canary <= 100:
+            raise ApiError(422, f"canary: {canary} is outside [0, 100]")
+        if abs(canary * 100 - round(canary * 100)) > 1e-6:
+            raise ApiError(422, f"canary: {canary} has more than two decimals (resolution is 0.01)")
+        reason = _reason(doc)
+        unknown = set(doc) - {"canary", "reason"}
+        if unknown:
+            raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+        return await self._mutate(
+            actor,
+            "set_weight",
+            reason,
+            expected,
+            lambda s: set_weight(s, weight_to_bp(canary), utc_now(), reason),
+        )
+
+    async def decisions(self, request: Request) -> Response:
+        self.auth.require(request, "viewer")
+        try:
+            limit = int(request.query_params.get("limit", "1000"))
+        except ValueError as exc:
+            raise ApiError(422, "limit: must be an integer") from exc
+        if not 1 <= limit <= 10_000:
+            raise ApiError(422, "limit: must be from 1 to 10000")
+        return json_response({"decisions": await self.store.decisions(limit)})
+
+    async def _mutate(
+        self,
+        actor: AdminToken,
+        action: str,
+        reason: str,
+        expected: int | None,
+        change: Callable[[RolloutState], RolloutState],
+    ) -> Response:
+        entry = {"ts": utc_now(), "actor": actor.name, "action": action, "reason": reason}
+        try:
+            after = await self.store.update(change, entry, expected_revision=expected)
+        except RevisionMismatch as exc:
+            raise ApiError(412, str(exc), {"ETag": f'"{exc.current}"'}) from exc
+        except IllegalTransition as exc:
+            raise ApiError(409, str(exc)) from exc
+        return json_response(_state_doc(after), headers={"ETag": f'"{after.revision}"'})

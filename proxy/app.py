@@ -1,0 +1,206 @@
+"""Composition root: builds every part from a :class:`Config`, runs both listeners, tears down in order.
+
+Resources live in one ``AsyncExitStack`` and close in reverse: listeners stop accepting first, then
+in-flight requests drain, background tasks drain, the access log flushes, and the upstream pools close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from starlette.applications import Starlette
+
+from ._tasks import TaskSet
+from .admin import AdminApi
+from .clock import utc_now
+from .config import Config, Listen
+from .forward import Forwarder
+from .logs import AccessLog
+from .metrics import ProxyMetrics
+from .rollout import initial, reconcile_candidate
+from .routing import Role, weight_to_bp
+from .store import FileStateStore, open_store
+from .upstream import UpstreamPool
+
+log = logging.getLogger("rollguard")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a running proxy holds; built by :func:`build`."""
+
+    config: Config
+    registry: CollectorRegistry
+    metrics: ProxyMetrics
+    store: FileStateStore
+    pools: dict[Role, UpstreamPool]
+    access_log: AccessLog
+    tasks: TaskSet
+    forwarder: Forwarder
+    admin: Starlette
+
+
+async def _load_state(config: Config, store: FileStateStore) -> None:
+    """Load (or create) the rollout state; a different candidate than the state's resets to idle."""
+    state = await store.load(
+        lambda: initial(config.candidate.version, weight_to_bp(config.canary.weight), utc_now())
+    )
+    reset = reconcile_candidate(state, config.candidate.version, utc_now())
+    if reset is not None:
+        log.warning("%s", reset.reason)
+        await store.update(
+            lambda s: reconcile_candidate(s, config.candidate.version, utc_now()) or s,
+            {"ts": utc_now(), "actor": "rollguard", "action": "reset", "reason": reset.reason},
+        )
+
+
+@asynccontextmanager
+async def build(config: Config) -> AsyncIterator[Runtime]:
+    """Build and start every part; on exit close them in reverse order."""
+    async with AsyncExitStack() as stack:
+        # The exposition format only: rollguard's counters need no *_created twin series.
+        disable_created_metrics()
+        registry = CollectorRegistry()
+        metrics = ProxyMetrics(registry)
+        metrics.prime(
+            [r.name for r in config.routes],
+            {"baseline": config.baseline.version, "candidate": config.candidate.version},
+        )
+        store = open_store(config.state.path)
+        store.subscribe(lambda s: metrics.set_rollout(s.weight, s.phase))
+        await _load_state(config, store)
+
+        pools: dict[Role, UpstreamPool] = {}
+        for role in ("baseline", "candidate"):
+            pool = UpstreamPool(config.upstream(role))
+            await pool.start()
+            stack.push_async_callback(pool.close)
+            pools[role] = pool
+
+        tasks = TaskSet("background")
+        stack.push_async_callback(tasks.drain, 5.0)  # last: after the log below has stopped its flusher
+        access_log = AccessLog(config.logging.access_log)
+        access_log.start(tasks)
+        stack.push_async_callback(access_log.close)
+
+        forwarder = Forwarder(
+            config=config, pools=pools, store=store, metrics=metrics, access_log=access_log, tasks=tasks
+        )
+        admin = AdminApi(config=config, store=store, pools=pools, registry=registry).app()
+        yield Runtime(
+            config=config,
+            registry=registry,
+            metrics=metrics,
+            store=store,
+            pools=pools,
+            access_log=access_log,
+            tasks=tasks,
+            forwarder=forwarder,
+            admin=admin,
+        )
+
+
+def bind(listen: Listen) -> socket.socket:
+    """Bind the listening socket ourselves: a clear error on a taken port, and port 0 works."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    try:
+        sock = socket.create_server((listen.host, listen.port), family=family, backlog=2048)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def bound(sock: socket.socket) -> Listen:
+    host, port = sock.getsockname()[:2]
+    return Listen(host=host, port=port)
+
+
+def _uvicorn(app: Any, *, graceful: int) -> uvicorn.Server:
+    cfg = uvicorn.Config(
+        app,
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=graceful,
+    )
+    cfg.load()
+    server = uvicorn.Server(cfg)
+    server.lifespan = cfg.lifespan_class(cfg)
+    return server
+
+
+async def serve(
+    config: Config,
+    *,
+    on_ready: Callable[[Listen, Listen], None] | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run the data plane and the admin listener until SIGTERM/SIGINT (or ``stop`` is set).
+
+    ``handle_signals=False`` leaves signal handling to the caller (an embedding process, the demo, tests).
+    """
+    stop = stop or asyncio.Event()
+    data_sock, admin_sock = bind(config.listen), bind(config.admin.listen)
+    async with build(config) as rt:
+        servers = [_uvicorn(rt.forwarder, graceful=10), _uvicorn(rt.admin, graceful=2)]
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
+        for sig in signals[:2]:
+            loop.add_signal_handler(sig, stop.set)
+        if handle_signals:
+            loop.add_signal_handler(
+                signal.SIGHUP,
+                lambda: log.warning(
+                    "SIGHUP received: live config reload is not available in this version; restart to apply"
+                ),
+            )
+        await servers[0].startup(sockets=[data_sock])
+        await servers[1].startup(sockets=[admin_sock])
+        if on_ready is not None:
+            on_ready(bound(data_sock), bound(admin_sock))
+        try:
+            await stop.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            log.info("stopping: no new connections; draining in-flight requests")
+            for server in servers:
+                server.should_exit = True
+            await asyncio.gather(
+                servers[0].shutdown(sockets=[data_sock]), servers[1].shutdown(sockets=[admin_sock])
+            )
+
+
+def announce(data: Listen, admin: Listen) -> None:
+    """The start-up line operators (and tests) read to learn the bound ports."""
+    print(f"rollguard listening data=http://{data} admin=http://{admin}", file=sys.stderr, flush=True)
+
+
+def run(config: Config) -> None:
+    """Blocking entry point for ``rollguard serve``: uvloop when available."""
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(config, on_ready=announce))

@@ -1,0 +1,185 @@
+"""The ``rollguard`` command (PRODUCT §11).
+
+Server commands: ``serve --config FILE``, ``check-config FILE``, ``demo``. Client commands talk to a
+running proxy's admin listener (``--admin URL``, token from ``ROLLGUARD_TOKEN``): ``status``,
+``weights set N``. Exit codes: 0 success, 1 the server refused or failed, 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+import httpx
+import orjson
+
+from . import __version__
+from .errors import ConfigError
+
+DEFAULT_ADMIN = "http://127.0.0.1:9901"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rollguard", description="Safe canary and shadow rollouts for model servers."
+    )
+    p.add_argument("--version", action="version", version=f"rollguard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="path to the YAML config")
+
+    check = sub.add_parser("check-config", help="validate a config file without starting anything")
+    check.add_argument("file")
+
+    demo = sub.add_parser("demo", help="self-contained demo on loopback: models, proxy, traffic, live view")
+    demo.add_argument(
+        "--scenario",
+        default="good",
+        choices=["good"],
+        help="good: the candidate is healthy and the weight walks up to 100%%",
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
+    demo.add_argument("--rps", type=float, default=200.0, help="requests per second (default 200)")
+    demo.add_argument("--out", default="rollguard-demo", help="folder for the demo's config, state and logs")
+    demo.add_argument("--plain", action="store_true", help="print lines instead of the live view")
+
+    def client(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--admin",
+            default=os.environ.get("ROLLGUARD_ADMIN", DEFAULT_ADMIN),
+            help=f"admin URL (default {DEFAULT_ADMIN}, or $ROLLGUARD_ADMIN)",
+        )
+        parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+    status = sub.add_parser("status", help="show the rollout's phase, weights and upstreams")
+    client(status)
+
+    weights = sub.add_parser("weights", help="set the canary weight by hand (pauses the controller)")
+    wsub = weights.add_subparsers(dest="action", required=True)
+    wset = wsub.add_parser("set", help="set the candidate's share in percent")
+    wset.add_argument("percent", type=float)
+    wset.add_argument("--reason", default="")
+    wset.add_argument(
+        "--if-match", dest="if_match", default=None, help="only if the state is at this revision"
+    )
+    client(wset)
+    return p
+
+
+def _die(message: str, code: int) -> int:
+    print(f"rollguard: {message}", file=sys.stderr)
+    return code
+
+
+def _request(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    hdrs = dict(headers or {})
+    token = os.environ.get("ROLLGUARD_TOKEN")
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    content = orjson.dumps(body) if body is not None else None
+    if content is not None:
+        hdrs["Content-Type"] = "application/json"
+    with httpx.Client(base_url=args.admin, timeout=10.0) as client:
+        resp = client.request(method, path, content=content, headers=hdrs)
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = {"detail": resp.text}
+    return resp.status_code, doc
+
+
+def _client_call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]] | int:
+    try:
+        status, doc = _request(args, method, path, body, headers)
+    except httpx.HTTPError as exc:
+        return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
+    if status >= 400:
+        hint = " (set ROLLGUARD_TOKEN)" if status == 401 else ""
+        return _die(f"{status} {doc.get('title', '')}: {doc.get('detail', '')}{hint}", 1)
+    return status, doc
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    r = doc["rollout"]
+    console = Console()
+    console.print(
+        f"[bold]phase[/] {r['phase']}   [bold]candidate weight[/] {r['weight']:g}%   "
+        f"[bold]revision[/] {r['revision']}   [bold]rollout[/] {r['rollout_id']}"
+    )
+    if r.get("reason"):
+        console.print(f"[dim]{r['updated_at']}  {r['reason']}[/]")
+    table = Table("role", "version", "url", "in flight", "pool limit")
+    for role, up in doc["upstreams"].items():
+        table.add_row(role, up["version"], up["url"], str(up["in_flight"]), str(up["limit"]))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.command in ("serve", "check-config"):
+        from .config import load_config
+
+        try:
+            config = load_config(args.config if args.command == "serve" else args.file)
+        except ConfigError as exc:
+            return _die(f"invalid config: {exc}", 2)
+        if args.command == "check-config":
+            print(
+                f"{config.source}: ok ({len(config.routes)} routes, baseline {config.baseline.version}, "
+                f"candidate {config.candidate.version})"
+            )
+            return 0
+        from .app import run
+
+        logging.getLogger().setLevel(config.logging.level.upper())
+        try:
+            run(config)
+        except OSError as exc:
+            return _die(str(exc), 1)
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
+    if args.command == "status":
+        result = _client_call(args, "GET", "/status")
+        if isinstance(result, int):
+            return result
+        if args.json:
+            print(orjson.dumps(result[1], option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_status(result[1])
+        return 0
+    if args.command == "weights":
+        headers = {"If-Match": f'"{args.if_match}"'} if args.if_match else None
+        result = _client_call(
+            args, "PUT", "/weights", {"canary": args.percent, "reason": args.reason}, headers
+        )
+        if isinstance(result, int):
+            return result
+        doc = result[1]
+        print(
+            orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+            if args.json
+            else f"candidate weight {doc['weight']:g}% (phase {doc['phase']}, revision {doc['revision']})"
+        )
+        return 0
+    return _die(f"unknown command {args.command}", 2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

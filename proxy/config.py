@@ -1,0 +1,347 @@
+"""Configuration: YAML validated once against ``config.schema.json``, then frozen dataclasses.
+
+``load_config(path)`` is the only way in. It validates the document against the shipped JSON Schema,
+runs the cross-field checks the schema cannot express, resolves ``env:``/``file:`` secrets and relative
+paths, and returns an immutable :class:`Config`. Every failure is a :class:`ConfigError` whose message
+starts with the key path (``canary.weight: 120 is greater than the maximum of 100``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from .errors import ConfigError
+from .units import parse_duration, parse_size
+
+Role = Literal["baseline", "candidate"]
+AdminRole = Literal["viewer", "operator"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listen:
+    host: str
+    port: int  # 0 picks a free port; the bound one is reported at start
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminToken:
+    name: str  # who: the actor in logs and audit lines, never the token
+    role: AdminRole
+    token: str = field(repr=False)  # resolved secret; never printed
+
+    def __repr__(self) -> str:
+        return f"AdminToken(name={self.name!r}, role={self.role!r}, token='***')"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminConfig:
+    listen: Listen  # default 127.0.0.1:9901: loopback, never the data plane's port
+    tokens: tuple[AdminToken, ...] = ()  # no tokens: every authenticated admin call is 401
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateConfig:
+    path: Path  # file store; the decision log sits beside it as <stem>.decisions.jsonl
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamConfig:
+    role: Role
+    url: str  # http://host:port, no path
+    version: str  # the model version this upstream serves; a metric label
+    timeout: float = 2.0  # one attempt, first byte sent to last byte received
+    connect_timeout: float = 1.0
+    read_timeout: float = 2.0  # longest silence between two reads
+    max_connections: int = 512  # pool size; beyond it requests wait for a connection
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StickyKey:
+    source: Literal["header", "cookie", "json"]
+    name: str  # header name (lower-case), cookie name, or JSON pointer
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfig:
+    name: str
+    path: str  # exact, or a prefix ending in "*"
+    methods: frozenset[str] = frozenset({"POST"})
+    request_schema: Path | None = None
+    response_schema: Path | None = None
+    score: str | None = None  # JSON pointer to the model's numeric output
+    decision_threshold: float = 0.5
+    sticky_key: StickyKey | None = None  # None: each request draws at random
+    segment: str | None = None
+    mode: Literal["enforce", "observe"] = "enforce"
+    deadline: float = 4.0  # whole client request; default: the two upstream timeouts added
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    max_body_bytes: int = 10 * 1024 * 1024
+    replay_body_bytes: int = 1024 * 1024  # bodies up to this are held (json: sticky keys, checks)
+    inspect_body_bytes: int = 1024 * 1024  # responses up to this are checked; larger stream unchecked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardedConfig:
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanaryConfig:
+    weight: float = 0.0  # percent, 0.01 resolution; used while the state store holds none
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    access_log: str = "stdout"  # "stdout", "off", or an absolute file path
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: Path | None
+    listen: Listen
+    admin: AdminConfig
+    state: StateConfig
+    baseline: UpstreamConfig
+    candidate: UpstreamConfig
+    routes: tuple[RouteConfig, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
+    forwarded: ForwardedConfig = ForwardedConfig()
+    canary: CanaryConfig = CanaryConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def upstream(self, role: Role) -> UpstreamConfig:
+        return self.baseline if role == "baseline" else self.candidate
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("proxy").joinpath("config.schema.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+_VALIDATOR = Draft202012Validator(_schema())
+
+
+def key_path(parts: Any) -> str:
+    """``["canary", "steps", 2]`` -> ``canary.steps[2]``."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: ValidationError) -> ConfigError:
+    path = key_path(err.absolute_path)
+    if err.validator == "additionalProperties":
+        return ConfigError(path, err.message.replace("Additional properties are not allowed", "unknown key"))
+    if err.validator == "anyOf" and isinstance(err.schema, dict):
+        desc = err.schema.get("description") or _ref_description(err)
+        if desc:
+            return ConfigError(path, f"{err.instance!r} is not valid: expected {desc[0].lower()}{desc[1:]}")
+    if err.validator == "pattern" and err.schema_path and "secret" in str(err.schema):
+        return ConfigError(path, "secrets are never inline: use env:NAME or file:PATH")
+    return ConfigError(path, err.message)
+
+
+def _ref_description(err: ValidationError) -> str:
+    for defn in ("duration", "size", "listen"):
+        if err.schema == _schema()["$defs"][defn]:
+            return str(_schema()["$defs"][defn]["description"])
+    return ""
+
+
+def validate_document(doc: Any) -> None:
+    """Raise the most relevant schema error, naming its key path."""
+    err = best_match(_VALIDATOR.iter_errors(doc))
+    if err is not None:
+        raise _explain(err)
+
+
+def parse_listen(value: str, path: str) -> Listen:
+    host, _, port = value.rpartition(":")
+    port_n = int(port)
+    if port_n > 65535:
+        raise ConfigError(path, f"port {port_n} is greater than 65535")
+    return Listen(host=host.strip("[]"), port=port_n)
+
+
+def resolve_secret(value: str, path: str, base: Path) -> str:
+    """``env:NAME`` or ``file:PATH`` (relative to the config's folder) -> the secret's text."""
+    kind, _, ref = value.partition(":")
+    if kind == "env":
+        secret = os.environ.get(ref)
+        if not secret:
+            raise ConfigError(path, f"environment variable {ref} is not set or empty")
+        return secret
+    file = (base / ref).resolve()
+    try:
+        secret = file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read secret file {file}: {exc.strerror}") from exc
+    if not secret:
+        raise ConfigError(path, f"secret file {file} is empty")
+    return secret
+
+
+def _path(value: str, base: Path) -> Path:
+    return (base / value).resolve()
+
+
+def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> RouteConfig:
+    at = f"routes[{i}]"
+    sticky = None
+    if "sticky_key" in raw:
+        source, _, name = raw["sticky_key"].partition(":")
+        sticky = StickyKey(source=source, name=name.lower() if source == "header" else name)
+    schemas: dict[str, Path | None] = {}
+    for key in ("request_schema", "response_schema"):
+        schemas[key] = None
+        if key in raw:
+            file = _path(raw[key], base)
+            schemas[key] = file
+            _check_schema_file(file, f"{at}.{key}")
+    return RouteConfig(
+        name=raw["name"],
+        path=raw["path"],
+        methods=frozenset(raw.get("methods", ["POST"])),
+        request_schema=schemas["request_schema"],
+        response_schema=schemas["response_schema"],
+        score=raw.get("score"),
+        decision_threshold=float(raw.get("decision_threshold", 0.5)),
+        sticky_key=sticky,
+        segment=raw.get("segment"),
+        mode=raw.get("mode", "enforce"),
+        deadline=parse_duration(raw["deadline"]) if "deadline" in raw else default_deadline,
+    )
+
+
+def _check_schema_file(file: Path, path: str) -> None:
+    try:
+        doc = json.loads(file.read_bytes())
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read {file}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(path, f"{file} is not valid JSON: {exc}") from exc
+    try:
+        Draft202012Validator.check_schema(doc)
+    except Exception as exc:  # jsonschema's SchemaError; message names the bad keyword
+        raise ConfigError(path, f"{file} is not a valid JSON Schema: {getattr(exc, 'message', exc)}") from exc
+
+
+def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
+    timeout = parse_duration(raw.get("timeout", 2.0))
+    return UpstreamConfig(
+        role=role,
+        url=raw["url"].rstrip("/"),
+        version=raw["version"],
+        timeout=timeout,
+        connect_timeout=parse_duration(raw.get("connect_timeout", min(1.0, timeout))),
+        read_timeout=parse_duration(raw.get("read_timeout", timeout)),
+        max_connections=int(raw.get("max_connections", 512)),
+    )
+
+
+def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Validate a parsed document and build the frozen :class:`Config`; relative paths from ``base``."""
+    validate_document(doc)
+    ups = doc["upstreams"]
+    baseline, candidate = _upstream(ups["baseline"], "baseline"), _upstream(ups["candidate"], "candidate")
+    if baseline.version == candidate.version:
+        raise ConfigError(
+            "upstreams.candidate.version", f"must differ from the baseline's ({baseline.version!r})"
+        )
+    default_deadline = baseline.timeout + candidate.timeout
+    routes = tuple(_route(r, i, base, default_deadline) for i, r in enumerate(doc.get("routes", [])))
+    seen: set[str] = set()
+    for i, r in enumerate(routes):
+        if r.name in seen:
+            raise ConfigError(f"routes[{i}].name", f"{r.name!r} is used by an earlier route")
+        seen.add(r.name)
+    admin_raw = doc.get("admin", {})
+    tokens: list[AdminToken] = []
+    for i, t in enumerate(admin_raw.get("tokens", [])):
+        secret = resolve_secret(t["token"], f"admin.tokens[{i}].token", base)
+        if any(secret == other.token for other in tokens):
+            raise ConfigError(f"admin.tokens[{i}].token", "the same token is configured twice")
+        tokens.append(AdminToken(name=t["name"], role=t["role"], token=secret))
+    listen = parse_listen(doc.get("listen", "0.0.0.0:8080"), "listen")
+    admin_listen = parse_listen(admin_raw.get("listen", "127.0.0.1:9901"), "admin.listen")
+    if listen.port and (listen.host, listen.port) == (admin_listen.host, admin_listen.port):
+        raise ConfigError("admin.listen", f"must differ from listen ({listen})")
+    limits_raw = doc.get("limits", {})
+    limits = LimitsConfig(
+        **{
+            k: parse_size(limits_raw[k])
+            for k in ("max_body_bytes", "replay_body_bytes", "inspect_body_bytes")
+            if k in limits_raw
+        }
+    )
+    if limits.replay_body_bytes > limits.max_body_bytes:
+        raise ConfigError("limits.replay_body_bytes", "must not exceed limits.max_body_bytes")
+    trusted = []
+    for i, net in enumerate(doc.get("forwarded", {}).get("trusted", ["127.0.0.1/32"])):
+        try:
+            trusted.append(ipaddress.ip_network(net, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"forwarded.trusted[{i}]", f"{net!r} is not an IP network: {exc}") from exc
+    weight = float(doc.get("canary", {}).get("weight", 0))
+    if abs(weight * 100 - round(weight * 100)) > 1e-6:
+        raise ConfigError("canary.weight", f"{weight} has more than two decimals (resolution is 0.01)")
+    state_ref = doc.get("state", {}).get("url", "file:./var/rollguard-state.json")
+    log_raw = doc.get("logging", {})
+    access_log = log_raw.get("access_log", "stdout")
+    if access_log not in ("stdout", "off"):
+        access_log = str(_path(access_log, base))
+    return Config(
+        source=source,
+        listen=listen,
+        admin=AdminConfig(listen=admin_listen, tokens=tuple(tokens)),
+        state=StateConfig(path=_path(state_ref.removeprefix("file:"), base)),
+        baseline=baseline,
+        candidate=candidate,
+        routes=routes,
+        limits=limits,
+        forwarded=ForwardedConfig(trusted=tuple(trusted)),
+        canary=CanaryConfig(weight=weight),
+        logging=LoggingConfig(access_log=access_log, level=log_raw.get("level", "info")),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and freeze a config file. Raises :class:`ConfigError` naming the key path."""
+    file = Path(path).resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {file}: {exc.strerror}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{file} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError("", f"{file} must hold a mapping of keys, not {type(doc).__name__}")
+    return build_config(doc, file.parent, file)

@@ -1,0 +1,150 @@
+"""The one error tree of rollguard, and its problem+json rendering (RFC 9457).
+
+    RollguardError                      base; never raised itself
+    ├── ConfigError                     bad configuration; .path names the key (``canary.steps[2]``)
+    ├── StateConflict                   a state change lost a race or is illegal in this phase
+    │   ├── RevisionMismatch   412      ``If-Match`` named a revision that is no longer current
+    │   └── IllegalTransition  409      the move is not legal in the current phase
+    └── ProxyError                      anything the data plane answers itself, with an HTTP status
+        ├── BadRequest         400      unreadable or invalid client request
+        ├── BodyTooLarge       413      client body over ``limits.max_body_bytes``
+        ├── NotImplementedProtocol 501  WebSocket upgrades, HTTP/2 (not proxied in this version)
+        └── UpstreamError               the upstream failed; .kind is the metric label
+            ├── UpstreamConnectError  502  kind=connect   refused, unreachable, DNS
+            ├── UpstreamResetError    502  kind=reset     connection reset or closed early
+            ├── UpstreamProtocolError 502  kind=protocol  not valid HTTP, bad framing
+            └── UpstreamTimeout       504  kind=timeout   a configured timeout fired
+
+Lower-layer exceptions (aiohttp, OSError, asyncio.TimeoutError) are translated at the boundary, in
+``upstream.py``, with ``raise ... from exc``; nothing above that layer sees an aiohttp type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+PROBLEM_CONTENT_TYPE = b"application/problem+json"
+_TYPE_BASE = "https://rollguard.dev/problems/"
+
+
+class RollguardError(Exception):
+    """Base of every error rollguard raises on purpose."""
+
+
+class ConfigError(RollguardError):
+    """A configuration file is invalid. ``path`` is the dotted key path, ``""`` for the whole file."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class StateConflict(RollguardError):
+    """A rollout state change that cannot be applied."""
+
+    status: ClassVar[int] = 409
+
+
+class RevisionMismatch(StateConflict):
+    status = 412
+
+    def __init__(self, expected: int, current: int) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(f"revision {expected} is no longer current (now {current})")
+
+
+class IllegalTransition(StateConflict):
+    status = 409
+
+
+class ProxyError(RollguardError):
+    """An error the data plane answers itself. Subclasses fix ``status``, ``title`` and ``slug``."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal proxy error"
+    slug: ClassVar[str] = "internal"
+    retry_after: int | None = None
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class BadRequest(ProxyError):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    title = "Request body too large"
+    slug = "body-too-large"
+
+
+class NotImplementedProtocol(ProxyError):
+    status = 501
+    title = "Protocol not supported"
+    slug = "not-implemented"
+
+
+class UpstreamError(ProxyError):
+    """The upstream (``role`` = baseline or candidate) failed; ``kind`` is the metric label."""
+
+    kind: ClassVar[str] = "protocol"
+
+    def __init__(self, detail: str, *, role: str = "") -> None:
+        self.role = role
+        super().__init__(detail)
+
+
+class UpstreamConnectError(UpstreamError):
+    status = 502
+    title = "Upstream unreachable"
+    slug = "upstream-connect"
+    kind = "connect"
+
+
+class UpstreamResetError(UpstreamError):
+    status = 502
+    title = "Upstream connection reset"
+    slug = "upstream-reset"
+    kind = "reset"
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    title = "Invalid upstream response"
+    slug = "upstream-protocol"
+    kind = "protocol"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    title = "Upstream timeout"
+    slug = "upstream-timeout"
+    kind = "timeout"
+
+
+def problem(
+    status: int, title: str, detail: str, *, request_id: str = "", slug: str = "", **extra: Any
+) -> bytes:
+    """Render an ``application/problem+json`` body (RFC 9457) with our ``request_id`` member."""
+    doc: dict[str, Any] = {
+        "type": _TYPE_BASE + (slug or str(status)),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request_id:
+        doc["request_id"] = request_id
+    doc.update(extra)
+    return orjson.dumps(doc)
+
+
+def problem_for(exc: ProxyError, request_id: str) -> bytes:
+    return problem(exc.status, exc.title, exc.detail, request_id=request_id, slug=exc.slug)

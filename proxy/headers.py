@@ -1,0 +1,125 @@
+"""Header hygiene for a reverse proxy (pure): hop-by-hop removal, forwarding headers, request ids.
+
+Hop-by-hop headers (RFC 9110 §7.6.1) and every header named in ``Connection`` are dropped in both
+directions. ``x-forwarded-for``/``-proto``/``forwarded`` from a trusted peer are kept and appended to;
+from anyone else they are replaced, so a client cannot forge its address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Never forwarded upstream: operator controls, the client's idea of our host, framing we recompute.
+REQUEST_DROP = HOP_BY_HOP | {
+    b"x-rollguard-force",
+    b"x-rollguard-token",
+    b"host",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"forwarded",
+    b"x-forwarded-host",
+}
+RESPONSE_DROP = HOP_BY_HOP | {b"x-rollguard-version", b"x-request-id"}
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@+=-]{1,128}$")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+RawHeaders = Sequence[tuple[bytes, bytes]]
+
+
+def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
+    """Header names listed in ``Connection``: also hop-by-hop for this message."""
+    names: set[bytes] = set()
+    for k, v in headers:
+        if k == b"connection":
+            names.update(t.strip().lower() for t in v.split(b",") if t.strip())
+    return frozenset(names)
+
+
+def request_id(headers: RawHeaders) -> str:
+    """The client's ``x-request-id`` when well-formed, else a fresh one."""
+    for k, v in headers:
+        if k == b"x-request-id" and _REQUEST_ID.match(v):
+            return v.decode("ascii")
+    return secrets.token_hex(16)
+
+
+def is_trusted(peer: str | None, trusted: Iterable[Network]) -> bool:
+    if not peer:
+        return False
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in trusted)
+
+
+def upstream_request_headers(
+    headers: RawHeaders,
+    *,
+    peer: str | None,
+    scheme: str,
+    trusted: bool,
+    request_id: str,
+    content_length: int | None,
+) -> list[tuple[str, str]]:
+    """The headers to send upstream for one client request."""
+    extra_drop = connection_tokens(headers)
+    out: list[tuple[str, str]] = []
+    xff: list[str] = []
+    xfp = ""
+    fwd: list[str] = []
+    host = ""
+    for k, v in headers:
+        if k in REQUEST_DROP or k in extra_drop:
+            if trusted and k == b"x-forwarded-for":
+                xff.append(v.decode("latin-1"))
+            elif trusted and k == b"x-forwarded-proto" and not xfp:
+                xfp = v.decode("latin-1")
+            elif trusted and k == b"forwarded":
+                fwd.append(v.decode("latin-1"))
+            elif k == b"host":
+                host = v.decode("latin-1")
+            continue
+        if k == b"x-request-id":
+            continue
+        out.append((k.decode("latin-1"), v.decode("latin-1")))
+    client = peer or "unknown"
+    xff.append(client)
+    node = f'"[{client}]"' if ":" in client else client
+    fwd.append(f"for={node};proto={scheme}" + (f';host="{host}"' if host else ""))
+    out.append(("x-forwarded-for", ", ".join(xff)))
+    out.append(("x-forwarded-proto", xfp or scheme))
+    out.append(("forwarded", ", ".join(fwd)))
+    if host:
+        out.append(("x-forwarded-host", host))
+    out.append(("x-request-id", request_id))
+    if content_length is not None:
+        out.append(("content-length", str(content_length)))
+    return out
+
+
+def client_response_headers(
+    upstream: Iterable[tuple[bytes, bytes]], *, version: bytes, request_id: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers minus hop-by-hop, plus ours."""
+    raw = [(k.lower(), v) for k, v in upstream]
+    extra_drop = connection_tokens(raw)
+    out = [(k, v) for k, v in raw if k not in RESPONSE_DROP and k not in extra_drop]
+    out.append((b"x-rollguard-version", version))
+    out.append((b"x-request-id", request_id))
+    return out

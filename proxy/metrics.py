@@ -1,0 +1,151 @@
+"""Every Prometheus metric rollguard exports, defined once on an injected registry (PRODUCT §7).
+
+Labels stay bounded: route names from the config plus ``unmatched``, roles, configured versions,
+status codes and fixed kinds. Never a client id, key or raw path. Label children are cached per
+(route, role, version) so the hot path does one dict lookup, not a label resolution, per observe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .rollout import Phase
+
+# Every latency gate threshold is a bucket edge (0.12 for the default 120 ms p95 gate), so a PromQL
+# histogram_quantile and /status agree to within one bucket.
+BASE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.12,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+)
+
+
+def latency_buckets(gate_thresholds_s: Iterable[float] = ()) -> tuple[float, ...]:
+    return tuple(sorted(set(BASE_BUCKETS) | {round(t, 6) for t in gate_thresholds_s}))
+
+
+@dataclass(slots=True)
+class ExchangeMetrics:
+    """The pre-resolved children for one (route, role, version)."""
+
+    request_duration: Histogram
+    upstream_duration: Histogram
+
+
+class ProxyMetrics:
+    """Owns the metric families; the only module that knows metric names."""
+
+    def __init__(self, registry: CollectorRegistry, *, gate_thresholds_s: Iterable[float] = ()) -> None:
+        buckets = latency_buckets(gate_thresholds_s)
+        self.registry = registry
+        self.requests = Counter(
+            "rollguard_requests",
+            "Client requests answered, by the version that answered.",
+            ["route", "role", "version", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "rollguard_request_duration_seconds",
+            "Client-facing latency, proxy included.",
+            ["route", "role", "version"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "rollguard_upstream_duration_seconds",
+            "Upstream latency, request sent to last byte.",
+            ["route", "role", "version"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "rollguard_upstream_errors",
+            "Failed upstream attempts by kind.",
+            ["route", "role", "version", "kind"],
+            registry=registry,
+        )
+        self.schema_violations = Counter(
+            "rollguard_schema_violations",
+            "Contract breaches by direction.",
+            ["route", "role", "version", "direction"],
+            registry=registry,
+        )
+        self.canary_weight = Gauge(
+            "rollguard_canary_weight_percent",
+            "Share of matching traffic routed to the candidate.",
+            registry=registry,
+        )
+        self.rollout_phase = Gauge(
+            "rollguard_rollout_phase",
+            "1 for the rollout's current phase, 0 for the others.",
+            ["phase"],
+            registry=registry,
+        )
+        self.body_streamed = Counter(
+            "rollguard_unbuffered_bodies",
+            "Bodies too large to hold, streamed without checks.",
+            ["route", "direction"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, str], ExchangeMetrics] = {}
+        self._codes: dict[tuple[str, str, str, int], Counter] = {}
+
+    def exchange(self, route: str, role: str, version: str) -> ExchangeMetrics:
+        key = (route, role, version)
+        children = self._children.get(key)
+        if children is None:
+            children = ExchangeMetrics(
+                request_duration=self.request_duration.labels(route, role, version),
+                upstream_duration=self.upstream_duration.labels(route, role, version),
+            )
+            self._children[key] = children
+        return children
+
+    def count_request(self, route: str, role: str, version: str, code: int) -> None:
+        key = (route, role, version, code)
+        counter = self._codes.get(key)
+        if counter is None:
+            counter = self._codes[key] = self.requests.labels(route, role, version, str(code))
+        counter.inc()
+
+    def upstream_error(self, route: str, role: str, version: str, kind: str) -> None:
+        self.upstream_errors.labels(route, role, version, kind).inc()
+
+    def schema_violation(self, route: str, role: str, version: str, direction: str) -> None:
+        self.schema_violations.labels(route, role, version, direction).inc()
+
+    def set_rollout(self, weight_percent: float, phase: Phase) -> None:
+        self.canary_weight.set(weight_percent)
+        for p in Phase:
+            self.rollout_phase.labels(p.value).set(1 if p is phase else 0)
+
+    def prime(self, routes: Iterable[str], versions: dict[str, str]) -> None:
+        """Create the zero-valued series for every known label set, so rate() has a start point."""
+        for route in [*routes, "unmatched"]:
+            for role, version in versions.items():
+                self.exchange(route, role, version)

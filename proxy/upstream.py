@@ -1,0 +1,148 @@
+"""Upstream connection pools (aiohttp) and the translation of their failures into our error tree.
+
+One ``ClientSession`` + ``TCPConnector`` per upstream: explicit pool limit and timeouts, no
+decompression (bytes pass through as the model sent them), no cookie jar, no proxies from the
+environment, and no headers of aiohttp's own (the client's headers are forwarded, not ours).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from .config import UpstreamConfig
+from .errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+
+_NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
+
+
+def translate(exc: BaseException, role: str, cfg: UpstreamConfig) -> UpstreamError:
+    """Map an aiohttp/OS/timeout failure to the error class (and metric kind) it stands for."""
+    name = f"{role} ({cfg.url})"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(f"{name}: connect timeout ({cfg.connect_timeout:g}s) fired", role=role)
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return UpstreamTimeout(f"{name}: read timeout ({cfg.read_timeout:g}s without data) fired", role=role)
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"{name}: request timeout ({cfg.timeout:g}s) fired", role=role)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"{name}: cannot connect: {exc.os_error.strerror or exc}", role=role)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamResetError(f"{name}: closed the connection before a complete response", role=role)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamResetError(f"{name}: response body cut short: {exc}", role=role)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamProtocolError(f"{name}: invalid HTTP response: {exc.message}", role=role)
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError | OSError):
+        return UpstreamResetError(f"{name}: connection error: {exc}", role=role)
+    return UpstreamProtocolError(f"{name}: {type(exc).__name__}: {exc}", role=role)
+
+
+class UpstreamPool:
+    """The connection pool of one upstream. ``start`` in the lifespan, ``close`` on the way out."""
+
+    def __init__(self, cfg: UpstreamConfig) -> None:
+        self.cfg = cfg
+        self.role = cfg.role
+        self.version = cfg.version
+        self.timeout = aiohttp.ClientTimeout(
+            total=cfg.timeout, connect=cfg.connect_timeout, sock_read=cfg.read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._connector: aiohttp.TCPConnector | None = None
+        self.in_flight = 0
+
+    def __repr__(self) -> str:
+        return f"<UpstreamPool {self.role} {self.cfg.url} {self.stats()}>"
+
+    async def start(self) -> None:
+        self._connector = aiohttp.TCPConnector(
+            limit=self.cfg.max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=30
+        )
+        self._session = aiohttp.ClientSession(
+            base_url=self.cfg.url,
+            connector=self._connector,
+            timeout=self.timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            skip_auto_headers=_NO_AUTO_HEADERS,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def stats(self) -> dict[str, Any]:
+        """Pool occupancy for ``/status``."""
+        return {
+            "url": self.cfg.url,
+            "version": self.version,
+            "limit": self.cfg.max_connections,
+            "in_flight": self.in_flight,
+        }
+
+    async def send(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes] | None,
+        *,
+        budget: float | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send a request; return the response with its head read and its body unread.
+
+        ``budget`` (seconds) shortens the attempt's total timeout to what the route's deadline leaves.
+        The caller must ``release()`` the response. Failures arrive as :class:`UpstreamError`.
+        """
+        if self._session is None:
+            raise RuntimeError("upstream pool not started")
+        attempt_timeout = self.timeout
+        if budget is not None and budget < self.cfg.timeout:
+            attempt_timeout = aiohttp.ClientTimeout(
+                total=max(budget, 0.001), connect=self.cfg.connect_timeout, sock_read=self.cfg.read_timeout
+            )
+        try:
+            return await self._session.request(
+                method,
+                target,
+                headers=CIMultiDict(headers),
+                data=body,
+                allow_redirects=False,
+                timeout=attempt_timeout,
+                compress=None,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise translate(exc, self.role, self.cfg) from exc
+
+    async def reachable(self, within: float = 1.0) -> bool:
+        """Whether a TCP connection to the upstream opens within ``within`` seconds (for ``/readyz``)."""
+        url = URL(self.cfg.url)
+        try:
+            async with asyncio.timeout(within):
+                _, writer = await asyncio.open_connection(url.host, url.port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+
+async def read_body(resp: aiohttp.ClientResponse, role: str, cfg: UpstreamConfig) -> bytes:
+    try:
+        return await resp.read()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise translate(exc, role, cfg) from exc
