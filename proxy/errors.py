@@ -85,6 +85,10 @@ class BodyTooLarge(ProxyError):
     title = "Request body too large"
     slug = "body-too-large"
 
+    def __init__(self, detail: str, *, unread: int = 0) -> None:
+        self.unread = unread  # body bytes the client has yet to send, when it declared them
+        super().__init__(detail)
+
 
 class NotImplementedProtocol(ProxyError):
     status = 501

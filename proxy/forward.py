@@ -36,6 +36,7 @@ Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 
 _CHUNK = 64 * 1024
+_DRAIN_ALLOWANCE = 1024 * 1024
 _JSON_TYPES = (b"application/json", b"application/problem+json")
 
 
@@ -50,6 +51,9 @@ class Body:
     data: bytes
     rest: AsyncIterator[bytes] | None = None
     length: int | None = None  # the declared Content-Length, when there was one
+    # Why the client's side of a streamed body failed (too large, client gone). aiohttp wraps whatever
+    # the body iterator raises as an upstream error; this keeps the real cause.
+    failure: Exception | None = None
 
     @property
     def held(self) -> bool:
@@ -181,18 +185,23 @@ class Forwarder:
                 return Body(data=b"".join(chunks), length=declared)
             if size > limits.replay_body_bytes:
                 self.metrics.body_streamed.labels(route, "request").inc()
-                return Body(data=b"".join(chunks), rest=self._stream_rest(receive, size), length=declared)
+                body = Body(data=b"".join(chunks), length=declared)
+                body.rest = self._stream_rest(receive, size, body)
+                return body
 
-    async def _stream_rest(self, receive: Receive, already: int) -> AsyncIterator[bytes]:
+    async def _stream_rest(self, receive: Receive, already: int, body: Body) -> AsyncIterator[bytes]:
         size = already
+        limit = self.config.limits.max_body_bytes
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise ClientGone()
+                body.failure = ClientGone()
+                raise body.failure
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.config.limits.max_body_bytes:
-                raise BodyTooLarge(f"body is over the limit of {self.config.limits.max_body_bytes} bytes")
+            if size > limit:
+                body.failure = BodyTooLarge(f"body is over the limit of {limit} bytes")
+                raise body.failure
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
@@ -315,6 +324,8 @@ class Forwarder:
             finally:
                 resp.release()
         except UpstreamError as exc:
+            if body.failure is not None:
+                raise body.failure from exc  # the client's side failed, not the upstream
             self.metrics.upstream_error(route, role, pool.version, exc.kind)
             if sent_head:
                 log["error"] = exc.detail
@@ -424,8 +435,12 @@ async def _send_problem(send: Send, exc: ProxyError, rid: str) -> None:
     ]
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(exc.retry_after).encode()))
-    if isinstance(exc, BodyTooLarge | NotImplementedProtocol):
-        headers.append((b"connection", b"close"))  # the rest of the body is not worth reading
+    if isinstance(exc, NotImplementedProtocol) or (
+        isinstance(exc, BodyTooLarge) and exc.unread > _DRAIN_ALLOWANCE
+    ):
+        # Reading the rest is not worth it: close. Smaller leftovers are read and discarded by the
+        # server, so the client reads our answer instead of a reset while it is still sending.
+        headers.append((b"connection", b"close"))
     try:
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,66 @@
+"""Small helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+VALID_BODY = {"features": {"amount": 12.5, "tenure_months": 7, "txn_24h": 2, "region": "br-se"}}
+
+
+async def metric_samples(admin_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Scrape ``/metrics`` and index every sample by (name, labels)."""
+    async with httpx.AsyncClient(base_url=admin_url) as c:
+        text = (await c.get("/metrics")).text
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+@contextlib.asynccontextmanager
+async def raw_http_server(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+) -> AsyncIterator[str]:
+    """A throwaway raw-socket HTTP server on loopback; yields its URL."""
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)  # type: ignore[misc]
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set (VmHWM) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
