@@ -156,20 +156,18 @@ def _explain(err: ValidationError) -> ConfigError:
     path = key_path(err.absolute_path)
     if err.validator == "additionalProperties":
         return ConfigError(path, err.message.replace("Additional properties are not allowed", "unknown key"))
-    if err.validator == "anyOf" and isinstance(err.schema, dict):
-        desc = err.schema.get("description") or _ref_description(err)
-        if desc:
-            return ConfigError(path, f"{err.instance!r} is not valid: expected {desc[0].lower()}{desc[1:]}")
-    if err.validator == "pattern" and err.schema_path and "secret" in str(err.schema):
-        return ConfigError(path, "secrets are never inline: use env:NAME or file:PATH")
+    if err.validator in ("pattern", "anyOf", "type"):
+        # A regex or a failed alternative says nothing to a reader: use the schema's description of
+        # what is expected, from the failing schema or the anyOf that contains it.
+        node: ValidationError | None = err
+        while node is not None:
+            desc = node.schema.get("description") if isinstance(node.schema, dict) else None
+            if desc:
+                return ConfigError(
+                    path, f"{node.instance!r} is not valid: expected {desc[0].lower()}{desc[1:]}"
+                )
+            node = node.parent
     return ConfigError(path, err.message)
-
-
-def _ref_description(err: ValidationError) -> str:
-    for defn in ("duration", "size", "listen"):
-        if err.schema == _schema()["$defs"][defn]:
-            return str(_schema()["$defs"][defn]["description"])
-    return ""
 
 
 def validate_document(doc: Any) -> None:
@@ -288,8 +286,15 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         tokens.append(AdminToken(name=t["name"], role=t["role"], token=secret))
     listen = parse_listen(doc.get("listen", "0.0.0.0:8080"), "listen")
     admin_listen = parse_listen(admin_raw.get("listen", "127.0.0.1:9901"), "admin.listen")
-    if listen.port and (listen.host, listen.port) == (admin_listen.host, admin_listen.port):
-        raise ConfigError("admin.listen", f"must differ from listen ({listen})")
+    wildcard = {"0.0.0.0", "::", ""}
+    if (
+        listen.port
+        and listen.port == admin_listen.port
+        and (listen.host == admin_listen.host or listen.host in wildcard or admin_listen.host in wildcard)
+    ):
+        raise ConfigError(
+            "admin.listen", f"must differ from listen ({listen}): both would bind port {listen.port}"
+        )
     limits_raw = doc.get("limits", {})
     limits = LimitsConfig(
         **{

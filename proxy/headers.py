@@ -35,7 +35,9 @@ REQUEST_DROP = HOP_BY_HOP | {
     b"x-forwarded-host",
 }
 RESPONSE_DROP = HOP_BY_HOP | {b"x-rollguard-version", b"x-request-id"}
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@+=-]{1,128}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+=-]{1,128}")
+# What may be echoed into x-forwarded-host / forwarded host=: a host name or address and a port.
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RawHeaders = Sequence[tuple[bytes, bytes]]
@@ -53,7 +55,7 @@ def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
 def request_id(headers: RawHeaders) -> str:
     """The client's ``x-request-id`` when well-formed, else a fresh one."""
     for k, v in headers:
-        if k == b"x-request-id" and _REQUEST_ID.match(v):
+        if k == b"x-request-id" and _REQUEST_ID.fullmatch(v):
             return v.decode("ascii")
     return secrets.token_hex(16)
 
@@ -92,8 +94,8 @@ def upstream_request_headers(
                 xfp = v.decode("latin-1")
             elif trusted and k == b"forwarded":
                 fwd.append(v.decode("latin-1"))
-            elif k == b"host":
-                host = v.decode("latin-1")
+            elif k == b"host" and _HOST.fullmatch(v.decode("latin-1")):
+                host = v.decode("latin-1")  # anything else could inject into forwarded's syntax
             continue
         if k == b"x-request-id":
             continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
 from .config import RouteConfig, StickyKey
@@ -89,10 +88,21 @@ def sticky_value(key: StickyKey, headers: Iterable[tuple[bytes, bytes]], body: A
     if key.source == "header":
         return found[0] or None
     for raw in found:
-        try:
-            jar: SimpleCookie = SimpleCookie(raw)
-        except CookieError:
-            continue
-        if key.name in jar and jar[key.name].value:
-            return jar[key.name].value
+        value = cookie_value(raw, key.name)
+        if value:
+            return value
+    return None
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """One cookie's value from a ``Cookie`` header, tolerant of malformed neighbours.
+
+    ``http.cookies.SimpleCookie`` gives up on the whole header when any pair is malformed, which would
+    silently un-stick every user who carries one odd cookie.
+    """
+    for pair in header.split(";"):
+        k, sep, v = pair.partition("=")
+        if sep and k.strip() == name:
+            v = v.strip()
+            return v[1:-1] if len(v) >= 2 and v[0] == v[-1] == '"' else v
     return None

@@ -169,9 +169,13 @@ class FileStateStore:
 
     def _append(self, entry: dict[str, Any]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            os.write(fd, orjson.dumps(entry) + b"\n")
+            line = orjson.dumps(entry) + b"\n"
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a kill tore the last line: never glue a new entry onto it
+            os.write(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -1,0 +1,39 @@
+# rollguard — every target creates and uses the local virtualenv in .venv; nothing to install by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench bench-quick venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: the self-contained demo (sample models, proxy, traffic, live view) on loopback
+demo: $(STAMP)
+	$(VENV)/bin/rollguard demo $(ARGS)
+
+## make test: the whole test suite (real loopback servers; a few minutes on 2 cores)
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+## make lint: ruff (lint and format) and mypy --strict on the package
+lint: $(STAMP)
+	$(VENV)/bin/ruff check proxy tests benchmarks
+	$(VENV)/bin/ruff format --check proxy tests benchmarks
+	$(VENV)/bin/mypy proxy
+
+## make bench: load benchmarks against nginx and minimal-proxy anchors (needs nginx, wrk, taskset)
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache rollguard-demo var
