@@ -159,7 +159,7 @@ def _explain(err: ValidationError) -> ConfigError:
     if err.validator in ("pattern", "anyOf", "type"):
         # A regex or a failed alternative says nothing to a reader: use the schema's description of
         # what is expected, from the failing schema or the anyOf that contains it.
-        node: ValidationError | None = err
+        node: Any = err  # ValidationError; .parent is typed loosely in the stubs
         while node is not None:
             desc = node.schema.get("description") if isinstance(node.schema, dict) else None
             if desc:
