@@ -26,7 +26,7 @@ from . import __version__
 from .clock import utc_now
 from .config import AdminToken, Config
 from .errors import IllegalTransition, RevisionMismatch, problem
-from .rollout import RolloutState, set_weight
+from .rollout import RolloutState, set_shadow_sample, set_weight
 from .routing import Role, weight_to_bp
 from .store import StateStore
 from .upstream import UpstreamPool
@@ -139,12 +139,16 @@ class AdminApi:
         store: StateStore,
         pools: Mapping[Role, UpstreamPool],
         registry: CollectorRegistry,
+        reports: Mapping[str, Callable[[], Any]] | None = None,
+        shadow_stats: Callable[[], dict[str, Any]] | None = None,
         started_at: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.pools = pools
         self.registry = registry
+        self.reports = dict(reports or {})  # artifact file name -> renderer (dict for .json, str otherwise)
+        self.shadow_stats = shadow_stats
         self.auth = Authenticator(config.admin.tokens)
         self.started_at = started_at or time.time()
         self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
@@ -166,6 +170,8 @@ class AdminApi:
             Route("/status", guard(self.status), methods=["GET"]),
             Route("/weights", guard(self.put_weights), methods=["PUT"]),
             Route("/decisions", guard(self.decisions), methods=["GET"]),
+            Route("/shadow", guard(self.put_shadow), methods=["PUT"]),
+            Route("/reports/{name}", guard(self.report), methods=["GET"]),
         ]
 
         async def http_error(request: Request, exc: Exception) -> Response:
@@ -206,6 +212,8 @@ class AdminApi:
             "upstreams": {role: pool.stats() for role, pool in self.pools.items()},
             "routes": [r.name for r in self.config.routes],
         }
+        if self.shadow_stats is not None:
+            doc["shadow"] = self.shadow_stats()
         return json_response(doc, headers={"ETag": f'"{state.revision}"'})
 
     async def put_weights(self, request: Request) -> Response:
@@ -230,6 +238,40 @@ class AdminApi:
             expected,
             lambda s: set_weight(s, weight_to_bp(canary), utc_now(), reason),
         )
+
+    async def put_shadow(self, request: Request) -> Response:
+        actor = self.auth.require(request, "operator")
+        expected = _if_match(request)
+        doc = await _json_body(request)
+        sample = doc.get("sample")
+        if isinstance(sample, bool) or not isinstance(sample, int | float) or not math.isfinite(sample):
+            raise ApiError(422, "sample: must be a number from 0 to 1")
+        if not 0 <= sample <= 1:
+            raise ApiError(422, f"sample: {sample} is outside [0, 1]")
+        reason = _reason(doc)
+        unknown = set(doc) - {"sample", "reason"}
+        if unknown:
+            raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+        return await self._mutate(
+            actor,
+            "set_shadow_sample",
+            reason,
+            expected,
+            lambda s: set_shadow_sample(s, float(sample), utc_now(), reason),
+        )
+
+    async def report(self, request: Request) -> Response:
+        self.auth.require(request, "viewer")
+        name = request.path_params["name"]
+        render = self.reports.get(name)
+        if render is None:
+            known = ", ".join(sorted(self.reports)) or "none yet"
+            raise ApiError(404, f"no report {name!r}; available: {known}")
+        body = render()
+        if isinstance(body, str):
+            media = "text/markdown; charset=utf-8" if name.endswith(".md") else "text/plain; charset=utf-8"
+            return Response(body, media_type=media)
+        return json_response(body)
 
     async def decisions(self, request: Request) -> Response:
         self.auth.require(request, "viewer")

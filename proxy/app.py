@@ -27,8 +27,10 @@ from .config import Config, Listen
 from .forward import Forwarder
 from .logs import AccessLog
 from .metrics import ProxyMetrics
+from .mirror import Mirror
 from .rollout import initial, reconcile_candidate
 from .routing import Role, weight_to_bp
+from .shadow import ShadowBook
 from .store import FileStateStore, open_store
 from .upstream import UpstreamPool
 
@@ -93,10 +95,41 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         access_log.start(tasks)
         stack.push_async_callback(access_log.close)
 
-        forwarder = Forwarder(
-            config=config, pools=pools, store=store, metrics=metrics, access_log=access_log, tasks=tasks
+        book = ShadowBook(config, metrics)
+        book.start_rollout(store.current.rollout_id)
+        store.subscribe(lambda s: book.start_rollout(s.rollout_id))
+        shadow_tasks = TaskSet("shadow")
+        mirror = Mirror(
+            config.shadow,
+            candidate=config.candidate,
+            baseline=config.baseline,
+            store=store,
+            metrics=metrics,
+            tasks=shadow_tasks,
+            on_pair=book.observe,
         )
-        admin = AdminApi(config=config, store=store, pools=pools, registry=registry).app()
+        await mirror.start()
+        stack.push_async_callback(mirror.close)
+        # Mirrors in flight get a short grace at shutdown, then are cancelled: never the client's wait.
+        stack.push_async_callback(shadow_tasks.drain, config.shadow.timeout)
+
+        forwarder = Forwarder(
+            config=config,
+            pools=pools,
+            store=store,
+            metrics=metrics,
+            access_log=access_log,
+            tasks=tasks,
+            mirror=mirror,
+        )
+        admin = AdminApi(
+            config=config,
+            store=store,
+            pools=pools,
+            registry=registry,
+            reports={"shadow_eval.json": lambda: book.report(utc_now())},
+            shadow_stats=mirror.stats,
+        ).app()
         yield Runtime(
             config=config,
             registry=registry,
@@ -158,35 +191,42 @@ async def serve(
     ``handle_signals=False`` leaves signal handling to the caller (an embedding process, the demo, tests).
     """
     stop = stop or asyncio.Event()
-    data_sock, admin_sock = bind(config.listen), bind(config.admin.listen)
-    async with build(config) as rt:
-        servers = [_uvicorn(rt.forwarder, graceful=10), _uvicorn(rt.admin, graceful=2)]
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
-        for sig in signals[:2]:
-            loop.add_signal_handler(sig, stop.set)
-        if handle_signals:
-            loop.add_signal_handler(
-                signal.SIGHUP,
-                lambda: log.warning(
-                    "SIGHUP received: live config reload is not available in this version; restart to apply"
-                ),
-            )
-        await servers[0].startup(sockets=[data_sock])
-        await servers[1].startup(sockets=[admin_sock])
-        if on_ready is not None:
-            on_ready(bound(data_sock), bound(admin_sock))
-        try:
-            await stop.wait()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            log.info("stopping: no new connections; draining in-flight requests")
-            for server in servers:
-                server.should_exit = True
-            await asyncio.gather(
-                servers[0].shutdown(sockets=[data_sock]), servers[1].shutdown(sockets=[admin_sock])
-            )
+    async with AsyncExitStack() as sockets:
+        # Bound before anything is built, closed on every way out (a failed build included).
+        data_sock = sockets.enter_context(bind(config.listen))
+        admin_sock = sockets.enter_context(bind(config.admin.listen))
+        async with build(config) as rt:
+            servers = [_uvicorn(rt.forwarder, graceful=10), _uvicorn(rt.admin, graceful=2)]
+            loop = asyncio.get_running_loop()
+            signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
+            for sig in signals[:2]:
+                loop.add_signal_handler(sig, stop.set)
+            if handle_signals:
+                loop.add_signal_handler(
+                    signal.SIGHUP,
+                    lambda: log.warning(
+                        "SIGHUP: live config reload is not available in this version; restart to apply"
+                    ),
+                )
+            try:
+                await servers[0].startup(sockets=[data_sock])
+                await servers[1].startup(sockets=[admin_sock])
+                if on_ready is not None:
+                    on_ready(bound(data_sock), bound(admin_sock))
+                await stop.wait()
+            finally:
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
+                log.info("stopping: no new connections; draining in-flight requests")
+                for server in servers:
+                    server.should_exit = True
+                await asyncio.gather(
+                    *(
+                        s.shutdown(sockets=[sock])
+                        for s, sock in zip(servers, (data_sock, admin_sock), strict=True)
+                        if getattr(s, "servers", None) is not None
+                    )
+                )
 
 
 def announce(data: Listen, admin: Listen) -> None:

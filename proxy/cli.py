@@ -67,7 +67,52 @@ def _parser() -> argparse.ArgumentParser:
         "--if-match", dest="if_match", default=None, help="only if the state is at this revision"
     )
     client(wset)
+    report = sub.add_parser(
+        "report", help="write the rollout artifacts (shadow_eval.json, ...) into a folder"
+    )
+    report.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    client(report)
+
+    shadow = sub.add_parser("shadow", help="change the share of baseline traffic mirrored to the candidate")
+    ssub = shadow.add_subparsers(dest="action", required=True)
+    sset = ssub.add_parser("set", help="set the shadow sample, a share from 0 to 1")
+    sset.add_argument("sample", type=float)
+    sset.add_argument("--reason", default="")
+    client(sset)
     return p
+
+
+# The artifacts of PRODUCT §8, fetched live from the admin API; those a version does not produce yet
+# answer 404 and are reported as not available.
+ARTIFACTS = ("shadow_eval.json", "staging_report.json", "canary_plan.md", "rollout_decision.txt")
+
+
+def _write_reports(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    token = os.environ.get("ROLLGUARD_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    written = 0
+    try:
+        with httpx.Client(base_url=args.admin, timeout=30.0, headers=headers) as client:
+            for name in ARTIFACTS:
+                resp = client.get(f"/reports/{name}")
+                if resp.status_code == 404:
+                    print(f"{name}: not available from this proxy")
+                    continue
+                if resp.status_code >= 400:
+                    return _die(f"{name}: {resp.status_code} {resp.text[:200]}", 1)
+                target = out / name
+                tmp = target.with_name(f".{name}.tmp")
+                tmp.write_bytes(resp.content)
+                tmp.replace(target)
+                written += 1
+                print(f"wrote {target}")
+    except httpx.HTTPError as exc:
+        return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
+    return 0 if written else _die("no artifact was available", 1)
 
 
 def _die(message: str, code: int) -> int:
@@ -177,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.json
             else f"candidate weight {doc['weight']:g}% (phase {doc['phase']}, revision {doc['revision']})"
         )
+        return 0
+    if args.command == "report":
+        return _write_reports(args)
+    if args.command == "shadow":
+        result = _client_call(args, "PUT", "/shadow", {"sample": args.sample, "reason": args.reason})
+        if isinstance(result, int):
+            return result
+        print(f"shadow sample {result[1]['shadow_sample']:g} (revision {result[1]['revision']})")
         return 0
     return _die(f"unknown command {args.command}", 2)
 

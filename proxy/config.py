@@ -88,8 +88,9 @@ class RouteConfig:
     decision_threshold: float = 0.5
     sticky_key: StickyKey | None = None  # None: each request draws at random
     segment: str | None = None
-    mode: Literal["enforce", "observe"] = "enforce"
-    deadline: float = 4.0  # whole client request; default: the two upstream timeouts added
+    mode: Literal["enforce", "observe"] = "enforce"  # request contract: 400 and not forwarded, or count
+    response_mode: Literal["enforce", "observe"] = "observe"  # a baseline breach: 502, or count and pass
+    deadline: float = 4.0  # whole client request, fallback included; default: the two timeouts added
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +110,25 @@ class ForwardedConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CanaryConfig:
     weight: float = 0.0  # percent, 0.01 resolution; used while the state store holds none
+    fallback_to_baseline: bool = True  # a failed candidate attempt is answered by the baseline
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowConfig:
+    sample: float = 0.0  # share of matching baseline-routed requests mirrored to the candidate
+    max_in_flight: int = 256  # beyond this, mirrors are dropped and counted, never queued
+    timeout: float = 2.0  # one mirror attempt, first byte to last
+    methods: frozenset[str] = frozenset({"POST"})
+    max_body_bytes: int = 1024 * 1024  # larger bodies are not mirrored (counted as skipped)
+    forward_credentials: bool = False  # authorization, cookie and credential_headers are stripped
+    credential_headers: frozenset[str] = frozenset({"x-api-key"})
+    noise_sample: float = 0.05  # share of mirrored requests also sent to the baseline a second time
+    abs_tolerance: float = 1e-9  # numeric fields closer than this are equal
+    rel_tolerance: float = 1e-6
+    noise_min_samples: int = 50  # pairs per field before it is classified
+    noise_abs_threshold: float = 0.05  # candidate must differ this much more often than baseline-vs-baseline
+    noise_rel_factor: float = 2.0  # ...and this many times as often
+    segment_top_n: int = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +149,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     forwarded: ForwardedConfig = ForwardedConfig()
     canary: CanaryConfig = CanaryConfig()
+    shadow: ShadowConfig = ShadowConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def upstream(self, role: Role) -> UpstreamConfig:
@@ -231,6 +252,7 @@ def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> 
         sticky_key=sticky,
         segment=raw.get("segment"),
         mode=raw.get("mode", "enforce"),
+        response_mode=raw.get("response_mode", "observe"),
         deadline=parse_duration(raw["deadline"]) if "deadline" in raw else default_deadline,
     )
 
@@ -258,6 +280,34 @@ def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
         connect_timeout=parse_duration(raw.get("connect_timeout", min(1.0, timeout))),
         read_timeout=parse_duration(raw.get("read_timeout", timeout)),
         max_connections=int(raw.get("max_connections", 512)),
+    )
+
+
+def _shadow(raw: dict[str, Any], limits: LimitsConfig) -> ShadowConfig:
+    tol = raw.get("numeric_tolerance", {})
+    noise = raw.get("noise", {})
+    max_body = parse_size(raw["max_body_bytes"]) if "max_body_bytes" in raw else limits.replay_body_bytes
+    if max_body > limits.replay_body_bytes:
+        # Only held bodies can be sent twice; a larger cap would silently mirror nothing above it.
+        raise ConfigError("shadow.max_body_bytes", "must not exceed limits.replay_body_bytes")
+    defaults = ShadowConfig()
+    return ShadowConfig(
+        sample=float(raw.get("sample", defaults.sample)),
+        max_in_flight=int(raw.get("max_in_flight", defaults.max_in_flight)),
+        timeout=parse_duration(raw.get("timeout", defaults.timeout)),
+        methods=frozenset(raw.get("methods", defaults.methods)),
+        max_body_bytes=max_body,
+        forward_credentials=bool(raw.get("forward_credentials", False)),
+        credential_headers=frozenset(
+            h.lower() for h in raw.get("credential_headers", defaults.credential_headers)
+        ),
+        noise_sample=float(raw.get("noise_sample", defaults.noise_sample)),
+        abs_tolerance=float(tol.get("abs", defaults.abs_tolerance)),
+        rel_tolerance=float(tol.get("rel", defaults.rel_tolerance)),
+        noise_min_samples=int(noise.get("min_samples", defaults.noise_min_samples)),
+        noise_abs_threshold=float(noise.get("abs_threshold", defaults.noise_abs_threshold)),
+        noise_rel_factor=float(noise.get("rel_factor", defaults.noise_rel_factor)),
+        segment_top_n=int(raw.get("segment_top_n", defaults.segment_top_n)),
     )
 
 
@@ -314,6 +364,8 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
     weight = float(doc.get("canary", {}).get("weight", 0))
     if abs(weight * 100 - round(weight * 100)) > 1e-6:
         raise ConfigError("canary.weight", f"{weight} has more than two decimals (resolution is 0.01)")
+    canary_raw = doc.get("canary", {})
+    shadow = _shadow(doc.get("shadow", {}), limits)
     state_ref = doc.get("state", {}).get("url", "file:./var/rollguard-state.json")
     log_raw = doc.get("logging", {})
     access_log = log_raw.get("access_log", "stdout")
@@ -329,7 +381,10 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         routes=routes,
         limits=limits,
         forwarded=ForwardedConfig(trusted=tuple(trusted)),
-        canary=CanaryConfig(weight=weight),
+        canary=CanaryConfig(
+            weight=weight, fallback_to_baseline=bool(canary_raw.get("fallback_to_baseline", True))
+        ),
+        shadow=shadow,
         logging=LoggingConfig(access_log=access_log, level=log_raw.get("level", "info")),
     )
 

@@ -13,6 +13,7 @@
             ├── UpstreamConnectError  502  kind=connect   refused, unreachable, DNS
             ├── UpstreamResetError    502  kind=reset     connection reset or closed early
             ├── UpstreamProtocolError 502  kind=protocol  not valid HTTP, bad framing
+            ├── UpstreamContractError 502  kind=contract  the answer breaks the route's response contract
             └── UpstreamTimeout       504  kind=timeout   a configured timeout fired
 
 Lower-layer exceptions (aiohttp, OSError, asyncio.TimeoutError) are translated at the boundary, in
@@ -125,6 +126,13 @@ class UpstreamProtocolError(UpstreamError):
     title = "Invalid upstream response"
     slug = "upstream-protocol"
     kind = "protocol"
+
+
+class UpstreamContractError(UpstreamError):
+    status = 502
+    title = "Upstream answer breaks the contract"
+    slug = "upstream-contract"
+    kind = "contract"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -1,10 +1,11 @@
-"""The terminal data-plane ASGI app: read, choose, forward, stream back.
+"""The terminal data-plane ASGI app: read, choose, forward, fall back, stream back.
 
-Per request: take or mint ``x-request-id``; refuse upgrades (501); match a route; read the body,
-holding it whole only up to ``limits.replay_body_bytes`` (beyond that it streams, unchecked); choose
-baseline or candidate (forced by an operator, sticky, or random); forward through the upstream's pool;
-stream the answer back with hop-by-hop headers dropped and ``x-rollguard-version`` added; record
-metrics and one access-log line. A client that goes away cancels the upstream call.
+Per request: take or mint ``x-request-id``; refuse upgrades (501); match a route; read the body (held
+whole up to ``limits.replay_body_bytes``); choose baseline or candidate (forced by an operator, sticky,
+or random); check the request contract; send one attempt; when the candidate's attempt fails (connect,
+timeout, reset, 5xx, contract) and the body is held, answer with the baseline within what is left of the
+route's deadline; stream the answer back. A sampled share of baseline-answered requests is mirrored to
+the candidate (``mirror.py``) without the client ever waiting on it.
 """
 
 from __future__ import annotations
@@ -13,66 +14,29 @@ import asyncio
 import hmac
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
-
 from ._tasks import TaskSet
-from .config import Config, RouteConfig
-from .contracts import MISSING, Contract, InvalidJSON, parse_json
-from .errors import BadRequest, BodyTooLarge, NotImplementedProtocol, ProxyError, UpstreamError, problem_for
-from .headers import client_response_headers, is_trusted, request_id, upstream_request_headers
+from .attempt import Attempt, CompiledRoute, Progress, attempt, send_answer, send_problem
+from .body import Body, ClientGone, Receive, declared_length, read_body
+from .config import Config
+from .contracts import MISSING, InvalidJSON, parse_json
+from .errors import BadRequest, BodyTooLarge, NotImplementedProtocol, ProxyError, UpstreamError
+from .headers import TrustedPeers, request_id, upstream_request_headers
 from .logs import AccessLog
 from .metrics import ProxyMetrics
-from .routing import Role, RouteTable, choose, needs_body, sticky_value
+from .mirror import Mirror, MirrorRequest
+from .routing import Role, RouteTable, choose, sticky_value
 from .store import StateStore
-from .upstream import UpstreamPool, translate
+from .upstream import UpstreamPool
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
-Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 
-_CHUNK = 64 * 1024
 _DRAIN_ALLOWANCE = 1024 * 1024
-_JSON_TYPES = (b"application/json", b"application/problem+json")
-
-
-class ClientGone(Exception):
-    """The client disconnected before the exchange finished."""
-
-
-@dataclass(slots=True)
-class Body:
-    """A client body: held whole (``data``), or a held prefix plus a stream of the rest."""
-
-    data: bytes
-    rest: AsyncIterator[bytes] | None = None
-    length: int | None = None  # the declared Content-Length, when there was one
-    # Why the client's side of a streamed body failed (too large, client gone). aiohttp wraps whatever
-    # the body iterator raises as an upstream error; this keeps the real cause.
-    failure: Exception | None = None
-
-    @property
-    def held(self) -> bool:
-        return self.rest is None
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledRoute:
-    route: RouteConfig
-    request_contract: Contract | None
-    response_contract: Contract | None
-
-    @property
-    def needs_json(self) -> bool:
-        return self.request_contract is not None or needs_body(self.route.sticky_key)
-
-    @property
-    def inspects_response(self) -> bool:
-        return self.response_contract is not None or self.route.score is not None
+_WATCH_AFTER = 0.25  # seconds
 
 
 class Forwarder:
@@ -87,6 +51,7 @@ class Forwarder:
         metrics: ProxyMetrics,
         access_log: AccessLog,
         tasks: TaskSet,
+        mirror: Mirror | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
@@ -95,29 +60,27 @@ class Forwarder:
         self.metrics = metrics
         self.access_log = access_log
         self.tasks = tasks
+        self.mirror = mirror
         self.rand = rand
         self.table = RouteTable(config.routes)
         self.compiled = {
-            r.name: CompiledRoute(
-                route=r,
-                request_contract=Contract.from_file(r.request_schema) if r.request_schema else None,
-                response_contract=Contract.from_file(r.response_schema) if r.response_schema else None,
-            )
-            for r in config.routes
+            r.name: CompiledRoute.build(r, config.limits.inspect_body_bytes) for r in config.routes
         }
         self._operator_tokens = [t.token.encode() for t in config.admin.tokens if t.role == "operator"]
-        self._versions = {role: pool.version.encode() for role, pool in pools.items()}
+        self._fallback = config.canary.fallback_to_baseline
+        self._trusted = TrustedPeers(config.forwarded.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return  # lifespan is driven by app.py; websockets are refused below as plain HTTP
+            return  # lifespan is driven by app.py; websockets arrive as plain HTTP and get a 501
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         rid = request_id(headers)
         method: str = scope["method"]
         path: str = scope["path"]
-        compiled = self._match(method, path)
-        route_name = compiled.route.name if compiled else "unmatched"
+        route = self.table.match(method, path)
+        compiled = self.compiled[route.name] if route is not None else None
+        route_name = route.name if route is not None else "unmatched"
         log: dict[str, Any] = {
             "ts": time.time(),
             "request_id": rid,
@@ -126,113 +89,85 @@ class Forwarder:
             "route": route_name,
         }
         status = 500
-        role: Role | None = None  # None: answered by the proxy itself, before any upstream was chosen
+        answered: Attempt | None = None
         try:
             if scope.get("http_version") == "2" or _is_upgrade(headers):
                 raise NotImplementedProtocol("WebSocket upgrades and HTTP/2 are not proxied by this version")
-            body = await self._read_body(headers, receive, route_name)
-            doc = self._check_request(compiled, body, route_name) if compiled else MISSING
-            role = self._choose(compiled, headers, doc)
-            status = await self._exchange(scope, receive, send, compiled, route_name, role, body, rid, log)
+            limits = self.config.limits
+            body = await read_body(
+                receive,
+                declared=declared_length(headers, limits.max_body_bytes),
+                max_bytes=limits.max_body_bytes,
+                hold_bytes=limits.replay_body_bytes,
+                on_stream=lambda: self.metrics.body_streamed.labels(route_name, "request").inc(),
+            )
+            doc = self._parse_request(compiled, body)
+            role = self._forced(headers) or self._choose(compiled, headers, doc)
+            if compiled is not None:
+                self._check_request(compiled, doc, role)
+            if isinstance(doc, InvalidJSON):
+                doc = MISSING  # observe mode forwards it; nothing downstream can use it
+            answered = await self._exchange(
+                scope, receive, send, compiled, route_name, role, body, doc, rid, log
+            )
+            status = answered.status
         except ClientGone:
             status = 499  # nginx's "client closed request": logged, never sent
         except ProxyError as exc:
             status = exc.status
             log["error"] = exc.detail
-            await _send_problem(send, exc, rid)
+            await send_problem(send, exc, rid, _closing(exc))
         finally:
             elapsed = time.perf_counter() - started
-            # Local-origin answers (400/413/501...) are labelled role="local": they never count
-            # against either model version.
-            role_label = role or "local"
-            version = self.pools[role].version if role else "local"
-            if status != 499:
-                self.metrics.count_request(route_name, role_label, version, status)
-            self.metrics.exchange(route_name, role_label, version).request_duration.observe(elapsed)
-            log.update(status=status, role=role_label, version=version, latency_ms=round(elapsed * 1000, 3))
+            if answered is not None and answered.role is not None:
+                version = answered.pool.version
+                self.metrics.count_request(route_name, answered.role, version, status)
+                self.metrics.exchange(route_name, answered.role, version).request_duration.observe(elapsed)
+                log.update(role=answered.role, version=version)
+            elif status != 499:
+                # Answered by the proxy before any model was involved: never counts against a version.
+                self.metrics.local_response(route_name, status)
+            log.update(status=status, latency_ms=round(elapsed * 1000, 3))
             self.access_log.record(log)
 
-    def _match(self, method: str, path: str) -> CompiledRoute | None:
-        route = self.table.match(method, path)
-        return self.compiled[route.name] if route is not None else None
+    def _parse_request(self, compiled: CompiledRoute | None, body: Body) -> Any:
+        """The parsed JSON body when the route needs it (contract, ``json:`` key, segment).
 
-    async def _read_body(self, headers: list[tuple[bytes, bytes]], receive: Receive, route: str) -> Body:
-        """Read the client body, whole up to ``replay_body_bytes``; enforce ``max_body_bytes``."""
-        limits = self.config.limits
-        declared: int | None = None
-        for k, v in headers:
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError as exc:
-                    raise BadRequest("Content-Length is not a number") from exc
-                if declared > limits.max_body_bytes:
-                    raise BodyTooLarge(
-                        f"body of {declared} bytes is over the limit of {limits.max_body_bytes}"
-                    )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise BodyTooLarge(f"body is over the limit of {limits.max_body_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return Body(data=b"".join(chunks), length=declared)
-            if size > limits.replay_body_bytes:
-                self.metrics.body_streamed.labels(route, "request").inc()
-                body = Body(data=b"".join(chunks), length=declared)
-                body.rest = self._stream_rest(receive, size, body)
-                return body
-
-    async def _stream_rest(self, receive: Receive, already: int, body: Body) -> AsyncIterator[bytes]:
-        size = already
-        limit = self.config.limits.max_body_bytes
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                body.failure = ClientGone()
-                raise body.failure
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                body.failure = BodyTooLarge(f"body is over the limit of {limit} bytes")
-                raise body.failure
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
-
-    def _check_request(self, compiled: CompiledRoute, body: Body, route: str) -> Any:
-        """Parse the body when the route needs it (contract, json: sticky key); enforce the contract."""
-        if not compiled.needs_json or not body.held:
+        Returns MISSING when not needed or not held, or the :class:`InvalidJSON` error for a body that
+        is not strict JSON (judged by ``_check_request`` once the version it was meant for is known).
+        """
+        if compiled is None or not compiled.needs_json:
+            return MISSING
+        if not body.held:
+            if compiled.request_contract is not None and compiled.route.mode == "enforce":
+                raise BodyTooLarge(
+                    f"body is over limits.replay_body_bytes ({self.config.limits.replay_body_bytes} bytes), "
+                    "too large to check against the route's contract"
+                )
             return MISSING
         try:
-            doc = parse_json(body.data)
+            return parse_json(body.data)
         except InvalidJSON as exc:
-            if compiled.request_contract is not None and compiled.route.mode == "enforce":
-                raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-            return MISSING
-        if compiled.request_contract is not None:
-            violation = compiled.request_contract.check(doc)
-            if violation is not None:
-                self.metrics.schema_violation(route, "baseline", self.pools["baseline"].version, "request")
-                if compiled.route.mode == "enforce":
-                    raise BadRequest(f"request body breaks the route's contract at {violation}")
-        return doc
+            return exc
+
+    def _check_request(self, compiled: CompiledRoute, doc: Any, role: Role) -> None:
+        """Enforce or count the request contract; a breach is charged to the version it was meant for."""
+        contract = compiled.request_contract
+        if contract is None or doc is MISSING:
+            return
+        where = f"/: not valid JSON: {doc}" if isinstance(doc, InvalidJSON) else contract.check(doc)
+        if where is None:
+            return
+        self.metrics.schema_violation(compiled.route.name, role, self.pools[role].version, "request")
+        if compiled.route.mode == "enforce":
+            raise BadRequest(f"request body breaks the route's contract at {where}")
 
     def _choose(self, compiled: CompiledRoute | None, headers: list[tuple[bytes, bytes]], doc: Any) -> Role:
-        forced = self._forced(headers)
-        if forced is not None:
-            return forced
         if compiled is None:
             return "baseline"
         state = self.store.current
-        key = sticky_value(compiled.route.sticky_key, headers, doc) if compiled.route.sticky_key else None
+        sticky = compiled.route.sticky_key
+        key = sticky_value(sticky, headers, doc) if sticky is not None else None
         return choose(state.weight_bp, state.rollout_id, key, self.rand)
 
     def _forced(self, headers: list[tuple[bytes, bytes]]) -> Role | None:
@@ -259,78 +194,69 @@ class Forwarder:
         route: str,
         role: Role,
         body: Body,
+        doc: Any,
         rid: str,
         log: dict[str, Any],
-    ) -> int:
-        """Forward to ``role`` and stream the answer back; returns the status sent to the client."""
-        pool = self.pools[role]
+    ) -> Attempt:
+        """One attempt, a fallback if the candidate's fails, then the answer to the client."""
         client = scope.get("client")
         peer = client[0] if client else None
         out_headers = upstream_request_headers(
             scope["headers"],
             peer=peer,
             scheme=scope.get("scheme", "http"),
-            trusted=is_trusted(peer, self.config.forwarded.trusted),
+            trusted=self._trusted(peer),
             request_id=rid,
-            content_length=_outgoing_length(body),
+            content_length=body.outgoing_length(),
         )
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        payload: bytes | AsyncIterator[bytes] | None = (
-            (body.data or None if body.length is None else body.data)
-            if body.held
-            else _chain(body.data, body.rest)
-        )
-        deadline = compiled.route.deadline if compiled else None
-        progress = _Progress()
-        watcher = (
-            self.tasks.spawn(
-                _watch_disconnect(receive, asyncio.current_task(), progress), name="disconnect-watch"
+        method: str = scope["method"]
+        deadline = compiled.route.deadline if compiled is not None else None
+        started = time.perf_counter()
+        progress = Progress()
+        # Most exchanges end long before a disconnect watcher would matter: arm one (a task that waits
+        # on receive()) only for exchanges still running after _WATCH_AFTER, so the common case pays for
+        # a timer, not a task.
+        timer = (
+            asyncio.get_running_loop().call_later(
+                _WATCH_AFTER, self._watch, receive, asyncio.current_task(), progress
             )
             if body.held
             else None
         )
-        sent_head = False
-        up_started = time.perf_counter()
-        pool.in_flight += 1
-        try:
-            resp = await pool.send(
-                scope["method"], target.decode("latin-1"), out_headers, payload, budget=deadline
-            )
-            try:
-                resp_headers = client_response_headers(
-                    resp.raw_headers, version=self._versions[role], request_id=rid.encode()
+        shadow = None
+        if role == "baseline" and self.mirror is not None and compiled is not None and body.held:
+            shadow = self.mirror.offer(
+                MirrorRequest(
+                    route=compiled,
+                    method=method,
+                    target=target.decode("latin-1"),
+                    headers=out_headers,
+                    body=body.data,
+                    doc=doc,
                 )
-                if (
-                    compiled is not None
-                    and compiled.inspects_response
-                    and _inspectable(resp, self.config.limits.inspect_body_bytes)
-                ):
-                    data = await _read(resp, pool)
-                    self._check_response(compiled, route, role, data)
-                    await send(
-                        {"type": "http.response.start", "status": resp.status, "headers": resp_headers}
-                    )
-                    sent_head = True
-                    progress.finishing = True
-                    await send({"type": "http.response.body", "body": data})
-                else:
-                    await send(
-                        {"type": "http.response.start", "status": resp.status, "headers": resp_headers}
-                    )
-                    sent_head = True
-                    await _stream(resp, send, pool, progress)
-            finally:
-                resp.release()
-        except UpstreamError as exc:
-            if body.failure is not None:
-                raise body.failure from exc  # the client's side failed, not the upstream
-            self.metrics.upstream_error(route, role, pool.version, exc.kind)
-            if sent_head:
+            )
+        answer: Attempt | None = None
+        try:
+            answer = await attempt(self.pools[role], compiled, method, target, out_headers, body, deadline)
+            if answer.failed and role == "candidate" and self._fallback and body.held:
+                self._account(route, answer)
+                self.metrics.fallback(route, answer.failure_kind or "unknown")
+                log["fallback"] = answer.failure_kind
+                answer.release()
+                left = None if deadline is None else max(deadline - (time.perf_counter() - started), 0.001)
+                answer = await attempt(
+                    self.pools["baseline"], compiled, method, target, out_headers, body, left
+                )
+            try:
+                await send_answer(answer, send, compiled, progress, rid)
+            except UpstreamError as exc:
+                # Bytes already reached the client: all that is left is to end the connection short
+                # (uvicorn closes it when the app returns with the response incomplete).
                 log["error"] = exc.detail
-                raise ClientGone() from exc  # bytes already reached the client: all we can do is cut it
-            raise
+            return answer
         except asyncio.CancelledError:
             if progress.client_gone:
                 task = asyncio.current_task()
@@ -339,82 +265,41 @@ class Forwarder:
                 raise ClientGone() from None
             raise
         finally:
-            pool.in_flight -= 1
-            if watcher is not None:
-                watcher.cancel()
-            elapsed = time.perf_counter() - up_started
-            self.metrics.exchange(route, role, pool.version).upstream_duration.observe(elapsed)
-            log["upstream_ms"] = round(elapsed * 1000, 3)
-        if resp.status >= 500:
-            self.metrics.upstream_error(route, role, pool.version, "http_5xx")
-        return resp.status
+            if timer is not None:
+                timer.cancel()
+            if progress.watcher is not None:
+                progress.watcher.cancel()
+            if answer is not None:
+                answer.release()
+                self._account(route, answer)
+                log["upstream_ms"] = round(answer.elapsed * 1000, 3)
+            if shadow is not None:
+                shadow.complete(answer)
 
-    def _check_response(self, compiled: CompiledRoute, route: str, role: Role, data: bytes) -> None:
-        """Count contract breaches of a held response; the answer passes through unchanged."""
-        if compiled.response_contract is None:
+    def _watch(self, receive: Receive, exchange: asyncio.Task[Any] | None, progress: Progress) -> None:
+        if not progress.finishing:
+            progress.watcher = self.tasks.spawn(
+                _watch_disconnect(receive, exchange, progress), name="disconnect-watch"
+            )
+
+    def _account(self, route: str, att: Attempt) -> None:
+        """Upstream latency and failure metrics of one attempt, exactly once."""
+        if att.accounted:
             return
-        try:
-            doc = parse_json(data)
-        except InvalidJSON:
-            self.metrics.schema_violation(route, role, self.pools[role].version, "response")
-            return
-        if compiled.response_contract.check(doc) is not None:
-            self.metrics.schema_violation(route, role, self.pools[role].version, "response")
-
-
-def _outgoing_length(body: Body) -> int | None:
-    """Content-Length to send: the held size, the client's declared one, or none (chunked / no body)."""
-    if body.held:
-        return len(body.data) if body.data or body.length is not None else None
-    return body.length
+        att.accounted = True
+        version = att.pool.version
+        self.metrics.exchange(route, att.pool.role, version).upstream_duration.observe(att.elapsed)
+        if att.violation is not None:
+            self.metrics.schema_violation(route, att.pool.role, version, "response")
+        if att.failure_kind is not None:
+            self.metrics.upstream_error(route, att.pool.role, version, att.failure_kind)
 
 
 def _is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k == b"upgrade" for k, _ in headers)
 
 
-def _inspectable(resp: aiohttp.ClientResponse, cap: int) -> bool:
-    """A JSON answer with a declared length within ``cap``: held, checked, then sent."""
-    length = resp.content_length
-    ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().encode()
-    return length is not None and length <= cap and ctype in _JSON_TYPES
-
-
-async def _read(resp: aiohttp.ClientResponse, pool: UpstreamPool) -> bytes:
-    try:
-        return await resp.read()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise translate(exc, pool.role, pool.cfg) from exc
-
-
-async def _stream(resp: aiohttp.ClientResponse, send: Send, pool: UpstreamPool, progress: _Progress) -> None:
-    """Relay the body as it arrives (SSE and chunked included); never holds more than one chunk."""
-    try:
-        async for chunk in resp.content.iter_any():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise translate(exc, pool.role, pool.cfg) from exc
-    progress.finishing = True
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def _chain(first: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    if rest is not None:
-        async for chunk in rest:
-            yield chunk
-
-
-@dataclass(slots=True)
-class _Progress:
-    finishing: bool = False  # the last body message is being sent: a disconnect now changes nothing
-    client_gone: bool = False
-
-
-async def _watch_disconnect(
-    receive: Receive, exchange: asyncio.Task[Any] | None, progress: _Progress
-) -> None:
+async def _watch_disconnect(receive: Receive, exchange: asyncio.Task[Any] | None, progress: Progress) -> None:
     """Cancel the exchange when the client disconnects; uvicorn would otherwise let it run on.
 
     uvicorn also answers ``receive()`` with ``http.disconnect`` once the response is complete, hence
@@ -426,23 +311,12 @@ async def _watch_disconnect(
         exchange.cancel()
 
 
-async def _send_problem(send: Send, exc: ProxyError, rid: str) -> None:
-    body = problem_for(exc, rid)
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", rid.encode()),
-    ]
-    if exc.retry_after is not None:
-        headers.append((b"retry-after", str(exc.retry_after).encode()))
+def _closing(exc: ProxyError) -> list[tuple[bytes, bytes]]:
+    """``connection: close`` when the rest of the request is not worth reading."""
     if isinstance(exc, NotImplementedProtocol) or (
         isinstance(exc, BodyTooLarge) and exc.unread > _DRAIN_ALLOWANCE
     ):
-        # Reading the rest is not worth it: close. Smaller leftovers are read and discarded by the
-        # server, so the client reads our answer instead of a reset while it is still sending.
-        headers.append((b"connection", b"close"))
-    try:
-        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    except OSError:
-        pass
+        # Smaller leftovers are read and discarded by the server, so the client reads our answer
+        # instead of a reset while it is still sending.
+        return [(b"connection", b"close")]
+    return []

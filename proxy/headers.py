@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import secrets
 from collections.abc import Iterable, Sequence
+from random import getrandbits
 
 HOP_BY_HOP = frozenset(
     {
@@ -53,11 +53,34 @@ def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
 
 
 def request_id(headers: RawHeaders) -> str:
-    """The client's ``x-request-id`` when well-formed, else a fresh one."""
+    """The client's ``x-request-id`` when well-formed, else a fresh one.
+
+    Ids correlate log lines; they guard nothing, so a fast non-cryptographic 128-bit draw is enough.
+    """
     for k, v in headers:
         if k == b"x-request-id" and _REQUEST_ID.fullmatch(v):
             return v.decode("ascii")
-    return secrets.token_hex(16)
+    return f"{getrandbits(128):032x}"
+
+
+class TrustedPeers:
+    """Whether a peer address is in the configured networks; answers are cached (parsing is slow)."""
+
+    def __init__(self, networks: Iterable[Network], cache_size: int = 4096) -> None:
+        self.networks = tuple(networks)
+        self._cache: dict[str, bool] = {}
+        self._cache_size = cache_size
+
+    def __call__(self, peer: str | None) -> bool:
+        if not peer:
+            return False
+        known = self._cache.get(peer)
+        if known is None:
+            known = is_trusted(peer, self.networks)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()  # bounded: a scan from many addresses cannot grow it
+            self._cache[peer] = known
+        return known
 
 
 def is_trusted(peer: str | None, trusted: Iterable[Network]) -> bool:

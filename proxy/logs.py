@@ -51,12 +51,14 @@ class AccessLog:
         if len(self._buf) >= self.max_buffer:
             self._wake.set()
 
-    def flush(self) -> None:
-        if self._fh is None or not self._buf:
-            return
+    def _take(self) -> bytes:
         data, self._buf = bytes(self._buf), bytearray()
-        self._fh.write(data)
-        self._fh.flush()
+        return data
+
+    def _write(self, data: bytes) -> None:
+        if self._fh is not None and data:
+            self._fh.write(data)
+            self._fh.flush()
 
     async def _flusher(self) -> None:
         while not self._closing:
@@ -65,12 +67,14 @@ class AccessLog:
             except TimeoutError:
                 pass
             self._wake.clear()
-            self.flush()
+            if self._buf:
+                # In a thread: a slow reader of stdout (a log shipper's pipe) must not stall traffic.
+                await asyncio.to_thread(self._write, self._take())
 
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
-        self.flush()
+        self._write(self._take())
         if self._fh is not None and self._fh is not sys.stdout.buffer:
             self._fh.close()
         self._fh = None

@@ -45,6 +45,27 @@ BASE_BUCKETS = (
 )
 
 
+SCORE_DELTA_BUCKETS = (
+    -1.0,
+    -0.5,
+    -0.2,
+    -0.1,
+    -0.05,
+    -0.02,
+    -0.01,
+    -0.005,
+    0.0,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+)
+
+
 def latency_buckets(gate_thresholds_s: Iterable[float] = ()) -> tuple[float, ...]:
     return tuple(sorted(set(BASE_BUCKETS) | {round(t, 6) for t in gate_thresholds_s}))
 
@@ -112,6 +133,38 @@ class ProxyMetrics:
             ["route", "direction"],
             registry=registry,
         )
+        self.local_responses = Counter(
+            "rollguard_local_responses",
+            "Answers the proxy gave itself before any model was involved.",
+            ["route", "code"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "rollguard_fallbacks",
+            "Candidate attempts replaced by the baseline's answer, by the failure.",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.shadow_requests = Counter(
+            "rollguard_shadow_requests",
+            "Mirrors to the candidate: sent, failed (of those sent), dropped "
+            "(max_in_flight reached), skipped (body over shadow.max_body_bytes).",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.shadow_comparisons = Counter(
+            "rollguard_shadow_comparisons",
+            "Mirrored pairs compared: match or mismatch (status, decision, contract).",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.shadow_score_delta = Histogram(
+            "rollguard_shadow_score_delta",
+            "Candidate score minus baseline score, per mirrored pair.",
+            ["route"],
+            buckets=SCORE_DELTA_BUCKETS,
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], ExchangeMetrics] = {}
         self._codes: dict[tuple[str, str, str, int], Counter] = {}
 
@@ -138,6 +191,20 @@ class ProxyMetrics:
 
     def schema_violation(self, route: str, role: str, version: str, direction: str) -> None:
         self.schema_violations.labels(route, role, version, direction).inc()
+
+    def local_response(self, route: str, code: int) -> None:
+        self.local_responses.labels(route, str(code)).inc()
+
+    def fallback(self, route: str, reason: str) -> None:
+        self.fallbacks.labels(route, reason).inc()
+
+    def shadow_request(self, route: str, outcome: str) -> None:
+        self.shadow_requests.labels(route, outcome).inc()
+
+    def shadow_comparison(self, route: str, match: bool, score_delta: float | None) -> None:
+        self.shadow_comparisons.labels(route, "match" if match else "mismatch").inc()
+        if score_delta is not None:
+            self.shadow_score_delta.labels(route).observe(score_delta)
 
     def set_rollout(self, weight_percent: float, phase: Phase) -> None:
         self.canary_weight.set(weight_percent)

@@ -33,6 +33,7 @@ class RolloutState:
     step: int = -1  # index into canary.steps, -1 when not stepping
     updated_at: str = ""  # UTC, RFC 3339
     reason: str = ""
+    shadow_sample: float | None = None  # set by an operator (PUT /shadow); None: shadow.sample from config
 
     @property
     def weight(self) -> float:
@@ -56,6 +57,7 @@ class RolloutState:
             step=int(doc.get("step", -1)),
             updated_at=str(doc.get("updated_at", "")),
             reason=str(doc.get("reason", "")),
+            shadow_sample=None if doc.get("shadow_sample") is None else float(doc["shadow_sample"]),
         )
 
 
@@ -111,4 +113,17 @@ def reconcile_candidate(state: RolloutState, candidate_version: str, now: str) -
         candidate_version=candidate_version,
         updated_at=now,
         reason=f"candidate changed from {state.candidate_version} to {candidate_version}: reset to idle",
+    )
+
+
+def set_shadow_sample(state: RolloutState, sample: float, now: str, reason: str = "") -> RolloutState:
+    """An operator changes the share of baseline traffic mirrored to the candidate."""
+    if not 0.0 <= sample <= 1.0:
+        raise ValueError(f"shadow sample {sample} is outside [0, 1]")
+    return replace(
+        state,
+        revision=state.revision + 1,
+        shadow_sample=sample,
+        updated_at=now,
+        reason=reason or "shadow sample set by hand",
     )

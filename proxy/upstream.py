@@ -12,7 +12,6 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
 from .config import UpstreamConfig
@@ -71,7 +70,6 @@ class UpstreamPool:
             limit=self.cfg.max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=30
         )
         self._session = aiohttp.ClientSession(
-            base_url=self.cfg.url,
             connector=self._connector,
             timeout=self.timeout,
             auto_decompress=False,
@@ -116,11 +114,14 @@ class UpstreamPool:
             attempt_timeout = aiohttp.ClientTimeout(
                 total=max(budget, 0.001), connect=self.cfg.connect_timeout, sock_read=self.cfg.read_timeout
             )
+        # The client's target is forwarded byte for byte: already percent-encoded, so yarl is told not
+        # to re-quote it (also the cheap path: no parsing of the path per request).
+        url = URL(self.cfg.url + target, encoded=True)
         try:
             return await self._session.request(
                 method,
-                target,
-                headers=CIMultiDict(headers),
+                url,
+                headers=headers,
                 data=body,
                 allow_redirects=False,
                 timeout=attempt_timeout,

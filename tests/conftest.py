@@ -71,6 +71,7 @@ def config_doc(tmp_path: Path, baseline_url: str, candidate_url: str, **override
                 "response_schema": str(SCHEMAS / "infer_response.json"),
                 "score": "/score",
                 "sticky_key": "header:x-user-id",
+                "segment": "/features/region",
             }
         ],
         "canary": {"weight": 0},

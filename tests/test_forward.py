@@ -194,9 +194,11 @@ async def test_contract_rejects_bad_request_with_problem_json(proxy: Any) -> Non
     assert doc["status"] == 400 and "/features/amount" in doc["detail"]
     assert doc["request_id"] == bad.headers["x-request-id"]
     assert nan.status_code == 400 and "not valid JSON" in nan.json()["detail"]
+    assert nan.json()["detail"].startswith("request body breaks the route's contract at /")
     samples = await metric_samples(proxy.admin_url)
-    assert sample(samples, "rollguard_requests_total", role="local", code="400") == 2
-    assert sample(samples, "rollguard_requests_total", role="baseline") == 0
+    assert sample(samples, "rollguard_local_responses_total", route="infer", code="400") == 2
+    assert sample(samples, "rollguard_requests_total") == 0  # no model answered
+    assert sample(samples, "rollguard_schema_violations_total", direction="request", version="v1") == 2
 
 
 @pytest.mark.parametrize(
@@ -232,12 +234,13 @@ async def test_upstream_failures_map_to_problem_json(
     assert sample(samples, "rollguard_requests_total", role="baseline", code=str(status)) == 1
 
 
-async def test_refused_upstream_is_502(proxy_factory: Any, models: Models) -> None:
+async def test_refused_upstream_is_502_without_fallback(proxy_factory: Any, models: Models) -> None:
     proxy = await proxy_factory(
         upstreams={
             "baseline": {"url": models.baseline.url, "version": "v1"},
             "candidate": {"url": refused_url(), "version": "v2"},
-        }
+        },
+        canary={"weight": 0, "fallback_to_baseline": False},
     )
     await set_weight(proxy, 100)
     async with httpx.AsyncClient(base_url=proxy.data_url) as c:
@@ -246,6 +249,80 @@ async def test_refused_upstream_is_502(proxy_factory: Any, models: Models) -> No
     assert "candidate" in r.json()["detail"] and "connect" in r.json()["detail"]
     samples = await metric_samples(proxy.admin_url)
     assert sample(samples, "rollguard_upstream_errors_total", role="candidate", kind="connect") == 1
+    assert sample(samples, "rollguard_requests_total", role="candidate", code="502") == 1
+
+
+@pytest.mark.parametrize(
+    ("candidate_fault", "reason"),
+    [
+        (None, "connect"),
+        (Fault.STATUS_500, "http_5xx"),
+        (Fault.HANG_BEFORE_HEADERS, "timeout"),
+        (Fault.RESET_BEFORE_HEADERS, "reset"),
+    ],
+)
+async def test_failed_candidate_is_answered_by_the_baseline(
+    proxy_factory: Any, models: Models, candidate_fault: Fault | None, reason: str
+) -> None:
+    async with FaultyUpstream(candidate_fault or Fault.OK) as faulty:
+        proxy = await proxy_factory(
+            upstreams={
+                "baseline": {"url": models.baseline.url, "version": "v1", "timeout": "2s"},
+                "candidate": {
+                    "url": faulty.url if candidate_fault else refused_url(),
+                    "version": "v2",
+                    "timeout": "300ms",
+                },
+            },
+        )
+        await set_weight(proxy, 100)
+        async with httpx.AsyncClient(base_url=proxy.data_url) as c:
+            r = await c.post("/v1/infer", json=VALID_BODY, headers={"x-user-id": "u-1"})
+    assert r.status_code == 200
+    assert r.headers["x-rollguard-version"] == "v1"
+    assert r.json()["model_version"] == "v1"
+    samples = await metric_samples(proxy.admin_url)
+    assert sample(samples, "rollguard_upstream_errors_total", role="candidate", kind=reason) == 1
+    assert sample(samples, "rollguard_fallbacks_total", route="infer", reason=reason) == 1
+    assert sample(samples, "rollguard_requests_total", role="baseline", code="200") == 1
+    assert sample(samples, "rollguard_requests_total", role="candidate") == 0
+
+
+async def test_candidate_contract_breach_falls_back(proxy_factory: Any, models: Models) -> None:
+    from proxy.sample_model import ModelBehavior
+
+    models.candidate.model.set_behavior(ModelBehavior(version="v2", schema_break_rate=1.0))
+    proxy = await proxy_factory()
+    await set_weight(proxy, 100)
+    async with httpx.AsyncClient(base_url=proxy.data_url) as c:
+        r = await c.post("/v1/infer", json=VALID_BODY)
+    assert r.status_code == 200 and r.headers["x-rollguard-version"] == "v1"
+    samples = await metric_samples(proxy.admin_url)
+    assert sample(samples, "rollguard_schema_violations_total", role="candidate", direction="response") == 1
+    assert sample(samples, "rollguard_upstream_errors_total", role="candidate", kind="contract") == 1
+    assert sample(samples, "rollguard_fallbacks_total", reason="contract") == 1
+
+
+async def test_baseline_contract_breach_passes_or_502s_as_the_route_says(
+    proxy_factory: Any, models: Models, tmp_path: Path
+) -> None:
+    from proxy.sample_model import ModelBehavior
+
+    models.baseline.model.set_behavior(ModelBehavior(version="v1", schema_break_rate=1.0))
+    observe = await proxy_factory()
+    route = dict(config_doc(tmp_path, "", "")["routes"][0], response_mode="enforce")
+    enforce = await proxy_factory(routes=[route])
+    async with httpx.AsyncClient() as c:
+        passed = await c.post(observe.data_url + "/v1/infer", json=VALID_BODY)
+        refused = await c.post(enforce.data_url + "/v1/infer", json=VALID_BODY)
+    assert passed.status_code == 200 and passed.headers["x-rollguard-version"] == "v1"
+    assert refused.status_code == 502 and refused.headers["content-type"] == "application/problem+json"
+    assert "contract" in refused.json()["detail"]
+    for proxy in (observe, enforce):
+        samples = await metric_samples(proxy.admin_url)
+        assert (
+            sample(samples, "rollguard_schema_violations_total", role="baseline", direction="response") == 1
+        )
 
 
 async def test_upstream_5xx_passes_through_and_counts(proxy_factory: Any, models: Models) -> None:
