@@ -26,6 +26,7 @@ from . import __version__
 from .clock import utc_now
 from .config import AdminToken, Config
 from .errors import IllegalTransition, RevisionMismatch, problem
+from .pii import Masker
 from .rollout import RolloutState, set_shadow_sample, set_weight
 from .routing import Role, weight_to_bp
 from .store import StateStore
@@ -125,6 +126,16 @@ def _reason(doc: dict[str, Any]) -> str:
     return reason
 
 
+def _brief(state: RolloutState) -> dict[str, Any]:
+    return {
+        "revision": state.revision,
+        "phase": state.phase.value,
+        "weight": state.weight,
+        "step": state.step,
+        "shadow_sample": state.shadow_sample,
+    }
+
+
 def _state_doc(state: RolloutState) -> dict[str, Any]:
     return {**state.to_json(), "weights": {"baseline": 100 - state.weight, "candidate": state.weight}}
 
@@ -141,6 +152,8 @@ class AdminApi:
         registry: CollectorRegistry,
         reports: Mapping[str, Callable[[], Any]] | None = None,
         shadow_stats: Callable[[], dict[str, Any]] | None = None,
+        audit: Callable[[dict[str, Any]], None] | None = None,
+        masker: Masker | None = None,
         started_at: float | None = None,
     ) -> None:
         self.config = config
@@ -149,6 +162,8 @@ class AdminApi:
         self.registry = registry
         self.reports = dict(reports or {})  # artifact file name -> renderer (dict for .json, str otherwise)
         self.shadow_stats = shadow_stats
+        self.audit = audit
+        self.masker = masker
         self.auth = Authenticator(config.admin.tokens)
         self.started_at = started_at or time.time()
         self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
@@ -227,7 +242,7 @@ class AdminApi:
             raise ApiError(422, f"canary: {canary} is outside [0, 100]")
         if abs(canary * 100 - round(canary * 100)) > 1e-6:
             raise ApiError(422, f"canary: {canary} has more than two decimals (resolution is 0.01)")
-        reason = _reason(doc)
+        reason = self._safe(_reason(doc))
         unknown = set(doc) - {"canary", "reason"}
         if unknown:
             raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
@@ -248,7 +263,7 @@ class AdminApi:
             raise ApiError(422, "sample: must be a number from 0 to 1")
         if not 0 <= sample <= 1:
             raise ApiError(422, f"sample: {sample} is outside [0, 1]")
-        reason = _reason(doc)
+        reason = self._safe(_reason(doc))
         unknown = set(doc) - {"sample", "reason"}
         if unknown:
             raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
@@ -292,10 +307,29 @@ class AdminApi:
         change: Callable[[RolloutState], RolloutState],
     ) -> Response:
         entry = {"ts": utc_now(), "actor": actor.name, "action": action, "reason": reason}
+        before = self.store.current
         try:
             after = await self.store.update(change, entry, expected_revision=expected)
         except RevisionMismatch as exc:
+            self._audit(entry, before, None, f"refused: {exc}")
             raise ApiError(412, str(exc), {"ETag": f'"{exc.current}"'}) from exc
         except IllegalTransition as exc:
+            self._audit(entry, before, None, f"refused: {exc}")
             raise ApiError(409, str(exc)) from exc
+        self._audit(entry, before, after, None)
         return json_response(_state_doc(after), headers={"ETag": f'"{after.revision}"'})
+
+    def _safe(self, reason: str) -> str:
+        """Operators type reasons; state and decision log are logs too, so the masker sees them first."""
+        return self.masker.mask_text(reason) if self.masker is not None and reason else reason
+
+    def _audit(
+        self, entry: dict[str, Any], before: RolloutState, after: RolloutState | None, error: str | None
+    ) -> None:
+        """One audit line per admin mutation, accepted or refused: actor, before, after, reason."""
+        if self.audit is None:
+            return
+        line = {**entry, "before": _brief(before), "after": _brief(after) if after else None}
+        if error is not None:
+            line["error"] = error
+        self.audit(line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import socket
 import sys
@@ -28,6 +29,7 @@ from .forward import Forwarder
 from .logs import AccessLog
 from .metrics import ProxyMetrics
 from .mirror import Mirror
+from .pii import Masker, MaskerConfig
 from .rollout import initial, reconcile_candidate
 from .routing import Role, weight_to_bp
 from .shadow import ShadowBook
@@ -91,11 +93,14 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
 
         tasks = TaskSet("background")
         stack.push_async_callback(tasks.drain, 5.0)  # last: after the log below has stopped its flusher
-        access_log = AccessLog(config.logging.access_log)
+        masker = build_masker(config)
+        access_log = AccessLog(
+            config.logging.access_log, masker=masker, sample_success=config.logging.sample_success
+        )
         access_log.start(tasks)
         stack.push_async_callback(access_log.close)
 
-        book = ShadowBook(config, metrics)
+        book = ShadowBook(config, metrics, masker=masker.mask_text)
         book.start_rollout(store.current.rollout_id)
         store.subscribe(lambda s: book.start_rollout(s.rollout_id))
         shadow_tasks = TaskSet("shadow")
@@ -128,6 +133,8 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             pools=pools,
             registry=registry,
             reports={"shadow_eval.json": lambda: book.report(utc_now())},
+            audit=access_log.audit,
+            masker=masker,
             shadow_stats=mirror.stats,
         ).app()
         yield Runtime(
@@ -141,6 +148,20 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             forwarder=forwarder,
             admin=admin,
         )
+
+
+def build_masker(config: Config) -> Masker:
+    """The PII masker; without ``logging.pii.key`` pseudonyms are stable only until a restart."""
+    pii = config.logging.pii
+    key = pii.key
+    if key is None:
+        log.warning("logging.pii.key is not set: PII pseudonyms use a random key and change on restart")
+        key = secrets.token_bytes(32)
+    return Masker(
+        MaskerConfig(
+            key=key, ip_addresses=pii.ip_addresses, json_fields=pii.json_fields, header_names=pii.header_names
+        )
+    )
 
 
 def bind(listen: Listen) -> socket.socket:

@@ -42,6 +42,7 @@ __all__ = [
 OVERFLOW: Final = "/…"
 MAX_NAME_CHARS: Final = 256  # a tracked field name is clipped to this, so memory does not hang on key sizes
 Verdict = Literal["real", "noise", "undecided"]
+MIN_NOISE_RATE: Final = 0.01  # lower bound of the baseline-vs-baseline rate before a field can be noise
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +378,9 @@ class NoiseLearner:
         n_lo, n_hi = wilson_interval(r.noise_differences, r.noise_pairs, self.z)
         if c_lo - n_hi >= self.abs_threshold and c_lo >= self.rel_factor * n_hi:
             return "real"
-        if c_hi - n_lo < self.abs_threshold or c_hi < self.rel_factor * n_lo:
+        # Noise means the baseline really does vary on its own and explains the candidate's rate. A field
+        # the baseline never changes, which the candidate changes a little, is not noise: it stays
+        # undecided (a small real difference below the thresholds, or too little evidence).
+        if n_lo >= MIN_NOISE_RATE and (c_hi - n_lo < self.abs_threshold or c_hi < self.rel_factor * n_lo):
             return "noise"
         return "undecided"

@@ -11,149 +11,56 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from .config_types import (
+    AdminConfig,
+    AdminRole,
+    AdminToken,
+    CanaryConfig,
+    Config,
+    ForwardedConfig,
+    LimitsConfig,
+    Listen,
+    LoggingConfig,
+    PiiConfig,
+    Role,
+    RouteConfig,
+    ShadowConfig,
+    StateConfig,
+    StickyKey,
+    UpstreamConfig,
+)
 from .errors import ConfigError
+
+__all__ = [
+    "AdminConfig",
+    "AdminRole",
+    "AdminToken",
+    "CanaryConfig",
+    "Config",
+    "ConfigError",
+    "ForwardedConfig",
+    "LimitsConfig",
+    "Listen",
+    "LoggingConfig",
+    "PiiConfig",
+    "Role",
+    "RouteConfig",
+    "ShadowConfig",
+    "StateConfig",
+    "StickyKey",
+    "UpstreamConfig",
+    "build_config",
+    "load_config",
+]
 from .units import parse_duration, parse_size
-
-Role = Literal["baseline", "candidate"]
-AdminRole = Literal["viewer", "operator"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Listen:
-    host: str
-    port: int  # 0 picks a free port; the bound one is reported at start
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AdminToken:
-    name: str  # who: the actor in logs and audit lines, never the token
-    role: AdminRole
-    token: str = field(repr=False)  # resolved secret; never printed
-
-    def __repr__(self) -> str:
-        return f"AdminToken(name={self.name!r}, role={self.role!r}, token='***')"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AdminConfig:
-    listen: Listen  # default 127.0.0.1:9901: loopback, never the data plane's port
-    tokens: tuple[AdminToken, ...] = ()  # no tokens: every authenticated admin call is 401
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StateConfig:
-    path: Path  # file store; the decision log sits beside it as <stem>.decisions.jsonl
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamConfig:
-    role: Role
-    url: str  # http://host:port, no path
-    version: str  # the model version this upstream serves; a metric label
-    timeout: float = 2.0  # one attempt, first byte sent to last byte received
-    connect_timeout: float = 1.0
-    read_timeout: float = 2.0  # longest silence between two reads
-    max_connections: int = 512  # pool size; beyond it requests wait for a connection
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StickyKey:
-    source: Literal["header", "cookie", "json"]
-    name: str  # header name (lower-case), cookie name, or JSON pointer
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RouteConfig:
-    name: str
-    path: str  # exact, or a prefix ending in "*"
-    methods: frozenset[str] = frozenset({"POST"})
-    request_schema: Path | None = None
-    response_schema: Path | None = None
-    score: str | None = None  # JSON pointer to the model's numeric output
-    decision_threshold: float = 0.5
-    sticky_key: StickyKey | None = None  # None: each request draws at random
-    segment: str | None = None
-    mode: Literal["enforce", "observe"] = "enforce"  # request contract: 400 and not forwarded, or count
-    response_mode: Literal["enforce", "observe"] = "observe"  # a baseline breach: 502, or count and pass
-    deadline: float = 4.0  # whole client request, fallback included; default: the two timeouts added
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LimitsConfig:
-    max_body_bytes: int = 10 * 1024 * 1024
-    replay_body_bytes: int = 1024 * 1024  # bodies up to this are held (json: sticky keys, checks)
-    inspect_body_bytes: int = 1024 * 1024  # responses up to this are checked; larger stream unchecked
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ForwardedConfig:
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
-        ipaddress.ip_network("127.0.0.1/32"),
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CanaryConfig:
-    weight: float = 0.0  # percent, 0.01 resolution; used while the state store holds none
-    fallback_to_baseline: bool = True  # a failed candidate attempt is answered by the baseline
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShadowConfig:
-    sample: float = 0.0  # share of matching baseline-routed requests mirrored to the candidate
-    max_in_flight: int = 256  # beyond this, mirrors are dropped and counted, never queued
-    timeout: float = 2.0  # one mirror attempt, first byte to last
-    methods: frozenset[str] = frozenset({"POST"})
-    max_body_bytes: int = 1024 * 1024  # larger bodies are not mirrored (counted as skipped)
-    forward_credentials: bool = False  # authorization, cookie and credential_headers are stripped
-    credential_headers: frozenset[str] = frozenset({"x-api-key"})
-    noise_sample: float = 0.05  # share of mirrored requests also sent to the baseline a second time
-    abs_tolerance: float = 1e-9  # numeric fields closer than this are equal
-    rel_tolerance: float = 1e-6
-    noise_min_samples: int = 50  # pairs per field before it is classified
-    noise_abs_threshold: float = 0.05  # candidate must differ this much more often than baseline-vs-baseline
-    noise_rel_factor: float = 2.0  # ...and this many times as often
-    segment_top_n: int = 10
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoggingConfig:
-    access_log: str = "stdout"  # "stdout", "off", or an absolute file path
-    level: str = "info"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    source: Path | None
-    listen: Listen
-    admin: AdminConfig
-    state: StateConfig
-    baseline: UpstreamConfig
-    candidate: UpstreamConfig
-    routes: tuple[RouteConfig, ...] = ()
-    limits: LimitsConfig = LimitsConfig()
-    forwarded: ForwardedConfig = ForwardedConfig()
-    canary: CanaryConfig = CanaryConfig()
-    shadow: ShadowConfig = ShadowConfig()
-    logging: LoggingConfig = LoggingConfig()
-
-    def upstream(self, role: Role) -> UpstreamConfig:
-        return self.baseline if role == "baseline" else self.candidate
 
 
 def _schema() -> dict[str, Any]:
@@ -283,6 +190,20 @@ def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
     )
 
 
+def _pii(raw: dict[str, Any], base: Path) -> PiiConfig:
+    key = None
+    if "key" in raw:
+        key = resolve_secret(raw["key"], "logging.pii.key", base).encode()
+        if len(key) < 16:
+            raise ConfigError("logging.pii.key", f"must be at least 16 bytes, got {len(key)}")
+    return PiiConfig(
+        key=key,
+        ip_addresses=bool(raw.get("ip_addresses", True)),
+        json_fields=tuple(raw.get("json_fields", ())),
+        header_names=tuple(h.lower() for h in raw.get("header_names", ())),
+    )
+
+
 def _shadow(raw: dict[str, Any], limits: LimitsConfig) -> ShadowConfig:
     tol = raw.get("numeric_tolerance", {})
     noise = raw.get("noise", {})
@@ -385,7 +306,12 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
             weight=weight, fallback_to_baseline=bool(canary_raw.get("fallback_to_baseline", True))
         ),
         shadow=shadow,
-        logging=LoggingConfig(access_log=access_log, level=log_raw.get("level", "info")),
+        logging=LoggingConfig(
+            access_log=access_log,
+            level=log_raw.get("level", "info"),
+            sample_success=float(log_raw.get("sample_success", 1.0)),
+            pii=_pii(log_raw.get("pii", {}), base),
+        ),
     )
 
 

@@ -7,16 +7,19 @@ What one run does, in order (everything on 127.0.0.1, free ports only):
    decision log and access log of any earlier run (so every run starts from ``idle``), and runs the real
    proxy in-process (``app.serve``);
 3. sends open-loop traffic through the data plane (:mod:`proxy.demo_traffic`), ~2% of it invalid;
-4. drives the rollout through the admin API over HTTP with a bearer token, exactly as an operator would;
-5. shows it live (``rich``) or, with ``--plain`` or no terminal, one status line per second;
-6. stops traffic, reads ``GET /metrics`` once, stops the proxy and the models, prints a summary and writes
-   ``<out>/demo-summary.json``. Exit 0 when nothing unexpected failed, 1 otherwise, 130 on Ctrl-C.
+4. drives the rollout through the admin API over HTTP with a bearer token, exactly as an operator would:
+   a shadow phase (``shadow_share`` of ``--duration`` at weight 0, ``PUT /shadow`` 1 then 0), then the
+   canary weights by hand (``PUT /weights``) over the remaining time;
+5. shows it live (``rich``) or, with ``--plain`` or no terminal, one status line per second
+   (:mod:`proxy.demo_view`), the shadow's figures from ``GET /reports/shadow_eval.json`` and ``/metrics``;
+6. stops traffic, reads ``GET /metrics`` once, runs ``rollguard report --out <out>`` (``shadow_eval.json``),
+   stops the proxy and the models, prints a summary and writes ``<out>/demo-summary.json``. Exit 0 when
+   nothing unexpected failed, 1 otherwise, 130 on Ctrl-C.
 
-Growing it: a :class:`Scenario` names the candidate's :class:`ModelBehavior` and the plan. Today the plan
-is ``weights`` walked by hand (``PUT /weights``); :meth:`Demo.drive` is the one place that runs a plan, so
-a shadow phase (``PUT /shadow`` then wait for paired samples) or a controller-driven plan
-(``POST /rollout/start``, then follow ``GET /status`` until ``promoted``/``rolled_back``) is a new method
-called from there, and a failure scenario is a new entry in ``SCENARIOS`` with an expected outcome.
+Growing it: a :class:`Scenario` names the candidate's :class:`ModelBehavior` and the plan. :meth:`Demo.drive`
+is the one place that runs a plan, so a controller-driven plan (``POST /rollout/start``, then follow
+``GET /status`` until ``promoted``/``rolled_back``) is a new method called from there, and a failure
+scenario is a new entry in ``SCENARIOS`` with an expected outcome.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from importlib import resources
@@ -39,20 +42,21 @@ from typing import Any
 import httpx
 import orjson
 import yaml
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.logging import RichHandler
-from rich.text import Text
 
 from ._tasks import TaskSet
 from .app import serve
+from .cli import ARTIFACTS
 from .config import Config, Listen, load_config
-from .demo_traffic import Operator, TrafficGenerator, TrafficStats, status_line, window_table
+from .demo_traffic import Operator, ShadowSnapshot, TrafficGenerator, TrafficStats, rollguard_report
+from .demo_view import demo_logging, plain_line, render, summary_doc, summary_lines, tick
 from .sample_model import ModelBehavior, RunningModel, start_sample_model
 
 log = logging.getLogger("rollguard.demo")
 
 BASELINE = ModelBehavior(version="v1")
+ROUTE = "infer"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,16 +66,22 @@ class Scenario:
     name: str
     story: str  # one line: what this scenario demonstrates
     candidate: ModelBehavior
-    weights: tuple[float, ...]  # canary weights set by hand, each held for duration / len(weights)
+    shadow_share: float  # share of the duration spent in shadow (weight 0, every baseline answer mirrored)
+    weights: tuple[float, ...]  # then canary weights set by hand, sharing the rest of the duration equally
 
 
 SCENARIOS = {
     "good": Scenario(
         name="good",
-        story="a healthy candidate walks 0 -> 1 -> 5 -> 25 -> 50 -> 100% with sticky users and no errors",
-        # A small drift: v2 is a slightly different model, not a copy of v1.
+        story=(
+            "a healthy candidate is shadowed (a small, real divergence), then walks "
+            "1 -> 5 -> 25 -> 50 -> 100% with sticky users and no errors"
+        ),
+        # A small drift: v2 is a slightly different model, not a copy of v1, so the shadow has something
+        # real but small to find (every score moves up a little; about 1.3% of the decisions flip).
         candidate=ModelBehavior(version="v2", drift=0.05),
-        weights=(0, 1, 5, 25, 50, 100),
+        shadow_share=1 / 3,
+        weights=(1, 5, 25, 50, 100),
     ),
 }
 
@@ -84,6 +94,7 @@ class DemoFiles:
         self.state = out / "state" / "rollguard-state.json"
         self.decisions = self.state.with_name(self.state.stem + ".decisions.jsonl")  # the store's naming
         self.access_log, self.summary = out / "access.log", out / "demo-summary.json"
+        self.shadow_eval = out / "shadow_eval.json"  # written by `rollguard report`
 
     def prepare(self, baseline: RunningModel, candidate: RunningModel) -> str:
         """Write config and token, remove an earlier run's files; returns the operator token.
@@ -92,12 +103,17 @@ class DemoFiles:
         """
         (self.out / "state").mkdir(parents=True, exist_ok=True)
         stale = [self.state, self.decisions, self.access_log, self.summary]
+        stale += [self.out / name for name in ARTIFACTS]  # what `rollguard report` writes here
         stale += self.state.parent.glob(f".{self.state.name}.*.tmp")
         for path in stale:
             path.unlink(missing_ok=True)
         token = secrets.token_urlsafe(32)
         self.token.write_text(token + "\n", encoding="utf-8")
         self.token.chmod(0o600)
+        pii_key = self.out / "pii-key"  # kept across runs: pseudonyms in the demo's logs stay comparable
+        if not pii_key.exists():
+            pii_key.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+            pii_key.chmod(0o600)
         schemas = resources.files("proxy") / "schemas"
         doc = {
             "listen": "127.0.0.1:0",
@@ -119,10 +135,13 @@ class DemoFiles:
                     "response_schema": str(Path(str(schemas / "infer_response.json")).resolve()),
                     "score": "/score",
                     "sticky_key": "header:x-user-id",
+                    "segment": "/features/region",
                 }
             ],
             "canary": {"weight": 0},
-            "logging": {"access_log": self.access_log.name},
+            # Off at start: the demo switches it on through the admin API, as an operator would.
+            "shadow": {"sample": 0, "noise_sample": 0.2, "timeout": "2s"},
+            "logging": {"access_log": self.access_log.name, "pii": {"key": f"file:{pii_key.name}"}},
         }
         header = "# Written by `rollguard demo`; rewritten on every run.\n"
         self.config.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -177,17 +196,25 @@ class Demo:
         self.scenario = scenario
         self.files = DemoFiles(Path(args.out).resolve())
         self.versions = (BASELINE.version, scenario.candidate.version)
-        # Half a step at most, so the window's share shows the current weight rather than a blend.
-        self.stats = TrafficStats(self.versions, window_s=min(5.0, args.duration / len(scenario.weights) / 2))
+        # Half a canary step at most, so the window's share shows the current weight rather than a blend.
+        dwell = args.duration * (1 - scenario.shadow_share) / len(scenario.weights)
+        self.stats = TrafficStats(self.versions, window_s=min(5.0, dwell / 2))
         self.tasks = TaskSet("demo")
         self.phase = "starting"
         self.weight: float | None = None
         self.revision: int | None = None
         self.proxy_phase = "-"
-        self.changes: deque[str] = deque(maxlen=6)
+        self.changes: deque[str] = deque(maxlen=20)
         self.metrics: dict[str, float] = {}
         self.failure: str | None = None
         self.started: float | None = None  # time.monotonic() when traffic began
+        # Shadow: when it ran (seconds since traffic began), the latest look at it, the final figures.
+        self.shadow_from: float | None = None
+        self.shadow_until: float | None = None
+        self.shadow: ShadowSnapshot | None = None
+        self.mirror_status: dict[str, Any] | None = None  # the `shadow` object of GET /status
+        self.shadow_final: dict[str, Any] | None = None  # routes[ROUTE] of the written shadow_eval.json
+        self.shadow_requests: dict[str, float] = {}  # rollguard_shadow_requests_total by outcome, at the end
 
     @property
     def elapsed(self) -> float:
@@ -207,8 +234,8 @@ class Demo:
             stack.push_async_callback(proxy.close)
             operator = Operator(proxy.admin_url, token)
             stack.push_async_callback(operator.aclose)
-            poller = self.tasks.spawn(self._poll_status(operator), name="demo-status")
-            stack.callback(poller.cancel)
+            for poll, name in ((self._poll_status, "demo-status"), (self._poll_shadow, "demo-shadow")):
+                stack.callback(self.tasks.spawn(poll(operator), name=name).cancel)
 
             stop_traffic = asyncio.Event()
             traffic = TrafficGenerator(f"{proxy.data_url}/v1/infer", self.stats, rps=self.args.rps)
@@ -218,140 +245,96 @@ class Demo:
             await self.drive(operator)
             self.phase = "stopping traffic"
             await _stop(stop_traffic, traffic_task)
-            self.metrics = await operator.requests_by_version()
+            counts = await operator.counters(
+                {"rollguard_requests_total": "version", "rollguard_shadow_requests_total": "outcome"}
+            )
+            self.metrics = counts["rollguard_requests_total"]
+            self.shadow_requests = counts["rollguard_shadow_requests_total"]
+            self.phase = "writing reports"
+            await rollguard_report(proxy.admin_url, token, self.files.out)
+            written = orjson.loads(self.files.shadow_eval.read_bytes())  # the summary shows what was written
+            self.shadow_final = written.get("routes", {}).get(ROUTE, {})
             self.phase = "stopping"
         self.phase = "done"
 
     async def drive(self, operator: Operator) -> None:
-        """Run the scenario's plan; steps are scheduled from the start, so the total stays ``duration``."""
-        weights = self.scenario.weights
-        dwell = self.args.duration / len(weights)
+        """Run the scenario's plan: shadow, then the canary steps; scheduled from the start, so the total
+        stays ``duration`` however long each admin call takes."""
+        assert self.started is not None
+        duration, weights = self.args.duration, self.scenario.weights
+        canary_from = self.started + duration * self.scenario.shadow_share
+        if self.scenario.shadow_share > 0:
+            await self.shadow_phase(operator, until=canary_from)
+        dwell = (self.started + duration - canary_from) / len(weights)
         for i, weight in enumerate(weights):
             label = f"step {i + 1}/{len(weights)}"
             self.phase = f"canary {label}"
             self.stats.begin_transition()
+            before = f"{self.stats.steps[-1].weight:g}% -> " if self.stats.steps else ""
             doc = await operator.set_weight(weight, f"demo {label}: candidate to {weight:g}%")
-            self._applied(doc)
+            self._applied(doc, f"weight {before}{doc['weight']:g}%")
             self.stats.begin_step(label, weight)
-            assert self.started is not None
-            await asyncio.sleep(max(0.0, self.started + (i + 1) * dwell - time.monotonic()))
+            await _sleep_until(canary_from + (i + 1) * dwell)
 
-    def _applied(self, doc: dict[str, Any]) -> None:
-        before = f"{self.stats.steps[-1].weight:g}% -> " if self.stats.steps else ""
+    async def shadow_phase(self, operator: Operator, *, until: float) -> None:
+        """Weight 0 and every baseline-answered request mirrored to the candidate until ``until``
+        (``time.monotonic``); then mirroring is switched off again, before any canary weight is set."""
+        cand = self.versions[1]
+        self.phase = "shadow"
+        self.stats.begin_transition()
+        doc = await operator.set_shadow(1.0, f"demo: shadow every baseline answer to {cand}")
+        self.shadow_from = self.elapsed
+        self._applied(doc, f"shadow on (sample {doc['shadow_sample']:g})")
+        # A step like the canary's: its tally proves the candidate answered no client during the shadow.
+        self.stats.begin_step("shadow", doc["weight"])
+        await _sleep_until(until)
+        self.phase = "shadow off"
+        doc = await operator.set_shadow(0.0, "demo: shadow done, off before the canary")
+        self.shadow_until = self.elapsed
+        self._applied(doc, f"shadow off (sample {doc['shadow_sample']:g})")
+
+    def _applied(self, doc: dict[str, Any], change: str) -> None:
         self.weight, self.revision, self.proxy_phase = doc["weight"], doc["revision"], doc["phase"]
-        self.changes.append(
-            f"{self.elapsed:5.1f}s  {before}{doc['weight']:g}%  rev {doc['revision']}  {doc['reason']}"
-        )
+        self.changes.append(f"{self.elapsed:5.1f}s  {change}  rev {doc['revision']}  {doc['reason']}")
 
     async def _poll_status(self, operator: Operator) -> None:
         """Keep the header in step with ``GET /status``; the view must not depend on it, so errors pass."""
         while True:
             try:
-                rollout = (await operator.status())["rollout"]
+                doc = await operator.status()
+                rollout = doc["rollout"]
                 # A poll that raced a weight change may answer with the older state: never go back.
                 if self.revision is None or rollout["revision"] >= self.revision:
                     self.proxy_phase, self.revision = rollout["phase"], rollout["revision"]
                     self.weight = rollout["weight"]
+                self.mirror_status = doc.get("shadow")
             except (httpx.HTTPError, RuntimeError, KeyError) as exc:
                 log.debug("status poll failed: %s", exc)
             await asyncio.sleep(0.5)
+
+    async def _poll_shadow(self, operator: Operator) -> None:
+        """Refresh the shadow panel about once a second from the moment the shadow starts until its
+        mirrors have had time to finish (``shadow.timeout`` is 2s); errors pass, as for the status."""
+        while self.shadow_until is None or self.elapsed < self.shadow_until + 3.0:
+            if self.shadow_from is not None:
+                try:
+                    self.shadow = await operator.shadow_snapshot(ROUTE)
+                except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                    log.debug("shadow poll failed: %s", exc)
+            await asyncio.sleep(1.0 if self.shadow_from is not None else 0.1)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failure or self.stats.errors else 0
 
 
+async def _sleep_until(deadline: float) -> None:
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
 async def _stop(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
     stop.set()
     await task
-
-
-# -- view ---------------------------------------------------------------------------------------------
-
-
-def render(demo: Demo) -> RenderableType:
-    """The live view: header, one row per version over the recent window, contract line, weight log."""
-    s, w = demo.stats, demo.weight
-    header = Text.assemble(
-        ("rollguard demo", "bold"),
-        f"  scenario {demo.scenario.name}  {demo.phase}  {demo.elapsed:.1f}s / {demo.args.duration:g}s\n",
-        "candidate weight ",
-        ("-" if w is None else f"{w:g}%", "bold cyan"),
-        f"  proxy phase {demo.proxy_phase}  revision {demo.revision or '-'}",
-    )
-    contract = f"contract: {s.rejected} invalid requests rejected with 400 problem+json, not forwarded"
-    errors = Text(
-        f"errors: {s.errors}   shed by the generator: {s.shed}", style="bold red" if s.errors else ""
-    )
-    changes = Text("\n".join(demo.changes) or "(none yet)", style="dim")
-    return Group(header, window_table(s, w), contract, errors, "weight changes:", changes)
-
-
-def plain_line(demo: Demo) -> str:
-    weight = "-" if demo.weight is None else f"{demo.weight:g}%"
-    return f"[{demo.elapsed:6.1f}s] {demo.phase} weight {weight} | {status_line(demo.stats)}"
-
-
-async def _tick(every: float, show: Callable[[], None]) -> None:
-    while True:
-        await asyncio.sleep(every)
-        show()
-
-
-@contextlib.contextmanager
-def _demo_logging(console: Console | None) -> Iterator[None]:
-    """Quiet per-request and start/stop chatter; with a live view, logs print above it, not through it."""
-    root, quiet = logging.getLogger(), [logging.getLogger(n) for n in ("uvicorn", "rollguard", "httpx")]
-    saved_handlers, saved_levels = root.handlers[:], [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.WARNING)
-    if console is not None:
-        root.handlers = [RichHandler(console=console, show_path=False)]
-    try:
-        yield
-    finally:
-        root.handlers = saved_handlers
-        for q, level in zip(quiet, saved_levels, strict=True):
-            q.setLevel(level)
-
-
-# -- summary ------------------------------------------------------------------------------------------
-
-
-def summary_lines(demo: Demo) -> list[str]:
-    files = demo.files
-    result = "INTERRUPTED" if demo.failure == "interrupted" else "OK" if demo.exit_code == 0 else "FAILED"
-    lines = [
-        f"rollguard demo, scenario {demo.scenario.name}: {demo.scenario.story}",
-        f"result: {result}" + (f" ({demo.failure})" if demo.failure not in (None, result.lower()) else ""),
-        f"ran {demo.elapsed:.1f}s at {demo.args.rps:g} requests/s",
-        *demo.stats.report(),
-    ]
-    if demo.metrics:
-        counted = "  ".join(f"{v} {n:g}" for v, n in sorted(demo.metrics.items()))
-        agree = all(demo.metrics.get(v, 0) == demo.stats.by_version[v] for v in demo.versions)
-        lines.append(
-            f"proxy's rollguard_requests_total by version: {counted} "
-            f"({'matches' if agree else 'differs from'} the client's count; local = answered by the proxy)"
-        )
-    return lines + [
-        f"files: config {files.config}",
-        f"       state {files.state}",
-        f"       decision log {files.decisions}",
-        f"       access log {files.access_log}",
-        f"       summary {files.summary}",
-    ]
-
-
-def summary_doc(demo: Demo) -> dict[str, Any]:
-    return {
-        "scenario": demo.scenario.name,
-        "ok": demo.exit_code == 0,
-        "failure": demo.failure,
-        "duration_s": round(demo.elapsed, 3),
-        **demo.stats.to_json(),
-        "proxy_requests_total": demo.metrics,
-    }
 
 
 # -- entry point --------------------------------------------------------------------------------------
@@ -364,13 +347,13 @@ async def _main(args: argparse.Namespace, scenario: Scenario) -> int:
     view = TaskSet("demo-view")
     interrupted = False
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_demo_logging(console if live_view else None))
+        stack.enter_context(demo_logging(console if live_view else None))
         if live_view:
             live = stack.enter_context(Live(console=console, auto_refresh=False))
             show: Callable[[], None] = lambda: live.update(render(demo), refresh=True)  # noqa: E731
         else:
             show = lambda: print(plain_line(demo), flush=True)  # noqa: E731
-        view.spawn(_tick(0.25 if live_view else 1.0, show), name="demo-view")
+        view.spawn(tick(0.25 if live_view else 1.0, show), name="demo-view")
         try:
             await demo.run()
         except asyncio.CancelledError:

@@ -1,5 +1,6 @@
 """The demo's clients of the proxy: open-loop traffic through the data plane, tallied per version, and an
-operator on the admin API (:class:`Operator`).
+operator on the admin API (:class:`Operator`: weights, shadow sample, reports, metrics) and on the command
+line (:func:`rollguard_report`).
 
 Contract:
 
@@ -22,19 +23,22 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import random
+import sys
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
-from rich.table import Table
 
 from ._tasks import TaskSet
 from .sample_model import features_generator
@@ -71,14 +75,6 @@ class WindowStats:
     p50: float | None
     p95: float | None
     p99: float | None
-
-
-def fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def fmt_pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}%"
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -175,23 +171,6 @@ class TrafficStats:
             )
         return out
 
-    def report(self) -> list[str]:
-        """The summary's traffic part: totals, requests per version, observed candidate share per step."""
-        baseline, candidate = self.versions
-        lines = [
-            f"traffic: {self.sent} requests sent: {self.answered} answered by a model, {self.rejected} "
-            f"rejected by contract (400 problem+json), {self.errors} errors, {self.shed} shed",
-            f"  baseline {baseline}: {self.by_version[baseline]} requests",
-            f"  candidate {candidate}: {self.by_version[candidate]} requests",
-            "observed candidate share per step (requests routed entirely under that step's weight):",
-        ]
-        lines += [
-            f"  {st.label}  weight {st.weight:g}%  candidate share {fmt_pct(st.share(candidate))} "
-            f"of {st.answered} requests  errors {st.errors}  rejected {st.rejected}"
-            for st in self.steps
-        ]
-        return lines + [f"error: {why}" for why in self.error_samples]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "sent": self.sent,
@@ -212,42 +191,6 @@ class TrafficStats:
                 for st in self.steps
             ],
         }
-
-
-def window_table(stats: TrafficStats, candidate_weight: float | None) -> Table:
-    """Baseline and candidate over the recent window, each beside the weight configured for it."""
-    window = stats.window()
-    table = Table(title=f"last {stats.window_s:g}s (latency in ms)", title_justify="left")
-    for col in ("", "requests", "share", "weight", "errors", "p50", "p95", "p99"):
-        table.add_column(col, justify="right" if col else "left", no_wrap=True)
-    w = candidate_weight
-    for role, version, weight in zip(
-        ("baseline", "candidate"), stats.versions, (None if w is None else 100 - w, w), strict=True
-    ):
-        ws = window[version]
-        table.add_row(
-            f"{role} {version}",
-            str(stats.by_version[version]),
-            fmt_pct(ws.share),
-            "-" if weight is None else f"{weight:g}%",
-            str(stats.errors_by_version[version]),
-            fmt_ms(ws.p50),
-            fmt_ms(ws.p95),
-            fmt_ms(ws.p99),
-        )
-    return table
-
-
-def status_line(stats: TrafficStats) -> str:
-    """One plain line: per version count, window share and p95; then errors, rejections, shed."""
-    window = stats.window()
-    parts = [
-        f"{v} n={stats.by_version[v]} share{stats.window_s:g}s={fmt_pct(window[v].share)} "
-        f"p95={fmt_ms(window[v].p95)}ms"
-        for v in stats.versions
-    ]
-    parts.append(f"errors={stats.errors} rejected={stats.rejected} shed={stats.shed}")
-    return " | ".join(parts)
 
 
 class TrafficGenerator:
@@ -344,6 +287,15 @@ class TrafficGenerator:
             self.stats.error(epoch, version, f"valid body answered {status} by {version or 'no version'}")
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowSnapshot:
+    """One look at the shadow of a route, from the admin API (see :meth:`Operator.shadow_snapshot`)."""
+
+    evaluation: dict[str, Any]  # routes[route] of shadow_eval.json; {} until the first mirrored pair
+    requests: dict[str, float]  # rollguard_shadow_requests_total by outcome: sent, failed, dropped, skipped
+    comparisons: dict[str, float]  # rollguard_shadow_comparisons_total by outcome: match, mismatch
+
+
 class Operator:
     """The admin API as an operator uses it: HTTP, bearer token, JSON; failures raise with the detail."""
 
@@ -370,15 +322,74 @@ class Operator:
         doc: dict[str, Any] = (await self._call("GET", "/status")).json()
         return doc
 
-    async def requests_by_version(self) -> dict[str, float]:
-        """``rollguard_requests_total`` summed per ``version`` label, from the Prometheus text."""
-        totals: dict[str, float] = {}
+    async def set_shadow(self, sample: float, reason: str) -> dict[str, Any]:
+        """``PUT /shadow``: the share (0..1) of baseline-answered requests mirrored to the candidate."""
+        body = {"sample": sample, "reason": reason}
+        doc: dict[str, Any] = (await self._call("PUT", "/shadow", body)).json()
+        return doc
+
+    async def report(self, name: str) -> dict[str, Any]:
+        """``GET /reports/<name>`` of a JSON artifact (``shadow_eval.json``)."""
+        doc: dict[str, Any] = (await self._call("GET", f"/reports/{name}")).json()
+        return doc
+
+    async def counters(self, by: Mapping[str, str], **match: str) -> dict[str, dict[str, float]]:
+        """From one ``GET /metrics``: for each sample name in ``by`` (``rollguard_requests_total``), its
+        values summed per value of the label ``by[name]`` (``version``), over the samples whose labels
+        include every ``match`` item; a name without samples maps to ``{}``."""
+        totals: dict[str, dict[str, float]] = {name: {} for name in by}
         for family in text_string_to_metric_families((await self._call("GET", "/metrics")).text):
             for sample in family.samples:
-                if sample.name == "rollguard_requests_total":
-                    version = sample.labels.get("version", "?")
-                    totals[version] = totals.get(version, 0.0) + sample.value
+                label = by.get(sample.name)
+                if label is None or any(sample.labels.get(k) != v for k, v in match.items()):
+                    continue
+                key = sample.labels.get(label, "?")
+                per = totals[sample.name]
+                per[key] = per.get(key, 0.0) + sample.value
         return totals
+
+    async def shadow_snapshot(self, route: str) -> ShadowSnapshot:
+        """The route's part of ``shadow_eval.json`` and the mirror's counters: the shadow panel's data."""
+        evaluation = (await self.report("shadow_eval.json")).get("routes", {}).get(route, {})
+        counts = await self.counters(
+            {"rollguard_shadow_requests_total": "outcome", "rollguard_shadow_comparisons_total": "outcome"},
+            route=route,
+        )
+        return ShadowSnapshot(
+            evaluation=evaluation,
+            requests=counts["rollguard_shadow_requests_total"],
+            comparisons=counts["rollguard_shadow_comparisons_total"],
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+# `python -m proxy` started here imports this very package, whether installed, editable or a checkout.
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+async def rollguard_report(admin_url: str, token: str, out: Path) -> None:
+    """Run ``rollguard report --out <out>`` (an absolute path) against ``admin_url`` as an operator would,
+    with the token in its environment: the demo's artifacts are what that command writes, not a copy.
+
+    Raises RuntimeError with the tail of its stderr when it fails; kills it after a minute or on Ctrl-C.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "proxy", "report", "--admin", admin_url, "--out", str(out)),
+        cwd=_PACKAGE_ROOT,
+        env={**os.environ, "ROLLGUARD_TOKEN": token},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            _, err = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):  # it may have ended by itself meanwhile
+            proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"rollguard report exited {proc.returncode}: {err.decode()[-300:].strip()}")

@@ -82,12 +82,18 @@ class Forwarder:
         compiled = self.compiled[route.name] if route is not None else None
         route_name = route.name if route is not None else "unmatched"
         log: dict[str, Any] = {
+            "log": "access",
             "ts": time.time(),
             "request_id": rid,
             "method": method,
             "path": path,
             "route": route_name,
         }
+        if scope.get("query_string"):
+            log["query"] = scope["query_string"].decode("latin-1")
+        client = scope.get("client")
+        if client:
+            log["client"] = client[0]
         status = 500
         answered: Attempt | None = None
         try:
@@ -228,7 +234,7 @@ class Forwarder:
         )
         shadow = None
         if role == "baseline" and self.mirror is not None and compiled is not None and body.held:
-            shadow = self.mirror.offer(
+            shadow, log["shadow"] = self.mirror.offer(
                 MirrorRequest(
                     route=compiled,
                     method=method,

@@ -1,30 +1,51 @@
-"""JSON access log: one orjson line per request, to stdout, a file, or nowhere.
+"""Structured logs: one orjson line per request (access) and per admin action (audit).
 
-Lines are buffered and written by a flusher every ``flush_interval`` (and at close), so the data path
-never waits on a write syscall. Paths are logged without their query string, and no header or body
-text is logged at all, so nothing personal reaches this log.
+Every free-text field that can carry personal data — path, query string, user agent, error details,
+operator reasons — passes through the PII masker before it is buffered, and the masker fails closed
+(a value it cannot mask is dropped, never written raw). Successful requests may be sampled
+(``logging.sample_success``); errors and audit lines never are. Lines are buffered and written by a
+flusher every ``flush_interval`` in a worker thread, so a slow reader of stdout never stalls traffic;
+audit lines wake the flusher at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import orjson
 
 from ._tasks import TaskSet
+from .pii import Masker
+
+_MASKED_ACCESS_FIELDS = ("path", "query", "error", "client", "request_id")
 
 
 class AccessLog:
-    """``record(entry)`` on the hot path; ``start``/``close`` in the lifespan."""
+    """``record(entry)`` and ``audit(entry)`` on the hot path; ``start``/``close`` in the lifespan."""
 
-    def __init__(self, target: str, *, flush_interval: float = 0.2, max_buffer: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        masker: Masker,
+        sample_success: float = 1.0,
+        flush_interval: float = 0.2,
+        max_buffer: int = 256 * 1024,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self.target = target
         self.enabled = target != "off"
+        self.masker = masker
+        self.sample_success = sample_success
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
+        self.rand = rand
+        self.dropped_by_sampling = 0
         self._buf = bytearray()
         self._fh: BinaryIO | None = None
         self._wake = asyncio.Event()
@@ -44,12 +65,37 @@ class AccessLog:
         tasks.spawn(self._flusher(), name="access-log-flusher")
 
     def record(self, entry: dict[str, Any]) -> None:
+        """One access line. ``entry["status"]`` below 400 may be sampled away."""
         if not self.enabled:
             return
+        if (
+            self.sample_success < 1.0
+            and entry.get("status", 500) < 400
+            and self.rand() >= self.sample_success
+        ):
+            self.dropped_by_sampling += 1
+            return
+        mask = self.masker.mask_text
+        for name in _MASKED_ACCESS_FIELDS:
+            value = entry.get(name)
+            if value:
+                entry[name] = self.masker.mask_query(value) if name == "query" else mask(value)
         self._buf += orjson.dumps(entry)
         self._buf += b"\n"
         if len(self._buf) >= self.max_buffer:
             self._wake.set()
+
+    def audit(self, entry: dict[str, Any]) -> None:
+        """One audit line for an admin action; its free text is masked, and it is written promptly."""
+        if not self.enabled:
+            return
+        line = {"log": "audit", **entry}
+        for name in ("reason", "error"):
+            if isinstance(line.get(name), str):
+                line[name] = self.masker.mask_text(line[name])
+        self._buf += orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS)
+        self._buf += b"\n"
+        self._wake.set()
 
     def _take(self) -> bytes:
         data, self._buf = bytes(self._buf), bytearray()

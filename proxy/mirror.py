@@ -122,26 +122,27 @@ class Mirror:
             "candidate_pool": self.candidate.stats(),
         }
 
-    def offer(self, req: MirrorRequest) -> ShadowHandle | None:
-        """Maybe mirror ``req``; returns the handle to complete with the client's answer, or None."""
+    def offer(self, req: MirrorRequest) -> tuple[ShadowHandle | None, str | None]:
+        """Maybe mirror ``req``: the handle to complete with the client's answer (or None) and the
+        outcome for the access log (``sent``, ``dropped``, ``skipped``, or None when not sampled)."""
         if req.method not in self.cfg.methods:
-            return None
+            return None, None
         sample = self.sample
         if sample <= 0.0 or (sample < 1.0 and self.rand() >= sample):
-            return None
+            return None, None
         route = req.route.route.name
         if len(req.body) > self.cfg.max_body_bytes:
             self.metrics.shadow_request(route, "skipped")
-            return None
+            return None, "skipped"
         if self.in_flight >= self.cfg.max_in_flight:
             self.metrics.shadow_request(route, "dropped")
-            return None
+            return None, "dropped"
         self.in_flight += 1
         self.metrics.shadow_request(route, "sent")
         handle = ShadowHandle()
         noise = self.cfg.noise_sample > 0 and self.rand() < self.cfg.noise_sample
         self.tasks.spawn(self._run(req, handle, noise), name="shadow-mirror")
-        return handle
+        return handle, "sent"
 
     async def _run(self, req: MirrorRequest, handle: ShadowHandle, noise: bool) -> None:
         try:

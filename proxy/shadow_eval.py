@@ -34,6 +34,7 @@ EXAMPLES_PER_FIELD: Final = 3
 EXAMPLE_CHARS: Final = 120
 SAMPLE_SIZE: Final = 4096
 PSI_BINS: Final = 10
+PSI_MIN_SAMPLE: Final = 100  # scores per version before PSI and KS are reported
 # An empty bin makes ln(q/p) infinite; as is usual for PSI, a share of 0 is replaced by this floor, which
 # caps one empty bin's contribution at about 0.1 * ln(0.1 / 1e-4) ~= 0.7.
 PSI_EPSILON: Final = 1e-4
@@ -320,8 +321,10 @@ class ShadowEvaluation:
     def _shift_report(self) -> dict[str, Any]:
         base = self._scores["baseline"].sorted_values()
         cand = self._scores["candidate"].sorted_values()
-        if not base or not cand:
-            return {"psi": None, "psi_bins": None, "ks": {"statistic": None, "p_value": None}, "sample": 0}
+        if len(base) < PSI_MIN_SAMPLE or len(cand) < PSI_MIN_SAMPLE:
+            # Deciles of a few dozen scores make PSI swing wildly (0.9 on identical models); say nothing yet.
+            sample = min(len(base), len(cand))
+            return {"psi": None, "psi_bins": None, "ks": {"statistic": None, "p_value": None}, "sample": sample}
         value, bins = psi(base, cand)
         d, p = ks_2samp(base, cand)
         return {

@@ -24,6 +24,7 @@ EXAMPLE = ROOT / "config" / "rollguard.yaml"
 EXAMPLE_TOKENS = {
     "ROLLGUARD_OPERATOR_TOKEN": "example-operator-token-4f1c9a",
     "ROLLGUARD_VIEWER_TOKEN": "example-viewer-token-77b2e0",
+    "ROLLGUARD_PII_KEY": "example-pii-key-0123456789abcdef",
 }
 
 
