@@ -24,7 +24,8 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.pii_detectors import BR_DDD, Detector, Hit, default_detectors, ipv4_canonical
+from proxy.pii_detectors import Detector, Hit, default_detectors, ipv4_canonical
+from proxy.pii_validators import BR_DDD
 
 __all__ = [
     "KINDS",
@@ -51,13 +52,9 @@ _SECRET_NAMES: Final = frozenset(
     "password passwd pwd secret client_secret api_key apikey access_token refresh_token id_token auth_token"
     " private_key aws_secret_access_key".split()
 )
-_SECRET_QUERY_NAMES: Final = _SECRET_NAMES | {
-    "token",
-    "sig",
-    "signature",
-    "x_amz_signature",
-    "x_amz_credential",
-}
+_SECRET_QUERY_NAMES: Final = _SECRET_NAMES | frozenset(
+    "token sig signature x_amz_signature x_amz_credential".split()
+)
 # Most specific first: of two overlapping hits of one length the earlier kind wins (a JWT that is a
 # bearer credential is one "bearer"; 11 digits with CPF check digits are a "cpf" before a "phone").
 KINDS: Final = ("bearer", "jwt", "apikey", "iban", "cnpj", "cpf", "card", "email", "phone", "ip")
@@ -202,18 +199,22 @@ class Masker:
         return self._resolve(found)
 
     def _resolve(self, found: list[Hit]) -> list[Hit]:
-        """Non-overlapping hits in text order: the longest wins, then the more specific kind (:data:`KINDS`
-        order), then the leftmost."""
+        """Non-overlapping hits in text order. Within each cluster of overlapping hits the longest wins,
+        then the more specific kind (:data:`KINDS` order), then the leftmost."""
         if not self._config.ip_addresses:
             found = [hit for hit in found if hit.kind != "ip"]
         if len(found) <= 1:
             return found
-        found.sort(key=lambda h: (h.start - h.end, _RANK.get(h.kind, len(_RANK)), h.start))
+        found.sort(key=lambda hit: hit.start)
         kept: list[Hit] = []
-        for hit in found:
-            if all(hit.end <= other.start or hit.start >= other.end for other in kept):
-                kept.append(hit)
-        kept.sort(key=lambda hit: hit.start)
+        cluster, reach = [found[0]], found[0].end
+        for hit in found[1:]:
+            if hit.start >= reach:  # clusters never overlap each other: resolve each on its own
+                kept.extend(_pick(cluster))
+                cluster, reach = [], hit.end
+            cluster.append(hit)
+            reach = max(reach, hit.end)
+        kept.extend(_pick(cluster))
         return kept
 
     def _replace(self, text: str, hits: list[Hit]) -> str:
@@ -301,6 +302,17 @@ class Masker:
                 masked = MASK_ERROR
             out[self.mask_text(key) if isinstance(key, str) else key] = masked
         return out if isinstance(node, dict) else list(out.values())
+
+
+def _pick(cluster: list[Hit]) -> list[Hit]:
+    if len(cluster) == 1:
+        return cluster
+    cluster.sort(key=lambda h: (h.start - h.end, _RANK.get(h.kind, len(_RANK)), h.start))
+    kept: list[Hit] = []
+    for hit in cluster:
+        if all(hit.end <= other.start or hit.start >= other.end for other in kept):
+            kept.append(hit)
+    return sorted(kept, key=lambda hit: hit.start)
 
 
 def _is_secret(name: str, value: Any) -> bool:

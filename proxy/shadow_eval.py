@@ -323,8 +323,8 @@ class ShadowEvaluation:
         cand = self._scores["candidate"].sorted_values()
         if len(base) < PSI_MIN_SAMPLE or len(cand) < PSI_MIN_SAMPLE:
             # Deciles of a few dozen scores make PSI swing wildly (0.9 on identical models); say nothing yet.
-            sample = min(len(base), len(cand))
-            return {"psi": None, "psi_bins": None, "ks": {"statistic": None, "p_value": None}, "sample": sample}
+            empty = {"statistic": None, "p_value": None}
+            return {"psi": None, "psi_bins": None, "ks": empty, "sample": min(len(base), len(cand))}
         value, bins = psi(base, cand)
         d, p = ks_2samp(base, cand)
         return {
