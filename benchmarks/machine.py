@@ -1,4 +1,5 @@
-"""What the numbers were measured on: enough to tell two result files apart."""
+"""What the numbers were measured on (enough to tell two result files apart), and what the machine and
+the servers under test did meanwhile: CPU use, other people's processes, resident memory."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +66,9 @@ def _git(repo: Path) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    # Which tracked files differed from the commit: on a shared checkout, someone's work in progress.
+    changed = None if status is None else [line.split(maxsplit=1)[-1] for line in status.splitlines()]
+    return {"commit": commit, "dirty": None if status is None else bool(status), "changed": changed}
 
 
 def info(repo: Path) -> dict[str, Any]:
@@ -160,3 +166,114 @@ def neighbours(
         "cpu_s": round(sum(cpu for cpu, _, _ in used), 2),
         "top": [{"pid": pid, "comm": comm, "cpu_s": round(cpu, 2)} for cpu, pid, comm in used[:top]],
     }
+
+
+def session_cpu_s(before: dict[int, ProcCpu], after: dict[int, ProcCpu], session: int) -> float:
+    """CPU seconds one session's processes (a server under test) used between two `process_cpu` reads."""
+    used = 0.0
+    for pid, proc in after.items():
+        if proc.session == session:
+            start = before[pid].cpu_s if pid in before and before[pid].comm == proc.comm else 0.0
+            used += proc.cpu_s - start
+    return round(used, 3)
+
+
+# --- resident memory -----------------------------------------------------------------------------------
+
+
+def session_pids(session: int) -> dict[int, str]:
+    """The live processes of one session (a server and its children, e.g. nginx master and worker)."""
+    pids: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[3]) == session:
+            pids[int(entry.name)] = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return pids
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of one process in KiB (None once it has exited; 0 for a zombie, which has no VmRSS line)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class RssWatch:
+    """Resident memory of a process tree over a measured window: at its start, at its end, and sampled
+    in between, so a steady climb (a leak, an unbounded backlog) can be told from a one-off step."""
+
+    pids: dict[int, str]
+    start_kib: dict[int, int]
+    end_kib: dict[int, int] | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds in, KiB over all pids)
+
+    def to_json(self) -> dict[str, Any]:
+        start = sum(self.start_kib.values())
+        end = None if self.end_kib is None else sum(self.end_kib.values())
+        kib_to_mib = 1 / 1024
+        return {
+            "processes": {
+                str(pid): {
+                    "comm": comm,
+                    "rss_start_mib": round(self.start_kib.get(pid, 0) * kib_to_mib, 2),
+                    "rss_end_mib": None
+                    if self.end_kib is None
+                    else round(self.end_kib.get(pid, 0) * kib_to_mib, 2),
+                }
+                for pid, comm in self.pids.items()
+            },
+            "rss_start_mib": round(start * kib_to_mib, 2),
+            "rss_end_mib": None if end is None else round(end * kib_to_mib, 2),
+            "rss_growth_mib": None if end is None else round((end - start) * kib_to_mib, 2),
+            # Over the second half only: a backlog that filled up once shows 0 here, a leak does not.
+            "rss_late_growth_mib": round(self._late_growth_kib() * kib_to_mib, 2) if self.samples else None,
+            "rss_peak_mib": round(max([start] + [kib for _, kib in self.samples]) * kib_to_mib, 2),
+            "samples_mib": [[round(t, 2), round(kib * kib_to_mib, 2)] for t, kib in self.samples],
+        }
+
+    def _late_growth_kib(self) -> int:
+        middle = self.samples[-1][0] / 2
+        at_middle = min(self.samples, key=lambda sample: abs(sample[0] - middle))
+        return self.samples[-1][1] - at_middle[1]
+
+
+@contextlib.contextmanager
+def watch_rss(session: int, interval_s: float = 1.0) -> Iterator[RssWatch]:
+    """Sum VmRSS over the session's processes when entered, every `interval_s` while inside, and on exit.
+
+    The set of processes is fixed on entry: reading a few status files per sample keeps the watcher's
+    own CPU use (on whichever core the harness runs) far below anything the row could notice."""
+    pids = session_pids(session)
+
+    def read() -> dict[int, int]:
+        return {pid: kib for pid in pids if (kib := rss_kib(pid)) is not None}
+
+    watch = RssWatch(pids, read())
+    started = time.monotonic()
+    watch.samples.append((0.0, sum(watch.start_kib.values())))
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            watch.samples.append((time.monotonic() - started, sum(read().values())))
+
+    thread = threading.Thread(target=sample, name="rss-watch", daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        stop.set()
+        thread.join()
+        watch.end_kib = read()
+        watch.samples.append((time.monotonic() - started, sum(watch.end_kib.values())))

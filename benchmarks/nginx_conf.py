@@ -1,4 +1,4 @@
-"""nginx configurations for the static model upstreams and for the nginx split anchor.
+"""nginx configurations for the static model upstreams and for the nginx split and mirror anchors.
 
 Both run unprivileged-style from a private prefix directory: pid, logs and temp paths live there, so a run
 needs no system paths and leaves nothing behind.
@@ -85,6 +85,41 @@ def split_conf(prefix: Path, listen_port: int, baseline_port: int, candidate_por
         # HTTP/1.1 with an empty Connection header is what lets nginx reuse upstream connections.
         + "      proxy_http_version 1.1;\n"
         + '      proxy_set_header Connection "";\n'
+        + "    }\n  }\n"
+        + "}\n"
+    )
+
+
+def mirror_conf(
+    prefix: Path, listen_port: int, baseline_port: int, mirror_port: int, mirror_read_timeout_s: float
+) -> str:
+    """nginx as the shadowing proxy: every request to the baseline, and a copy of every request (body
+    included) to the mirror target through the `mirror` module, keep-alive upstreams on both sides.
+
+    nginx answers the client without waiting for the mirror, but does not read that connection's next
+    request until the mirror subrequest has finished: a slow shadow throttles the client connections.
+    `proxy_read_timeout` bounds that wait (nginx's default is 60 s)."""
+    return (
+        _main_context(prefix)
+        + "http {\n"
+        + _http_common(prefix)
+        + f"  upstream baseline {{\n    server {HOST}:{baseline_port};\n    keepalive 128;\n  }}\n"
+        + f"  upstream shadow {{\n    server {HOST}:{mirror_port};\n    keepalive 128;\n  }}\n"
+        + f"  server {{\n    listen {HOST}:{listen_port} backlog=4096;\n"
+        + "    location / {\n"
+        + "      mirror /mirror;\n"
+        + "      mirror_request_body on;\n"
+        + "      proxy_pass http://baseline;\n"
+        + "      proxy_http_version 1.1;\n"
+        + '      proxy_set_header Connection "";\n'
+        + "    }\n"
+        + "    location = /mirror {\n"
+        + "      internal;\n"
+        # The subrequest's own URI is /mirror: send the client's original target instead.
+        + "      proxy_pass http://shadow$request_uri;\n"
+        + "      proxy_http_version 1.1;\n"
+        + '      proxy_set_header Connection "";\n'
+        + f"      proxy_read_timeout {mirror_read_timeout_s:g}s;\n"
         + "    }\n  }\n"
         + "}\n"
     )

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/run.py [--duration 10] [--connections 50] [--quick] [--only a,b] [--out F]
 
 Each row starts a static nginx "model server" pair (baseline v1, candidate v2), the proxy under test, waits
-until they answer, warms up, runs wrk with a small JSON POST, and stops everything again. See README.md.
+until they answer, warms up, runs wrk with a small JSON POST, and stops everything again. Shadow rows also
+mirror to the candidate (or to a hung server) and watch the proxy's resident memory. See README.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -44,8 +46,30 @@ READY_TIMEOUT_S = 15.0
 NOISE_CPU_SHARE = 0.1  # warn when processes outside the run used more than this share of one CPU
 PROBE_BODY = wrk.request_body()
 PROBE_HEADERS = {"Content-Type": "application/json"}
-# ARCHITECTURE.md §1, same machine class and method: what a healthy run looks like, for the ratios.
-REFERENCE_RPS = {"direct": 67_500, "nginx_split": 46_400, "minimal_asgi": 7_500, "starlette_httpx": 312}
+# ARCHITECTURE.md §1, same machine class and method: what a healthy run looks like, for the ratios. The
+# mirror references were measured with a 90/10 split in front of the mirror (ours send 100 % to the baseline).
+REFERENCE_RPS = {
+    "direct": 67_500,
+    "nginx_split": 46_400,
+    "minimal_asgi": 7_500,
+    "starlette_httpx": 312,
+    "nginx_mirror": 12_800,
+    "minimal_mirror": 3_600,
+    "nginx_mirror_hung": 25,
+    "minimal_mirror_hung": 2_890,
+}
+# Shadow rows: every proxy gets the same mirror budget. rollguard's keys are the `shadow:` config section.
+SHADOW_TIMEOUT_S = 2.0
+SHADOW_MAX_IN_FLIGHT = 256
+SHADOW_BASE = "rollguard_shadow_0"  # the no-shadow row the shadow rows are compared with
+# Targets from the shadow issue, checked under the table (and in the JSON) on every run with these rows.
+SHADOW_HEALTHY_MIN_RPS_RATIO = 0.5  # rollguard_shadow_1.0 req/s over rollguard_shadow_0
+SHADOW_HUNG_MAX_P99_RATIO = 1.10  # rollguard_shadow_hung p99 over rollguard_shadow_0
+# "Flat": the same run's no-shadow rollguard moves a fraction of a MiB over a window; a backlog of parked
+# mirrors (the naive proxy) grows by tens to hundreds.
+RSS_FLAT_MIB = 2.0
+RSS_SAMPLE_S = 1.0
+RSS_KEYS = ("rss_start_mib", "rss_end_mib", "rss_growth_mib", "rss_late_growth_mib")
 # Signs in rollguard's stderr that the command itself is missing, as opposed to failing on our config.
 NOT_AVAILABLE_MARKERS = ("ModuleNotFoundError", "ImportError", "invalid choice", "No such command")
 
@@ -87,6 +111,8 @@ class Target:
     port: int
     cmd: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    proxy: procs.Server | None = None  # the process (tree) under test, for its resident memory
+    after_window: Callable[[], dict[str, Any]] | None = None  # read right after the measured window
 
 
 class RowSkipped(Exception):
@@ -100,6 +126,12 @@ class Row:
     name: str
     description: str
     start: Callable[[RunContext, contextlib.ExitStack], Target]
+    group: str = "core"  # the group it is listed under
+    also_in: tuple[str, ...] = ()  # other groups that run it, as an anchor for their ratios
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.group, *self.also_in)
 
 
 # --- servers -------------------------------------------------------------------------------------------
@@ -154,6 +186,25 @@ def _wait_for_proxy(ctx: RunContext, server: procs.Server, port: int) -> None:
     )
 
 
+def start_hung_upstream(ctx: RunContext, stack: contextlib.ExitStack) -> str:
+    """A shadow that accepts and reads but never answers, on the load generator's CPU; returns its URL."""
+    [port] = procs.free_ports(1)
+    cmd = procs.pin(ctx.pinning.load_cpu) + [
+        sys.executable,
+        str(BENCH_DIR / "anchors" / "hung_upstream.py"),
+        "--port",
+        str(port),
+    ]
+    server = _serve(ctx, stack, "hung_upstream", cmd)
+    procs.wait_until(lambda: procs.accepts(port), [server], READY_TIMEOUT_S, "the hung upstream accepted")
+    return f"http://{procs.HOST}:{port}"
+
+
+def _mirror_target(ctx: RunContext, stack: contextlib.ExitStack, hung: bool) -> str:
+    assert ctx.upstreams is not None
+    return start_hung_upstream(ctx, stack) if hung else ctx.upstreams.candidate_url
+
+
 # --- rows ----------------------------------------------------------------------------------------------
 
 
@@ -170,45 +221,79 @@ def start_nginx_split(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
     )
     nginx_conf.write_prefix(prefix, conf)
     cmd = procs.pin(ctx.pinning.proxy_cpu) + nginx_conf.nginx_cmd(prefix)
-    _wait_for_proxy(ctx, _serve(ctx, stack, "nginx-split", cmd), port)
-    return Target(port, cmd, {"nginx_conf": conf})
+    server = _serve(ctx, stack, "nginx-split", cmd)
+    _wait_for_proxy(ctx, server, port)
+    return Target(port, cmd, {"nginx_conf": conf}, proxy=server)
 
 
-def python_anchor(script: str) -> Callable[[RunContext, contextlib.ExitStack], Target]:
-    """A row that runs one of benchmarks/anchors/*.py with the same interpreter as the harness."""
+def nginx_mirror(hung: bool) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """nginx to the baseline only, with `mirror` of every request to the candidate or the hung server."""
 
     def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
         assert ctx.upstreams is not None
-        up, [port] = ctx.upstreams, procs.free_ports(1)
+        mirror_url = _mirror_target(ctx, stack, hung)
+        [port], prefix = procs.free_ports(1), ctx.tmp / "nginx-mirror"
+        conf = nginx_conf.mirror_conf(
+            prefix, port, ctx.upstreams.baseline_port, int(mirror_url.rsplit(":", 1)[1]), SHADOW_TIMEOUT_S
+        )
+        nginx_conf.write_prefix(prefix, conf)
+        cmd = procs.pin(ctx.pinning.proxy_cpu) + nginx_conf.nginx_cmd(prefix)
+        server = _serve(ctx, stack, "nginx-mirror", cmd)
+        _wait_for_proxy(ctx, server, port)
+        return Target(port, cmd, {"nginx_conf": conf, "mirror_url": mirror_url}, proxy=server)
+
+    return start
+
+
+def python_anchor(
+    script: str, canary_weight: float = CANARY_WEIGHT, mirror: str | None = None
+) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """A row that runs one of benchmarks/anchors/*.py with the same interpreter as the harness; `mirror`
+    ("candidate" or "hung") also hands it a mirror target (minimal_mirror_proxy.py)."""
+
+    def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+        assert ctx.upstreams is not None
+        up, extra = ctx.upstreams, {}
+        args = ["--baseline", up.baseline_url, "--candidate", up.candidate_url]
+        args += ["--canary-weight", f"{canary_weight:g}"]
+        if mirror is not None:
+            extra["mirror_url"] = _mirror_target(ctx, stack, mirror == "hung")
+            args += ["--mirror", extra["mirror_url"], "--mirror-timeout", f"{SHADOW_TIMEOUT_S:g}"]
+        [port] = procs.free_ports(1)
         cmd = procs.pin(ctx.pinning.proxy_cpu) + [
             sys.executable,
             str(BENCH_DIR / "anchors" / script),
             "--port",
             str(port),
-            "--baseline",
-            up.baseline_url,
-            "--candidate",
-            up.candidate_url,
-            "--canary-weight",
-            str(CANARY_WEIGHT),
+            *args,
         ]
-        _wait_for_proxy(ctx, _serve(ctx, stack, Path(script).stem, cmd), port)
-        return Target(port, cmd)
+        server = _serve(ctx, stack, Path(script).stem, cmd)
+        _wait_for_proxy(ctx, server, port)
+        return Target(port, cmd, extra, proxy=server)
 
     return start
 
 
-def rollguard_config(ctx: RunContext, port: int, admin_port: int) -> dict[str, Any]:
-    """PRODUCT.md §2, only the keys a deployment must set; everything else stays at rollguard's defaults."""
+def rollguard_config(
+    ctx: RunContext,
+    port: int,
+    admin_port: int,
+    *,
+    canary_weight: float = CANARY_WEIGHT,
+    candidate_url: str | None = None,
+    shadow: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """PRODUCT.md §2, only the keys a deployment must set; everything else stays at rollguard's defaults.
+    Shadow rows add a `shadow:` section and may point the candidate at the hung server."""
     assert ctx.upstreams is not None
     up, work = ctx.upstreams, ctx.tmp
-    return {
+    config: dict[str, Any] = {
         "listen": f"{procs.HOST}:{port}",
         "admin": {"listen": f"{procs.HOST}:{admin_port}"},
         "state": {"url": f"file:{work}/state.json"},
         "upstreams": {
             "baseline": {"url": up.baseline_url, "version": "v1"},
-            "candidate": {"url": up.candidate_url, "version": "v2"},
+            "candidate": {"url": candidate_url or up.candidate_url, "version": "v2"},
         },
         "routes": [
             {
@@ -221,9 +306,42 @@ def rollguard_config(ctx: RunContext, port: int, admin_port: int) -> dict[str, A
                 "sticky_key": "header:x-user-id",
             }
         ],
-        "canary": {"weight": CANARY_WEIGHT},
+        "canary": {"weight": canary_weight},
         "logging": {"access_log": f"{work}/access.log"},
     }
+    if shadow is not None:
+        config["shadow"] = shadow
+    return config
+
+
+def shadow_section(sample: float) -> dict[str, Any]:
+    """One mirror per sampled request (noise_sample 0: no second baseline call), the shared mirror budget."""
+    return {
+        "sample": sample,
+        "max_in_flight": SHADOW_MAX_IN_FLIGHT,
+        "timeout": f"{SHADOW_TIMEOUT_S:g}s",
+        "methods": ["POST"],
+        "noise_sample": 0,
+    }
+
+
+_PROM_LINE = re.compile(
+    r'^(rollguard_shadow_(?:requests|comparisons)_total)\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$'
+)
+
+
+def rollguard_shadow_counts(admin_port: int) -> dict[str, Any]:
+    """rollguard's own count of mirrors (sent, failed, dropped, skipped) and comparisons since it started:
+    proof that a shadow row really mirrored, and how many the bound turned away."""
+    status, body = procs.http_call(admin_port, "GET", "/metrics")
+    if status != 200:
+        return {"shadow_counts_error": f"GET /metrics answered {status}"}
+    counts: dict[str, dict[str, float]] = {"requests": {}, "comparisons": {}}
+    for line in body.decode(errors="replace").splitlines():
+        if match := _PROM_LINE.match(line):
+            kind = "requests" if "requests" in match.group(1) else "comparisons"
+            counts[kind][match.group(2)] = counts[kind].get(match.group(2), 0) + float(match.group(3))
+    return {"shadow_counts": {k: {o: int(n) for o, n in v.items()} for k, v in counts.items()}}
 
 
 def _rollguard_skip(exc: procs.NotReady, server: procs.Server, config_path: Path) -> RowSkipped:
@@ -240,13 +358,43 @@ def _rollguard_skip(exc: procs.NotReady, server: procs.Server, config_path: Path
     return RowSkipped(f"rollguard did not come up: {exc}", detail)
 
 
-def start_rollguard(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+def rollguard_row(
+    shadow_sample: float | None = None, hung: bool = False
+) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """`rollguard serve`: the core row (canary 10, no shadow section) when `shadow_sample` is None; else all
+    traffic to the baseline (only baseline-answered requests are mirrored) and that share mirrored to the
+    candidate, or to the hung server."""
+
+    def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+        if shadow_sample is None:
+            return start_rollguard(ctx, stack)
+        return start_rollguard(
+            ctx,
+            stack,
+            canary_weight=0,
+            candidate_url=start_hung_upstream(ctx, stack) if hung else None,
+            shadow=shadow_section(shadow_sample),
+        )
+
+    return start
+
+
+def start_rollguard(
+    ctx: RunContext,
+    stack: contextlib.ExitStack,
+    *,
+    canary_weight: float = CANARY_WEIGHT,
+    candidate_url: str | None = None,
+    shadow: dict[str, Any] | None = None,
+) -> Target:
     exe = Path(sys.executable).parent / "rollguard"
     if not exe.exists():
         raise RowSkipped(f"{exe} is not installed (pip install -e . in the venv)")
     port, admin_port = procs.free_ports(2)
     work = ctx.tmp
-    config = rollguard_config(ctx, port, admin_port)
+    config = rollguard_config(
+        ctx, port, admin_port, canary_weight=canary_weight, candidate_url=candidate_url, shadow=shadow
+    )
     config_path = work / "rollguard.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     if not RESPONSE_SCHEMA.exists():
@@ -266,7 +414,8 @@ def start_rollguard(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
     status, body = procs.http_call(port, "POST", PATH, PROBE_BODY, PROBE_HEADERS)
     if status != 200:
         print(f"  warning: rollguard answered the probe POST with {status}: {body[:300]!r}")
-    return Target(port, cmd, {"config": config, "probe_status": status})
+    after = None if shadow is None else functools.partial(rollguard_shadow_counts, admin_port)
+    return Target(port, cmd, {"config": config, "probe_status": status}, proxy=server, after_window=after)
 
 
 ROWS = (
@@ -280,22 +429,65 @@ ROWS = (
         "minimal_asgi",
         "raw ASGI on uvicorn+uvloop+httptools, one aiohttp session (the Python floor)",
         python_anchor("minimal_asgi_proxy.py"),
+        also_in=("shadow",),  # the ratio anchor of the shadow rows too
     ),
     Row(
         "starlette_httpx",
         "Starlette catch-all route + shared httpx.AsyncClient (what people write first)",
         python_anchor("starlette_httpx_proxy.py"),
     ),
-    Row("rollguard", "`rollguard serve --config <generated>`, the real proxy", start_rollguard),
+    Row("rollguard", "`rollguard serve --config <generated>`, the real proxy", rollguard_row()),
+    # Shadow rows: client traffic 100 % to the baseline, a share of it mirrored. Compared with the first.
+    Row(
+        SHADOW_BASE, "rollguard, canary 0, shadow sample 0 (the no-shadow base)", rollguard_row(0.0), "shadow"
+    ),
+    Row(
+        "rollguard_shadow_0.1",
+        "rollguard, canary 0, 10 % mirrored to the candidate",
+        rollguard_row(0.1),
+        "shadow",
+    ),
+    Row("rollguard_shadow_1.0", "rollguard, canary 0, every request mirrored", rollguard_row(1.0), "shadow"),
+    Row(
+        "rollguard_shadow_hung",
+        "rollguard, canary 0, every request mirrored to a shadow that never answers",
+        rollguard_row(1.0, hung=True),
+        "shadow",
+    ),
+    Row(
+        "nginx_mirror",
+        "nginx to the baseline + `mirror` of every request (C anchor)",
+        nginx_mirror(False),
+        "shadow",
+    ),
+    Row(
+        "nginx_mirror_hung",
+        "nginx `mirror` of every request to a shadow that never answers",
+        nginx_mirror(True),
+        "shadow",
+    ),
+    Row(
+        "minimal_mirror",
+        "minimal_asgi + bare-task mirror of every request (the naive Python mirror)",
+        python_anchor("minimal_mirror_proxy.py", canary_weight=0, mirror="candidate"),
+        "shadow",
+    ),
+    Row(
+        "minimal_mirror_hung",
+        "minimal_asgi + bare-task mirror of every request to a shadow that never answers",
+        python_anchor("minimal_mirror_proxy.py", canary_weight=0, mirror="hung"),
+        "shadow",
+    ),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
+GROUPS = {group: tuple(r.name for r in ROWS if group in r.groups) for group in ("core", "shadow")}
 
 
 # --- running -------------------------------------------------------------------------------------------
 
 
 def run_row(row: Row, ctx: RunContext, connections: int, duration_s: float) -> dict[str, Any]:
-    result: dict[str, Any] = {"name": row.name, "description": row.description}
+    result: dict[str, Any] = {"name": row.name, "description": row.description, "groups": list(row.groups)}
     # Fresh upstreams per row: no row inherits another's connections, buffers or warm caches.
     with contextlib.ExitStack() as stack:
         try:
@@ -303,11 +495,14 @@ def run_row(row: Row, ctx: RunContext, connections: int, duration_s: float) -> d
             target = row.start(ctx, stack)
             url = f"http://{procs.HOST}:{target.port}{PATH}"
             wrk.run(url, connections, WARMUP_S, ctx.pinning.load_cpu)  # pools filled, code paths hot
-            cpu_before, procs_before = machine.cpu_times(), machine.process_cpu()
-            measured, raw = wrk.run(url, connections, duration_s, ctx.pinning.load_cpu)
-            usage = machine.cpu_usage(cpu_before, machine.cpu_times())
-            own = {server.popen.pid for server in ctx.servers}  # each server leads its own session
-            others = machine.neighbours(procs_before, machine.process_cpu(), own)
+            with _watch_memory(target) as rss:
+                cpu_before, procs_before = machine.cpu_times(), machine.process_cpu()
+                measured, raw = wrk.run(url, connections, duration_s, ctx.pinning.load_cpu)
+                usage = machine.cpu_usage(cpu_before, machine.cpu_times())
+                own = {server.popen.pid for server in ctx.servers}  # each server leads its own session
+                procs_after = machine.process_cpu()
+                others = machine.neighbours(procs_before, procs_after, own)
+            after = target.after_window() if target.after_window is not None else {}
             # A server that died under load leaves numbers that describe the crash, not the proxy.
             if crashed := [s.name for s in ctx.servers if s.exited()]:
                 raise procs.NotReady(f"{', '.join(crashed)} exited during the run")
@@ -317,6 +512,15 @@ def run_row(row: Row, ctx: RunContext, connections: int, duration_s: float) -> d
             return result | {"status": "failed", "reason": str(exc), "detail": _server_logs(ctx.tmp)}
         finally:
             ctx.upstreams = None
+    memory = rss.to_json() if rss is not None else None
+    # CPU the proxy itself spent per answered request: unlike req/s, a neighbour sharing its core does not
+    # move this much (it takes the time away, not add to it), so it is the steadier cost comparison.
+    proxy_cpu_s = None
+    if target.proxy is not None:
+        proxy_cpu_s = machine.session_cpu_s(procs_before, procs_after, target.proxy.popen.pid)
+    cpu_us_per_request = (
+        round(proxy_cpu_s / measured.requests * 1e6, 1) if proxy_cpu_s and measured.requests else None
+    )
     return result | {
         "status": "ok",
         "url": url,
@@ -325,12 +529,40 @@ def run_row(row: Row, ctx: RunContext, connections: int, duration_s: float) -> d
         "p50_ms": measured.latency_ms.get("p50"),
         "p99_ms": measured.latency_ms.get("p99"),
         **measured.to_json(),
+        **{key: None if memory is None else memory[key] for key in RSS_KEYS},
+        "proxy_cpu_s": proxy_cpu_s,
+        "proxy_cpu_us_per_request": cpu_us_per_request,
+        "memory": memory,
         "cpu_usage": usage,
         "busy_pct": _busy(usage, ctx.pinning),
         "neighbours": others,
         **target.extra,
+        **after,
+        "server_stats": _server_stats(ctx.servers),  # what servers printed as they stopped
         "wrk_output": raw,
     }
+
+
+@contextlib.contextmanager
+def _watch_memory(target: Target) -> Iterator[machine.RssWatch | None]:
+    """Resident memory of the proxy's process tree (nginx: master + worker, summed) over the window."""
+    if target.proxy is None:
+        yield None
+        return
+    with machine.watch_rss(target.proxy.popen.pid, RSS_SAMPLE_S) as watch:
+        yield watch
+
+
+def _server_stats(servers: list[procs.Server]) -> dict[str, Any]:
+    """The last stdout line of each stopped server that ends with a JSON object of counters."""
+    stats = {}
+    for server in servers:
+        with contextlib.suppress(OSError):
+            lines = server.stdout_path.read_text(errors="replace").strip().splitlines()
+            if lines and lines[-1].startswith("{"):
+                with contextlib.suppress(ValueError):
+                    stats[server.name] = json.loads(lines[-1])
+    return stats
 
 
 def _busy(usage: dict[str, dict[str, float]], pinning: Pinning) -> dict[str, float | None]:
@@ -381,15 +613,56 @@ def choose_pinning() -> Pinning:
 
 
 def compute_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Throughput relative to anchors measured in the same run: the numbers that travel across machines."""
-    rps = {r["name"]: r["requests_per_s"] for r in rows if r["status"] == "ok" and r["requests_per_s"]}
-    ratios: dict[str, dict[str, float | None]] = {}
-    for anchor in ("minimal_asgi", "nginx_split"):
-        base = rps.get(anchor)
-        ratios[f"vs_{anchor}"] = {
-            r["name"]: (round(rps[r["name"]] / base, 4) if base and r["name"] in rps else None) for r in rows
-        }
+    """Throughput relative to anchors measured in the same run: the numbers that travel across machines.
+    Shadow rows are also compared with rollguard's own no-shadow row: throughput and p99."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    rps = {r["name"]: r["requests_per_s"] for r in ok if r["requests_per_s"]}
+    p99 = {r["name"]: r["p99_ms"] for r in ok if r["p99_ms"]}
+
+    def over(values: dict[str, float], anchor: str, names: list[str]) -> dict[str, float | None]:
+        base = values.get(anchor)
+        return {n: (round(values[n] / base, 4) if base and n in values else None) for n in names}
+
+    names = [r["name"] for r in rows]
+    ratios = {f"vs_{anchor}": over(rps, anchor, names) for anchor in ("minimal_asgi", "nginx_split")}
+    shadow = [r["name"] for r in rows if "shadow" in r["groups"]]
+    if shadow:
+        ratios[f"vs_{SHADOW_BASE}"] = over(rps, SHADOW_BASE, shadow)
+        ratios[f"p99_vs_{SHADOW_BASE}"] = over(p99, SHADOW_BASE, shadow)
     return ratios
+
+
+def shadow_targets(
+    rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]]
+) -> list[dict[str, Any]]:
+    """The shadow issue's targets for rollguard, judged on this run; `met` is None when a row is missing."""
+    by_name = {r["name"]: r for r in rows if r["status"] == "ok"}
+    hung = by_name.get("rollguard_shadow_hung", {})
+    checks = [
+        (
+            "rollguard_shadow_1.0",
+            f"req/s >= {SHADOW_HEALTHY_MIN_RPS_RATIO:g} x {SHADOW_BASE}",
+            ratios.get(f"vs_{SHADOW_BASE}", {}).get("rollguard_shadow_1.0"),
+            lambda v: v >= SHADOW_HEALTHY_MIN_RPS_RATIO,
+        ),
+        (
+            "rollguard_shadow_hung",
+            f"p99 <= {SHADOW_HUNG_MAX_P99_RATIO:g} x {SHADOW_BASE}",
+            ratios.get(f"p99_vs_{SHADOW_BASE}", {}).get("rollguard_shadow_hung"),
+            lambda v: v <= SHADOW_HUNG_MAX_P99_RATIO,
+        ),
+        (
+            "rollguard_shadow_hung",
+            f"RSS growth over the window <= {RSS_FLAT_MIB:g} MiB (flat)",
+            hung.get("rss_growth_mib"),
+            lambda v: v <= RSS_FLAT_MIB,
+        ),
+    ]
+    return [
+        {"row": row, "target": what, "value": value, "met": None if value is None else check(value)}
+        for row, what, value, check in checks
+        if any(r["name"] == row for r in rows)
+    ]
 
 
 # --- output --------------------------------------------------------------------------------------------
@@ -399,25 +672,35 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_table(rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]]) -> str:
+NAME_W = 23
+
+
+def render_table(
+    rows: list[dict[str, Any]],
+    ratios: dict[str, dict[str, float | None]],
+    targets: list[dict[str, Any]] | None = None,
+) -> str:
     header = (
-        f"{'row':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'x minimal':>11}{'x nginx':>9}"
-        f"{'cpu% proxy/load':>17}"
+        f"{'row':<{NAME_W}}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'x minimal':>11}{'x nginx':>9}{'cpu% proxy/load':>17}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         if r["status"] != "ok":
             reason = r["reason"] if len(r["reason"]) <= 90 else r["reason"][:87] + "..."
-            lines.append(f"{r['name']:<16}{r['status']}: {reason}")
+            lines.append(f"{r['name']:<{NAME_W}}{r['status']}: {reason}")
             continue
         name = r["name"] + ("*" if _noisy(r) else "")
         lines.append(
-            f"{name:<16}{r['requests_per_s']:>10,.0f}{_fmt(r['p50_ms'], '.2f'):>9}"
+            f"{name:<{NAME_W}}{r['requests_per_s']:>10,.0f}{_fmt(r['p50_ms'], '.2f'):>9}"
             f"{_fmt(r['p99_ms'], '.2f'):>9}{r['errors']['total']:>8,}"
             f"{_fmt(ratios['vs_minimal_asgi'][r['name']], '.3f'):>11}"
             f"{_fmt(ratios['vs_nginx_split'][r['name']], '.3f'):>9}"
             f"{_fmt(r['busy_pct']['proxy_cpu'], '.0f') + '/' + _fmt(r['busy_pct']['load_cpu'], '.0f'):>17}"
         )
+    shadow = [r for r in rows if "shadow" in r["groups"] and r["status"] == "ok"]
+    if shadow:
+        lines += ["", *_shadow_table(shadow, ratios, targets or [])]
     if any(_noisy(r) for r in rows):
         lines.append(
             f"* other processes used over {NOISE_CPU_SHARE:.0%} of a CPU during this row: "
@@ -428,8 +711,56 @@ def render_table(rows: list[dict[str, Any]], ratios: dict[str, dict[str, float |
         "reference (ARCHITECTURE.md §1): "
         f"minimal_asgi = {ref['minimal_asgi'] / ref['nginx_split']:.3f} x nginx, "
         f"starlette_httpx = {ref['starlette_httpx'] / ref['minimal_asgi']:.3f} x minimal"
+        + (
+            f", minimal_mirror = {ref['minimal_mirror'] / ref['minimal_asgi']:.3f} x minimal"
+            if shadow
+            else ""
+        )
     )
     return "\n".join(lines)
+
+
+def _shadow_table(
+    rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]], targets: list[dict[str, Any]]
+) -> list[str]:
+    """Shadow rows against rollguard's no-shadow row, with the proxy's resident memory over the window."""
+    rps, p99 = ratios.get(f"vs_{SHADOW_BASE}", {}), ratios.get(f"p99_vs_{SHADOW_BASE}", {})
+    header = (
+        f"{'shadow row':<{NAME_W}}{'x req/s':>9}{'x p99':>8}{'RSS start':>11}{'RSS end':>9}{'growth':>8}"
+        f"{'2nd half':>10}{'cpu us/req':>12}{'  mirrors sent/dropped/failed'}"
+    )
+    lines = [f"vs {SHADOW_BASE}; RSS in MiB over the measured window", header, "-" * len(header)]
+    for r in rows:
+        name = r["name"] + ("*" if _noisy(r) else "")
+        lines.append(
+            f"{name:<{NAME_W}}{_fmt(rps.get(r['name']), '.3f'):>9}{_fmt(p99.get(r['name']), '.2f'):>8}"
+            f"{_fmt(r['rss_start_mib'], '.1f'):>11}{_fmt(r['rss_end_mib'], '.1f'):>9}"
+            f"{_fmt(r['rss_growth_mib'], '+.1f'):>8}{_fmt(r['rss_late_growth_mib'], '+.1f'):>10}"
+            f"{_fmt(r['proxy_cpu_us_per_request'], '.0f'):>12}"
+            f"  {_mirror_counts(r)}"
+        )
+    if timed_out := [r["name"] for r in rows if r["errors"]["timeout"]]:
+        lines.append(
+            f"client timeouts in {', '.join(timed_out)}: wrk leaves requests over its 2 s timeout out of "
+            "the latency percentiles, so their p99 reads low"
+        )
+    for t in targets:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = _fmt(t["value"], ".3f" if "RSS" not in t["target"] else "+.1f")
+        lines.append(f"target {t['row']}: {t['target']}: {value} -> {verdict}")
+    return lines
+
+
+def _mirror_counts(row: dict[str, Any]) -> str:
+    """What the proxy says it mirrored (rollguard's metrics, the naive proxy's counters), else '-'."""
+    if counts := row.get("shadow_counts"):
+        req = counts["requests"]
+        return f"{req.get('sent', 0)}/{req.get('dropped', 0)}/{req.get('failed', 0)}"
+    if naive := row.get("server_stats", {}).get("minimal_mirror_proxy"):
+        outcomes = naive["outcomes"]
+        sent = sum(outcomes.values()) + naive["in_flight_at_exit"]
+        return f"{sent}/0/{sum(outcomes.values()) - outcomes.get('answered', 0)}"
+    return "-"
 
 
 def write_results(doc: dict[str, Any], out: Path) -> Path | None:
@@ -454,7 +785,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=None, help="seconds per row (default 10)")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     parser.add_argument("--quick", action="store_true", help="3-second smoke run per row")
-    parser.add_argument("--only", default="", help=f"comma-separated rows: {','.join(ROW_NAMES)}")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated rows or groups ({', '.join(GROUPS)}); rows: {','.join(ROW_NAMES)}",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="result file (default results/bench-<UTC>.json)"
     )
@@ -463,10 +798,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(only) - set(ROW_NAMES))
+    unknown = sorted(set(only) - set(ROW_NAMES) - set(GROUPS))
     if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {','.join(ROW_NAMES)}")
-    args.rows = [row for row in ROWS if not only or row.name in only]
+        parser.error(
+            f"unknown rows {unknown}; choose groups {','.join(GROUPS)} or rows {','.join(ROW_NAMES)}"
+        )
+    chosen = {name for item in only for name in GROUPS.get(item, (item,))}
+    args.rows = [row for row in ROWS if not only or row.name in chosen]
     return args
 
 
@@ -499,6 +837,11 @@ def _print_row(index: int, total: int, row: dict[str, Any]) -> None:
             f"[{index}/{total}] {row['name']}: {row['requests_per_s']:,.0f} req/s, "
             f"p99 {_fmt(row['p99_ms'], '.2f')} ms, {row['errors']['total']} errors"
         )
+        if "shadow" in row["groups"]:
+            print(
+                f"    RSS {_fmt(row['rss_start_mib'], '.1f')} -> {_fmt(row['rss_end_mib'], '.1f')} MiB, "
+                f"mirrors sent/dropped/failed {_mirror_counts(row)}"
+            )
         _warn_if_noisy(row)
         return
     print(f"[{index}/{total}] {row['name']}: {row['status'].upper()}: {row['reason']}")
@@ -551,8 +894,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     info["loadavg_at_end"] = os.getloadavg()  # a busy neighbour during the run shows up here
     ratios = compute_ratios(rows)
+    targets = shadow_targets(rows, ratios)
     print()
-    print(render_table(rows, ratios))
+    print(render_table(rows, ratios, targets))
     out = args.out or RESULTS_DIR / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc = {
         "format": 1,
@@ -567,12 +911,21 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "rows": [r.name for r in args.rows],
             "canary_weight": CANARY_WEIGHT,
+            "groups": {group: list(names) for group, names in GROUPS.items()},
+            "shadow": {
+                "rollguard_section": shadow_section(1.0) | {"sample": "per row"},
+                "canary_weight": 0,
+                "timeout_s": SHADOW_TIMEOUT_S,
+                "max_in_flight_rollguard": SHADOW_MAX_IN_FLIGHT,
+                "rss_sample_s": RSS_SAMPLE_S,
+            },
             "path": PATH,
             "request": str(wrk.POST_LUA.relative_to(REPO)),
             "pinning": {"proxy_cpu": pinning.proxy_cpu, "load_cpu": pinning.load_cpu, "note": pinning.note},
         },
         "rows": rows,
         "ratios": ratios,
+        "shadow_targets": targets,
         "reference_requests_per_s": {"source": "ARCHITECTURE.md §1", **REFERENCE_RPS},
     }
     latest = write_results(doc, out)

@@ -26,6 +26,7 @@ from .config_types import (
     CanaryConfig,
     Config,
     ForwardedConfig,
+    GatesConfig,
     LimitsConfig,
     Listen,
     LoggingConfig,
@@ -35,6 +36,7 @@ from .config_types import (
     ShadowConfig,
     StateConfig,
     StickyKey,
+    TripwireConfig,
     UpstreamConfig,
 )
 from .errors import ConfigError
@@ -44,6 +46,8 @@ __all__ = [
     "AdminRole",
     "AdminToken",
     "CanaryConfig",
+    "GatesConfig",
+    "TripwireConfig",
     "Config",
     "ConfigError",
     "ForwardedConfig",
@@ -190,6 +194,36 @@ def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
     )
 
 
+def _canary(raw: dict[str, Any], weight: float) -> CanaryConfig:
+    d = CanaryConfig()
+    steps = tuple(float(x) for x in raw.get("steps", d.steps))
+    for i, (a, b) in enumerate(zip(steps, steps[1:], strict=False)):
+        if b <= a:
+            raise ConfigError(f"canary.steps[{i + 1}]", f"{b:g} must be greater than the step before ({a:g})")
+    if steps[-1] != 100:
+        raise ConfigError(
+            f"canary.steps[{len(steps) - 1}]", f"the last step must be 100 (promotion), not {steps[-1]:g}"
+        )
+    trip = raw.get("tripwire", {})
+    gates = raw.get("gates", {})
+    dg, dt = GatesConfig(), TripwireConfig()
+    return CanaryConfig(
+        weight=weight,
+        fallback_to_baseline=bool(raw.get("fallback_to_baseline", True)),
+        steps=steps,
+        interval=parse_duration(raw.get("interval", d.interval)),
+        min_samples=int(raw.get("min_samples", d.min_samples)),
+        max_failed_windows=int(raw.get("max_failed_windows", d.max_failed_windows)),
+        passes_per_step=int(raw.get("passes_per_step", d.passes_per_step)),
+        max_hold=parse_duration(raw.get("max_hold", d.max_hold)),
+        on_max_hold=raw.get("on_max_hold", d.on_max_hold),
+        auto_promote=bool(raw.get("auto_promote", d.auto_promote)),
+        shadow_samples=int(raw.get("shadow_samples", d.shadow_samples)),
+        tripwire=TripwireConfig(**{k: type(getattr(dt, k))(trip[k]) for k in trip}),
+        gates=GatesConfig(**{k: type(getattr(dg, k))(gates[k]) for k in gates}),
+    )
+
+
 def _pii(raw: dict[str, Any], base: Path) -> PiiConfig:
     key = None
     if "key" in raw:
@@ -302,9 +336,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         routes=routes,
         limits=limits,
         forwarded=ForwardedConfig(trusted=tuple(trusted)),
-        canary=CanaryConfig(
-            weight=weight, fallback_to_baseline=bool(canary_raw.get("fallback_to_baseline", True))
-        ),
+        canary=_canary(canary_raw, weight),
         shadow=shadow,
         logging=LoggingConfig(
             access_log=access_log,

@@ -53,6 +53,8 @@ class UpstreamConfig:
     connect_timeout: float = 1.0
     read_timeout: float = 2.0  # longest silence between two reads
     max_connections: int = 512  # pool size; beyond it requests wait for a connection
+    cost_per_request: float = 0.0  # cost of one call = cost_per_request + cost_per_second x upstream time
+    cost_per_second: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,9 +97,42 @@ class ForwardedConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TripwireConfig:
+    consecutive_failures: int = 5  # candidate failures in a row that roll back at once
+    alpha: float = 0.001  # SPRT false-trip rate
+    beta: float = 0.01  # SPRT miss rate
+    failure_rate: float = 0.05  # the candidate failure rate the SPRT tests for, against the baseline's
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatesConfig:
+    latency_p95_ms: float = 120.0
+    error_rate: float = 0.005
+    decision_delta_pp: float = 1.0
+    policy_violations: int = 0
+    cost_per_1k: float = 0.50
+    score_psi: float = 0.2  # score distribution shift that counts as practically large
+    latency_ratio: float = 1.2  # relative latency regression must also exceed this p95 ratio
+    error_ratio: float = 2.0  # relative error regression must be >= ratio x baseline...
+    error_delta: float = 0.005  # ...and >= baseline + delta
+    family_alpha: float = 0.05  # false-failure rate of a whole judgement (Holm across gates)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CanaryConfig:
     weight: float = 0.0  # percent, 0.01 resolution; used while the state store holds none
     fallback_to_baseline: bool = True  # a failed candidate attempt is answered by the baseline
+    steps: tuple[float, ...] = (1.0, 5.0, 25.0, 50.0, 100.0)
+    interval: float = 60.0  # analysis window, seconds
+    min_samples: int = 200  # fewer candidate samples since the step began: inconclusive
+    max_failed_windows: int = 3  # consecutive failing windows -> rollback
+    passes_per_step: int = 1
+    max_hold: float = 1800.0  # longest a step may stay inconclusive...
+    on_max_hold: Literal["wait", "rollback"] = "wait"  # ...then wait for an operator, or roll back
+    auto_promote: bool = True
+    shadow_samples: int = 500  # compared pairs the shadow phase needs before step 1 (0: no shadow phase)
+    tripwire: TripwireConfig = TripwireConfig()
+    gates: GatesConfig = GatesConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

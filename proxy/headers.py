@@ -43,13 +43,18 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 
+_NONE: frozenset[bytes] = frozenset()
+
+
 def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     """Header names listed in ``Connection``: also hop-by-hop for this message."""
-    names: set[bytes] = set()
+    names: set[bytes] | None = None
     for k, v in headers:
         if k == b"connection":
+            if names is None:
+                names = set()
             names.update(t.strip().lower() for t in v.split(b",") if t.strip())
-    return frozenset(names)
+    return _NONE if names is None else frozenset(names)
 
 
 def request_id(headers: RawHeaders) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -23,6 +24,8 @@ from ._tasks import TaskSet
 from .pii import Masker
 
 _MASKED_ACCESS_FIELDS = ("path", "query", "error", "client", "request_id")
+_MASK_CACHE_SIZE = 4096
+_OWN_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class AccessLog:
@@ -50,6 +53,9 @@ class AccessLog:
         self._fh: BinaryIO | None = None
         self._wake = asyncio.Event()
         self._closing = False
+        # Paths, client addresses and queries repeat: masking each distinct value once saves most of
+        # the masker's cost on the hot path. Keys hold raw values in memory only, never in a log.
+        self._masked: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"<AccessLog {self.target} buffered={len(self._buf)}>"
@@ -75,11 +81,18 @@ class AccessLog:
         ):
             self.dropped_by_sampling += 1
             return
-        mask = self.masker.mask_text
+        cache = self._masked
         for name in _MASKED_ACCESS_FIELDS:
             value = entry.get(name)
-            if value:
-                entry[name] = self.masker.mask_query(value) if name == "query" else mask(value)
+            if not value or (name == "request_id" and _OWN_REQUEST_ID.fullmatch(value)):
+                continue  # an id rollguard minted (or any bare hex id) holds nothing personal
+            masked = cache.get((name, value))
+            if masked is None:
+                masked = self.masker.mask_query(value) if name == "query" else self.masker.mask_text(value)
+                if len(cache) >= _MASK_CACHE_SIZE:
+                    cache.clear()  # bounded: unique values (queries, ids) cannot grow it
+                cache[(name, value)] = masked
+            entry[name] = masked
         self._buf += orjson.dumps(entry)
         self._buf += b"\n"
         if len(self._buf) >= self.max_buffer:

@@ -34,6 +34,10 @@ class RolloutState:
     updated_at: str = ""  # UTC, RFC 3339
     reason: str = ""
     shadow_sample: float | None = None  # set by an operator (PUT /shadow); None: shadow.sample from config
+    paused_from: Phase | None = None  # what resume returns to
+    step_started_ts: float = 0.0  # epoch seconds the current step (or shadow phase) began
+    passes: int = 0  # passing windows at this step
+    failed_windows: int = 0  # consecutive failing windows at this step
 
     @property
     def weight(self) -> float:
@@ -43,6 +47,7 @@ class RolloutState:
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["phase"] = self.phase.value
+        doc["paused_from"] = self.paused_from.value if self.paused_from is not None else None
         doc["weight"] = self.weight
         return doc
 
@@ -58,6 +63,10 @@ class RolloutState:
             updated_at=str(doc.get("updated_at", "")),
             reason=str(doc.get("reason", "")),
             shadow_sample=None if doc.get("shadow_sample") is None else float(doc["shadow_sample"]),
+            paused_from=Phase(doc["paused_from"]) if doc.get("paused_from") else None,
+            step_started_ts=float(doc.get("step_started_ts", 0.0)),
+            passes=int(doc.get("passes", 0)),
+            failed_windows=int(doc.get("failed_windows", 0)),
         )
 
 
@@ -88,8 +97,11 @@ def set_weight(state: RolloutState, weight_bp: int, now: str, reason: str = "") 
     if state.phase is Phase.ROLLED_BACK:
         raise IllegalTransition("the rollout is rolled back: re-arm it before setting weights")
     phase = Phase.IDLE if weight_bp == 0 and state.phase is Phase.IDLE else Phase.PAUSED
+    # A rollout paused by a hand-set weight can be resumed at its step; a weight set from idle cannot.
+    paused_from = state.phase if state.phase in (Phase.SHADOW, Phase.CANARY) else state.paused_from
     return replace(
         state,
+        paused_from=paused_from if phase is Phase.PAUSED else None,
         revision=state.revision + 1,
         weight_bp=weight_bp,
         phase=phase,
@@ -126,4 +138,196 @@ def set_shadow_sample(state: RolloutState, sample: float, now: str, reason: str 
         shadow_sample=sample,
         updated_at=now,
         reason=reason or "shadow sample set by hand",
+    )
+
+
+# -- the rollout's own moves -----------------------------------------------------------------------------
+# Each takes the state, the configured steps (weights in percent) and the clock, and returns the next
+# state or raises IllegalTransition with a sentence an operator can act on (the admin API answers 409).
+
+ACTIVE = frozenset({Phase.SHADOW, Phase.CANARY})
+
+
+def _bp(percent: float) -> int:
+    return round(percent * 100)
+
+
+def _moved(state: RolloutState, now: str, ts: float, reason: str, **changes: Any) -> RolloutState:
+    return replace(state, revision=state.revision + 1, updated_at=now, reason=reason, **changes)
+
+
+def start(
+    state: RolloutState,
+    steps: tuple[float, ...],
+    *,
+    shadow_first: bool,
+    now: str,
+    ts: float,
+    reason: str = "",
+) -> RolloutState:
+    """A new rollout: shadow first (weight 0) or straight to the first step, with a new draw of users."""
+    if state.phase is not Phase.IDLE:
+        raise IllegalTransition(
+            f"a rollout can start only from idle, not {state.phase.value}"
+            + (" (re-arm first)" if state.phase is Phase.ROLLED_BACK else "")
+        )
+    common = {
+        "rollout_id": new_rollout_id(),
+        "step_started_ts": ts,
+        "passes": 0,
+        "failed_windows": 0,
+        "paused_from": None,
+    }
+    if shadow_first:
+        return _moved(
+            state,
+            now,
+            ts,
+            reason or "rollout started: shadow phase",
+            phase=Phase.SHADOW,
+            weight_bp=0,
+            step=-1,
+            **common,
+        )
+    return _moved(
+        state,
+        now,
+        ts,
+        reason or f"rollout started at {steps[0]:g}%",
+        phase=Phase.CANARY,
+        weight_bp=_bp(steps[0]),
+        step=0,
+        **common,
+    )
+
+
+def advance(
+    state: RolloutState, steps: tuple[float, ...], *, now: str, ts: float, reason: str
+) -> RolloutState:
+    """PROCEED: from the shadow phase to the first step, or from step i to step i + 1."""
+    if state.phase not in ACTIVE:
+        raise IllegalTransition(f"cannot advance from {state.phase.value}")
+    nxt = state.step + 1
+    if nxt >= len(steps):
+        raise IllegalTransition("already at the last step: promote instead")
+    return _moved(
+        state,
+        now,
+        ts,
+        reason,
+        phase=Phase.CANARY,
+        step=nxt,
+        weight_bp=_bp(steps[nxt]),
+        step_started_ts=ts,
+        passes=0,
+        failed_windows=0,
+    )
+
+
+def record_window(
+    state: RolloutState, *, passes: int, failed_windows: int, now: str, reason: str
+) -> RolloutState:
+    """HOLD: the step stays, its counters move (persisted, so a restart does not forget them)."""
+    if state.phase not in ACTIVE:
+        raise IllegalTransition(f"no window is judged while {state.phase.value}")
+    return _moved(state, now, 0.0, reason, passes=passes, failed_windows=failed_windows)
+
+
+def promote(
+    state: RolloutState, steps: tuple[float, ...], *, now: str, ts: float, reason: str = ""
+) -> RolloutState:
+    """The candidate takes 100%; it serves until an operator makes it the baseline in the config."""
+    if state.phase not in (Phase.CANARY, Phase.PAUSED, Phase.SHADOW) or (
+        state.phase is Phase.PAUSED and state.paused_from is None and state.weight_bp == 0
+    ):
+        raise IllegalTransition(f"nothing to promote while {state.phase.value}")
+    return _moved(
+        state,
+        now,
+        ts,
+        reason or "promoted",
+        phase=Phase.PROMOTED,
+        weight_bp=10_000,
+        step=len(steps) - 1,
+        paused_from=None,
+        step_started_ts=ts,
+        passes=0,
+        failed_windows=0,
+    )
+
+
+def rollback(state: RolloutState, *, now: str, ts: float, reason: str) -> RolloutState:
+    """Weight 0 at once; the phase latches until an operator re-arms it."""
+    if state.phase in (Phase.IDLE, Phase.ROLLED_BACK):
+        raise IllegalTransition(f"nothing to roll back while {state.phase.value}")
+    return _moved(
+        state,
+        now,
+        ts,
+        reason,
+        phase=Phase.ROLLED_BACK,
+        weight_bp=0,
+        paused_from=None,
+        passes=0,
+        failed_windows=0,
+    )
+
+
+def pause(state: RolloutState, *, now: str, reason: str = "") -> RolloutState:
+    """The controller stops judging; the weight stays where it is."""
+    if state.phase not in ACTIVE:
+        raise IllegalTransition(f"only a shadow or canary phase can be paused, not {state.phase.value}")
+    return _moved(
+        state, now, 0.0, reason or "paused by an operator", phase=Phase.PAUSED, paused_from=state.phase
+    )
+
+
+def resume(
+    state: RolloutState, steps: tuple[float, ...], *, now: str, ts: float, reason: str = ""
+) -> RolloutState:
+    """Back to the paused phase at its step's weight; the step's evidence starts afresh."""
+    if state.phase is not Phase.PAUSED or state.paused_from is None:
+        raise IllegalTransition(
+            "nothing to resume: "
+            + (
+                "start a rollout"
+                if state.phase is not Phase.PAUSED
+                else "the weight was set by hand; start a rollout"
+            )
+        )
+    weight = 0 if state.paused_from is Phase.SHADOW else _bp(steps[max(state.step, 0)])
+    return _moved(
+        state,
+        now,
+        ts,
+        reason or "resumed by an operator",
+        phase=state.paused_from,
+        paused_from=None,
+        weight_bp=weight,
+        step_started_ts=ts,
+        passes=0,
+        failed_windows=0,
+    )
+
+
+def wait_for_operator(state: RolloutState, *, now: str, reason: str) -> RolloutState:
+    """WAIT: the controller stops at this step until an operator promotes, resumes or rolls back."""
+    return pause(state, now=now, reason=reason)
+
+
+def rearm(state: RolloutState, *, now: str, reason: str = "") -> RolloutState:
+    """Release a rolled-back latch: back to idle at weight 0, ready for a new start."""
+    if state.phase is not Phase.ROLLED_BACK:
+        raise IllegalTransition(f"only a rolled-back rollout can be re-armed, not {state.phase.value}")
+    return _moved(
+        state,
+        now,
+        0.0,
+        reason or "re-armed by an operator",
+        phase=Phase.IDLE,
+        weight_bp=0,
+        step=-1,
+        paused_from=None,
+        passes=0,
+        failed_windows=0,
     )
