@@ -9,6 +9,7 @@ log with its actor (the token's name, never the token), the state before and aft
 from __future__ import annotations
 
 import hmac
+import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,9 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, rollout
 from .clock import utc_now
 from .config import AdminToken, Config
+from .controller import Controller
 from .errors import IllegalTransition, RevisionMismatch, problem
 from .pii import Masker
 from .rollout import RolloutState, set_shadow_sample, set_weight
@@ -33,6 +35,7 @@ from .store import StateStore
 from .upstream import UpstreamPool
 
 _ROLE_RANK = {"viewer": 1, "operator": 2}
+_ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
 _TITLES = {
     400: "Bad request",
     401: "Unauthorized",
@@ -154,6 +157,8 @@ class AdminApi:
         shadow_stats: Callable[[], dict[str, Any]] | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
         masker: Masker | None = None,
+        controller: Controller | None = None,
+        on_rollback: Callable[[str], None] | None = None,
         started_at: float | None = None,
     ) -> None:
         self.config = config
@@ -164,6 +169,8 @@ class AdminApi:
         self.shadow_stats = shadow_stats
         self.audit = audit
         self.masker = masker
+        self.controller = controller
+        self.on_rollback = on_rollback
         self.auth = Authenticator(config.admin.tokens)
         self.started_at = started_at or time.time()
         self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
@@ -187,6 +194,7 @@ class AdminApi:
             Route("/decisions", guard(self.decisions), methods=["GET"]),
             Route("/shadow", guard(self.put_shadow), methods=["PUT"]),
             Route("/reports/{name}", guard(self.report), methods=["GET"]),
+            Route("/rollout/{action}", guard(self.rollout_action), methods=["POST"]),
         ]
 
         async def http_error(request: Request, exc: Exception) -> Response:
@@ -229,7 +237,44 @@ class AdminApi:
         }
         if self.shadow_stats is not None:
             doc["shadow"] = self.shadow_stats()
+        if self.controller is not None:
+            doc["controller"] = self.controller.status()
         return json_response(doc, headers={"ETag": f'"{state.revision}"'})
+
+    async def rollout_action(self, request: Request) -> Response:
+        """``POST /rollout/{start,pause,resume,promote,rollback,rearm}``; an illegal move is 409."""
+        action = request.path_params["action"]
+        if action not in _ROLLOUT_ACTIONS:
+            raise ApiError(404, f"no rollout action {action!r}; one of {', '.join(_ROLLOUT_ACTIONS)}")
+        actor = self.auth.require(request, "operator")
+        expected = _if_match(request)
+        doc = await _json_body(request)
+        unknown = set(doc) - {"reason"}
+        if unknown:
+            raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+        reason = self._safe(_reason(doc))
+        canary = self.config.canary
+        steps = canary.steps
+        now, ts = utc_now(), time.time()
+        moves: dict[str, Callable[[RolloutState], RolloutState]] = {
+            "start": lambda s: rollout.start(
+                s, steps, shadow_first=canary.shadow_samples > 0, now=now, ts=ts, reason=reason
+            ),
+            "pause": lambda s: rollout.pause(s, now=now, reason=reason),
+            "resume": lambda s: rollout.resume(s, steps, now=now, ts=ts, reason=reason),
+            "promote": lambda s: rollout.promote(
+                s, steps, now=now, ts=ts, reason=reason or "promoted by an operator"
+            ),
+            "rollback": lambda s: rollout.rollback(
+                s, now=now, ts=ts, reason=reason or "rolled back by an operator"
+            ),
+            "rearm": lambda s: rollout.rearm(s, now=now, reason=reason),
+        }
+        label = action.upper() if action in ("promote", "rollback") else action
+        response = await self._mutate(actor, label, reason, expected, moves[action])
+        if action == "rollback" and self.on_rollback is not None:
+            self.on_rollback("operator")
+        return response
 
     async def put_weights(self, request: Request) -> Response:
         actor = self.auth.require(request, "operator")
@@ -283,6 +328,8 @@ class AdminApi:
             known = ", ".join(sorted(self.reports)) or "none yet"
             raise ApiError(404, f"no report {name!r}; available: {known}")
         body = render()
+        if inspect.isawaitable(body):
+            body = await body
         if isinstance(body, str):
             media = "text/markdown; charset=utf-8" if name.endswith(".md") else "text/plain; charset=utf-8"
             return Response(body, media_type=media)

@@ -26,11 +26,13 @@ from ._tasks import TaskSet
 from .admin import AdminApi
 from .clock import utc_now
 from .config import Config, Listen
+from .controller import Controller
 from .forward import Forwarder
 from .logs import AccessLog
 from .metrics import ProxyMetrics
 from .mirror import Mirror
 from .pii import Masker, MaskerConfig
+from .reports import canary_plan, rollout_decisions
 from .rollout import initial, reconcile_candidate
 from .routing import Role, weight_to_bp
 from .shadow import ShadowBook
@@ -119,6 +121,12 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         # Mirrors in flight get a short grace at shutdown, then are cancelled: never the client's wait.
         stack.push_async_callback(shadow_tasks.drain, config.shadow.timeout)
 
+        controller = Controller(
+            config, store=store, metrics=metrics, tasks=tasks, shadow_report=lambda: book.report(utc_now())
+        )
+        loop_task = tasks.spawn(controller.run(), name="controller")
+        stack.callback(loop_task.cancel)  # first out: no decision is taken while the rest shuts down
+
         forwarder = Forwarder(
             config=config,
             pools=pools,
@@ -127,16 +135,27 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             access_log=access_log,
             tasks=tasks,
             mirror=mirror,
+            recorder=controller.recorder,
         )
+
+        async def decisions_text() -> str:
+            return rollout_decisions(await store.decisions(10_000))
+
         admin = AdminApi(
             config=config,
             store=store,
             pools=pools,
             registry=registry,
-            reports={"shadow_eval.json": lambda: book.report(utc_now())},
+            reports={
+                "shadow_eval.json": lambda: book.report(utc_now()),
+                "canary_plan.md": lambda: canary_plan(config),
+                "rollout_decision.txt": decisions_text,
+            },
             audit=access_log.audit,
             masker=masker,
             shadow_stats=mirror.stats,
+            controller=controller,
+            on_rollback=lambda reason: metrics.rollbacks.labels(reason).inc(),
         ).app()
         yield Runtime(
             config=config,

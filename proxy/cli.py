@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         "--if-match", dest="if_match", default=None, help="only if the state is at this revision"
     )
     client(wset)
+
+    ro = sub.add_parser("rollout", help="drive the rollout: start, pause, resume, promote, rollback, rearm")
+    ro.add_argument("action", choices=["start", "pause", "resume", "promote", "rollback", "rearm"])
+    ro.add_argument("--reason", default="")
+    client(ro)
+
     report = sub.add_parser(
         "report", help="write the rollout artifacts (shadow_eval.json, ...) into a folder"
     )
@@ -164,10 +170,25 @@ def _print_status(doc: dict[str, Any]) -> None:
     )
     if r.get("reason"):
         console.print(f"[dim]{r['updated_at']}  {r['reason']}[/]")
+    ctl = doc.get("controller") or {}
+    last = ctl.get("last_decision") or {}
+    if last:
+        console.print(f"[bold]last decision[/] {last['action']}: {last['reason']}")
+    if ctl.get("gates"):
+        gates = Table("gate", "verdict", "candidate", "baseline", "threshold")
+        for g in ctl["gates"]:
+            gates.add_row(
+                g["gate"], g["verdict"], _num(g["value"]), _num(g["baseline"]), _num(g["threshold"])
+            )
+        console.print(gates)
     table = Table("role", "version", "url", "in flight", "pool limit")
     for role, up in doc["upstreams"].items():
         table.add_row(role, up["version"], up["url"], str(up["in_flight"]), str(up["limit"]))
     console.print(table)
+
+
+def _num(x: Any) -> str:
+    return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +242,18 @@ def main(argv: list[str] | None = None) -> int:
             orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
             if args.json
             else f"candidate weight {doc['weight']:g}% (phase {doc['phase']}, revision {doc['revision']})"
+        )
+        return 0
+    if args.command == "rollout":
+        body = {"reason": args.reason} if args.reason else {}
+        result = _client_call(args, "POST", f"/rollout/{args.action}", body)
+        if isinstance(result, int):
+            return result
+        doc = result[1]
+        print(
+            orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+            if args.json
+            else f"{args.action}: phase {doc['phase']}, weight {doc['weight']:g}%, revision {doc['revision']}"
         )
         return 0
     if args.command == "report":

@@ -263,6 +263,8 @@ def _shadow(raw: dict[str, Any], limits: LimitsConfig) -> ShadowConfig:
         noise_abs_threshold=float(noise.get("abs_threshold", defaults.noise_abs_threshold)),
         noise_rel_factor=float(noise.get("rel_factor", defaults.noise_rel_factor)),
         segment_top_n=int(raw.get("segment_top_n", defaults.segment_top_n)),
+        breaker_failures=int(raw.get("breaker", {}).get("failures", defaults.breaker_failures)),
+        breaker_open_for=parse_duration(raw.get("breaker", {}).get("open_for", defaults.breaker_open_for)),
     )
 
 

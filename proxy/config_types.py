@@ -151,6 +151,8 @@ class ShadowConfig:
     noise_abs_threshold: float = 0.05  # candidate must differ this much more often than baseline-vs-baseline
     noise_rel_factor: float = 2.0  # ...and this many times as often
     segment_top_n: int = 10
+    breaker_failures: int = 20  # consecutive failed mirrors that stop mirroring for breaker_open_for
+    breaker_open_for: float = 5.0  # seconds; then one probe mirror decides whether to resume
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

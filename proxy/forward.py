@@ -22,6 +22,7 @@ from .attempt import Attempt, CompiledRoute, Progress, attempt, send_answer, sen
 from .body import Body, ClientGone, Receive, declared_length, read_body
 from .config import Config
 from .contracts import MISSING, InvalidJSON, parse_json
+from .controller import Recorder
 from .errors import BadRequest, BodyTooLarge, NotImplementedProtocol, ProxyError, UpstreamError
 from .headers import TrustedPeers, request_id, upstream_request_headers
 from .logs import AccessLog
@@ -52,6 +53,7 @@ class Forwarder:
         access_log: AccessLog,
         tasks: TaskSet,
         mirror: Mirror | None = None,
+        recorder: Recorder | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
@@ -61,6 +63,7 @@ class Forwarder:
         self.access_log = access_log
         self.tasks = tasks
         self.mirror = mirror
+        self.recorder = recorder
         self.rand = rand
         self.table = RouteTable(config.routes)
         self.compiled = {
@@ -248,7 +251,7 @@ class Forwarder:
         try:
             answer = await attempt(self.pools[role], compiled, method, target, out_headers, body, deadline)
             if answer.failed and role == "candidate" and self._fallback and body.held:
-                self._account(route, answer)
+                self._account(route, answer, compiled)
                 self.metrics.fallback(route, answer.failure_kind or "unknown")
                 log["fallback"] = answer.failure_kind
                 answer.release()
@@ -277,7 +280,7 @@ class Forwarder:
                 progress.watcher.cancel()
             if answer is not None:
                 answer.release()
-                self._account(route, answer)
+                self._account(route, answer, compiled)
                 log["upstream_ms"] = round(answer.elapsed * 1000, 3)
             if shadow is not None:
                 shadow.complete(answer)
@@ -288,11 +291,16 @@ class Forwarder:
                 _watch_disconnect(receive, exchange, progress), name="disconnect-watch"
             )
 
-    def _account(self, route: str, att: Attempt) -> None:
-        """Upstream latency and failure metrics of one attempt, exactly once."""
+    def _account(self, route: str, att: Attempt, compiled: CompiledRoute | None) -> None:
+        """Upstream latency and failure metrics of one attempt, exactly once; routed attempts are also
+        evidence for the canary controller (a candidate failure a fallback hid included)."""
         if att.accounted:
             return
         att.accounted = True
+        if self.recorder is not None and compiled is not None:
+            self.recorder.observe(
+                att.pool.role, att.elapsed, att.failure_kind, att.score, compiled.route.decision_threshold
+            )
         version = att.pool.version
         self.metrics.exchange(route, att.pool.role, version).upstream_duration.observe(att.elapsed)
         if att.violation is not None:

@@ -165,6 +165,24 @@ class ProxyMetrics:
             buckets=SCORE_DELTA_BUCKETS,
             registry=registry,
         )
+        self.gate_value = Gauge(
+            "rollguard_gate_value",
+            "The candidate's value of each gate at the last window.",
+            ["gate", "version"],
+            registry=registry,
+        )
+        self.gate_threshold = Gauge(
+            "rollguard_gate_threshold",
+            "Each gate's configured threshold.",
+            ["gate", "version"],
+            registry=registry,
+        )
+        self.rollbacks = Counter(
+            "rollguard_rollbacks",
+            "Rollbacks by what decided them: gates, tripwire, max_hold, operator.",
+            ["reason"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], ExchangeMetrics] = {}
         self._codes: dict[tuple[str, str, str, int], Counter] = {}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,8 +24,10 @@ from typing import Any
 from ._tasks import TaskSet
 from .attempt import Attempt, CompiledRoute, attempt
 from .body import Body
+from .breaker import BreakerPolicy, CircuitBreaker
 from .config import ShadowConfig, UpstreamConfig
 from .metrics import ProxyMetrics
+from .rollout import Phase
 from .store import StateStore
 from .upstream import UpstreamPool
 
@@ -96,6 +99,9 @@ class Mirror:
         self.candidate = UpstreamPool(_shadow_upstream(candidate, cfg))
         self.noise = UpstreamPool(_shadow_upstream(baseline, cfg))
         self.in_flight = 0
+        self.breaker = CircuitBreaker(
+            BreakerPolicy(failures=cfg.breaker_failures, open_for=cfg.breaker_open_for)
+        )
         self._strip = frozenset() if cfg.forward_credentials else _ALWAYS_CREDENTIALS | cfg.credential_headers
 
     def __repr__(self) -> str:
@@ -103,8 +109,14 @@ class Mirror:
 
     @property
     def sample(self) -> float:
-        override = self.store.current.shadow_sample
-        return self.cfg.sample if override is None else override
+        """The operator's override, else ``shadow.sample``; during the shadow phase at least something:
+        the phase exists to mirror, so a configured 0 means "everything" there."""
+        state = self.store.current
+        if state.shadow_sample is not None:
+            return state.shadow_sample
+        if self.cfg.sample == 0.0 and state.phase is Phase.SHADOW:
+            return 1.0
+        return self.cfg.sample
 
     async def start(self) -> None:
         await self.candidate.start()
@@ -116,6 +128,7 @@ class Mirror:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "breaker": self.breaker.to_json(),
             "sample": self.sample,
             "in_flight": self.in_flight,
             "max_in_flight": self.cfg.max_in_flight,
@@ -134,7 +147,9 @@ class Mirror:
         if len(req.body) > self.cfg.max_body_bytes:
             self.metrics.shadow_request(route, "skipped")
             return None, "skipped"
-        if self.in_flight >= self.cfg.max_in_flight:
+        if self.in_flight >= self.cfg.max_in_flight or not self.breaker.allow(time.monotonic()):
+            # Full, or the candidate keeps failing mirrors (breaker open): drop, never queue. A hung
+            # candidate then costs a probe every few seconds instead of a socket per request.
             self.metrics.shadow_request(route, "dropped")
             return None, "dropped"
         self.in_flight += 1
@@ -157,6 +172,7 @@ class Mirror:
             for att in answers:
                 att.release()
                 self._account(req.route.route.name, att)
+            self.breaker.record(answers[0].error is None, time.monotonic())
             if answers[0].error is not None:
                 self.metrics.shadow_request(req.route.route.name, "failed")
             baseline = await handle.wait()

@@ -1,0 +1,320 @@
+"""The canary controller: evidence from the data plane, a tick per window, a trip-wire per request.
+
+Three parts, each thin around the pure core (``analysis``, ``gates``, ``tripwire``, ``rollout``):
+
+- :class:`Recorder` is fed every upstream attempt on a routed request (never the proxy's own local
+  answers, never mirrors) and accumulates both versions' evidence since the current step began. Each
+  candidate outcome also goes through the trip-wire, which can roll back between ticks.
+- :class:`Controller.tick` closes a window every ``canary.interval``: in ``canary`` it judges the gates
+  and decides PROCEED/HOLD/ROLLBACK/PROMOTE/WAIT; in ``shadow`` it judges the shadow evaluation. Each
+  decision is one state-store update, so it is persisted and logged (with its gate values) or not at all.
+- A change of rollout, phase or step (by the controller or an operator) starts the evidence afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._tasks import TaskSet
+from .analysis import Evidence, VersionWindow
+from .clock import utc_now
+from .config import Config
+from .errors import IllegalTransition
+from .gates import Decision, GatePolicy, GateResult, StepPolicy, StepProgress, decide, judge
+from .metrics import ProxyMetrics
+from .rollout import Phase, RolloutState, advance, promote, record_window, rollback, wait_for_operator
+from .shadow_gate import judge_shadow
+from .store import StateStore
+from .tripwire import Tripwire, TripwirePolicy
+
+log = logging.getLogger("rollguard.controller")
+
+
+def gate_policy(config: Config) -> GatePolicy:
+    g = config.canary.gates
+    return GatePolicy(
+        latency_p95_ms=g.latency_p95_ms,
+        error_rate=g.error_rate,
+        decision_delta_pp=g.decision_delta_pp,
+        policy_violations=g.policy_violations,
+        cost_per_1k=g.cost_per_1k,
+        score_psi=g.score_psi,
+        min_samples=config.canary.min_samples,
+        family_alpha=g.family_alpha,
+        latency_ratio=g.latency_ratio,
+        error_ratio=g.error_ratio,
+        error_delta=g.error_delta,
+    )
+
+
+def step_policy(config: Config) -> StepPolicy:
+    c = config.canary
+    return StepPolicy(
+        steps=c.steps,
+        passes_per_step=c.passes_per_step,
+        max_failed_windows=c.max_failed_windows,
+        max_hold_s=c.max_hold,
+        on_max_hold=c.on_max_hold,
+        auto_promote=c.auto_promote,
+    )
+
+
+class Recorder:
+    """Per-request evidence for the controller, and the trip-wire in front of it."""
+
+    def __init__(self, config: Config, *, on_trip: Callable[[str], None]) -> None:
+        t = config.canary.tripwire
+        self.tripwire = Tripwire(
+            TripwirePolicy(
+                consecutive_failures=t.consecutive_failures,
+                alpha=t.alpha,
+                beta=t.beta,
+                failure_rate=t.failure_rate,
+            )
+        )
+        self.on_trip = on_trip
+        self.armed = False  # the trip-wire fires only while the candidate has real traffic
+        self._costs = {
+            "baseline": (config.baseline.cost_per_request, config.baseline.cost_per_second),
+            "candidate": (config.candidate.cost_per_request, config.candidate.cost_per_second),
+        }
+        self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
+        self.started = time.monotonic()
+
+    def reset(self, *, armed: bool) -> None:
+        """Start afresh: a new step or phase is judged on its own samples only."""
+        self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
+        self.tripwire.reset()
+        self.armed = armed
+        self.started = time.monotonic()
+
+    def observe(
+        self, role: str, latency_s: float, failure_kind: str | None, score: float | None, threshold: float
+    ) -> None:
+        """One upstream attempt on a routed request (a candidate attempt replaced by a fallback included)."""
+        per_request, per_second = self._costs[role]
+        window = self.evidence.candidate if role == "candidate" else self.evidence.baseline
+        failed = failure_kind is not None
+        window.add(
+            latency_s=latency_s,
+            failed=failed,
+            score=score,
+            decision=None if score is None else score >= threshold,
+            cost=per_request + per_second * latency_s,
+        )
+        if role == "baseline":
+            self.tripwire.observe_baseline(failed)
+        elif self.armed:
+            reason = self.tripwire.observe_candidate(failed)
+            if reason is not None:
+                self.armed = False  # one trip per step: the rollback that follows resets everything
+                self.on_trip(reason)
+
+
+class Controller:
+    """The side loop. ``run`` ticks every ``canary.interval``; ``trip`` rolls back between ticks."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: StateStore,
+        metrics: ProxyMetrics,
+        tasks: TaskSet,
+        shadow_report: Callable[[], dict[str, Any]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.tasks = tasks
+        self.shadow_report = shadow_report
+        self.clock = clock
+        self.policy = gate_policy(config)
+        self.steps = step_policy(config)
+        self.recorder = Recorder(config, on_trip=self.trip)
+        self.last: Decision | None = None
+        self.last_gates: tuple[GateResult, ...] = ()
+        self._tripping = False
+        self._marker = self._key(store.current)
+        self.recorder.reset(armed=self._armed(store.current))
+        store.subscribe(self._on_state)
+
+    @staticmethod
+    def _key(state: RolloutState) -> tuple[str, str, int]:
+        return (state.rollout_id, state.phase.value, state.step)
+
+    @staticmethod
+    def _armed(state: RolloutState) -> bool:
+        return state.phase is Phase.CANARY and state.weight_bp > 0
+
+    def _on_state(self, state: RolloutState) -> None:
+        key = self._key(state)
+        if key != self._marker:
+            self._marker = key
+            self.recorder.reset(armed=self._armed(state))
+            self._tripping = False
+
+    async def run(self) -> None:
+        interval = self.config.canary.interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick()
+            except Exception:  # the loop must outlive a bad tick; the next one tries again
+                log.exception("controller tick failed")
+
+    async def tick(self) -> Decision | None:
+        """Close one window: judge, decide, persist. Returns the decision (None when nothing is judged)."""
+        state = self.store.current
+        if state.phase is Phase.CANARY:
+            return await self._tick_canary(state)
+        if state.phase is Phase.SHADOW:
+            return await self._tick_shadow(state)
+        return None
+
+    async def _tick_canary(self, state: RolloutState) -> Decision:
+        gates = judge(self.recorder.evidence, self.policy)
+        progress = StepProgress(
+            step=state.step,
+            passes=state.passes,
+            consecutive_failures=state.failed_windows,
+            step_started_at=state.step_started_ts,
+            now=self.clock(),
+        )
+        decision = decide(progress, gates, self.steps)
+        await self._apply(state, decision, gates)
+        return decision
+
+    async def _tick_shadow(self, state: RolloutState) -> Decision:
+        gates, _ = judge_shadow(self.shadow_report(), self.policy, self.config.canary.shadow_samples)
+        progress = StepProgress(
+            step=-1,
+            passes=state.passes,
+            consecutive_failures=state.failed_windows,
+            step_started_at=state.step_started_ts,
+            now=self.clock(),
+        )
+        decision = decide(progress, gates, self.steps)
+        await self._apply(state, decision, gates)
+        return decision
+
+    async def _apply(
+        self, state: RolloutState, decision: Decision, gates: tuple[GateResult, ...] | list[GateResult]
+    ) -> None:
+        self.last, self.last_gates = decision, tuple(gates)
+        self._publish_gates(gates)
+        now, ts = utc_now(), self.clock()
+        p = decision.progress
+        changes: dict[str, Callable[[RolloutState], RolloutState]] = {
+            "PROCEED": lambda s: advance(s, self.config.canary.steps, now=now, ts=ts, reason=decision.reason),
+            "PROMOTE": lambda s: promote(s, self.config.canary.steps, now=now, ts=ts, reason=decision.reason),
+            "ROLLBACK": lambda s: rollback(s, now=now, ts=ts, reason=decision.reason),
+            "WAIT": lambda s: wait_for_operator(s, now=now, reason=decision.reason),
+            "HOLD": lambda s: record_window(
+                s, passes=p.passes, failed_windows=p.consecutive_failures, now=now, reason=decision.reason
+            ),
+        }
+        entry = {
+            "ts": now,
+            "actor": "controller",
+            "action": decision.action,
+            "reason": decision.reason,
+            "gates": [_gate_json(g) for g in gates],
+            "window": self.window_summary(),
+        }
+        try:
+            await self.store.update(_guarded(state, changes[decision.action]), entry)
+        except IllegalTransition as exc:
+            log.info("decision %s not applied: %s", decision.action, exc)  # an operator moved first
+            return
+        if decision.action == "ROLLBACK":
+            self.metrics.rollbacks.labels("gates").inc()
+        log.info("%s: %s", decision.action, decision.reason)
+
+    def trip(self, reason: str) -> None:
+        """Called by the recorder on the request that decides it: roll back now, not at the next tick."""
+        if self._tripping:
+            return
+        self._tripping = True
+        self.tasks.spawn(self._trip(reason), name="tripwire-rollback")
+
+    async def _trip(self, reason: str) -> None:
+        state = self.store.current
+        now = utc_now()
+        entry = {
+            "ts": now,
+            "actor": "tripwire",
+            "action": "ROLLBACK",
+            "reason": f"trip-wire: {reason}",
+            "tripwire": self.recorder.tripwire.state,
+            "window": self.window_summary(),
+        }
+        try:
+            await self.store.update(
+                _guarded(
+                    state, lambda s: rollback(s, now=now, ts=self.clock(), reason=f"trip-wire: {reason}")
+                ),
+                entry,
+            )
+        except IllegalTransition as exc:
+            log.info("trip-wire rollback not applied: %s", exc)
+            return
+        self.metrics.rollbacks.labels("tripwire").inc()
+        log.warning("trip-wire rolled back the candidate: %s", reason)
+
+    def _publish_gates(self, gates: Any) -> None:
+        version = self.config.candidate.version
+        for g in gates:
+            if g.value is not None:
+                self.metrics.gate_value.labels(g.gate, version).set(g.value)
+            if g.threshold is not None:
+                self.metrics.gate_threshold.labels(g.gate, version).set(g.threshold)
+
+    def window_summary(self) -> dict[str, Any]:
+        ev = self.recorder.evidence
+        return {
+            "baseline": ev.baseline.to_json(),
+            "candidate": ev.candidate.to_json(),
+            "seconds": round(time.monotonic() - self.recorder.started, 3),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """For ``/status``: the current window per version, the last decision and its gates, the trip-wire."""
+        last = self.last
+        return {
+            "window": self.window_summary(),
+            "last_decision": None if last is None else {"action": last.action, "reason": last.reason},
+            "gates": [_gate_json(g) for g in self.last_gates],
+            "tripwire": {**self.recorder.tripwire.state, "armed": self.recorder.armed},
+            "interval_s": self.config.canary.interval,
+        }
+
+
+def _guarded(
+    seen: RolloutState, change: Callable[[RolloutState], RolloutState]
+) -> Callable[[RolloutState], RolloutState]:
+    """Apply ``change`` only if nobody moved the rollout since the decision was made (else 409 inside)."""
+
+    def apply(current: RolloutState) -> RolloutState:
+        if (current.rollout_id, current.phase, current.step) != (seen.rollout_id, seen.phase, seen.step):
+            raise IllegalTransition("the rollout moved while this decision was being made")
+        return change(current)
+
+    return apply
+
+
+def _gate_json(g: GateResult) -> dict[str, Any]:
+    return {
+        "gate": g.gate,
+        "verdict": g.verdict,
+        "value": g.value,
+        "baseline": g.baseline,
+        "threshold": g.threshold,
+        "p_value": g.p_value,
+        "detail": g.detail,
+    }

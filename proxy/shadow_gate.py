@@ -1,0 +1,110 @@
+"""The shadow phase's gates (pure): may the candidate take its first real traffic?
+
+Judged on ``shadow_eval.json`` (every mirrored pair of the current rollout): paired decision divergence
+with its 95% interval against ``decision_delta_pp``; candidate failures (errors and contract breaches)
+against ``error_rate`` with a Wilson bound; the candidate's p95 against ``latency_p95_ms``. Below
+``shadow_samples`` compared pairs every gate is NODATA, so the phase holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .compare import wilson_interval
+from .gates import Gate, GatePolicy, GateResult, Verdict
+
+
+def _nodata(gate: Gate, threshold: float, detail: str) -> GateResult:
+    return GateResult(
+        gate=gate,
+        verdict="NODATA",
+        value=None,
+        baseline=None,
+        threshold=threshold,
+        p_value=None,
+        detail=detail,
+    )
+
+
+def judge_shadow(
+    report: dict[str, Any], policy: GatePolicy, shadow_samples: int
+) -> tuple[list[GateResult], bool]:
+    """The shadow gates over every route's evaluation, and whether there were enough pairs to judge."""
+    routes = list(report.get("routes", {}).values())
+    compared = sum(int(r.get("compared", 0)) for r in routes)
+    pairs = sum(int(r.get("pairs_total", 0)) for r in routes)
+    if compared < max(shadow_samples, 1):
+        why = f"{compared} of {shadow_samples} compared pairs so far"
+        return [
+            _nodata("decision_delta", policy.decision_delta_pp, why),
+            _nodata("error_rate", policy.error_rate, why),
+            _nodata("latency_p95", policy.latency_p95_ms, why),
+        ], False
+    return [_divergence(routes, policy), _errors(routes, pairs, policy), _latency(routes, policy)], True
+
+
+def _divergence(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
+    worst: GateResult | None = None
+    for r in routes:
+        d = r.get("decision_divergence_pp") or {}
+        value, ci = d.get("value"), d.get("ci95")
+        if value is None or not ci:
+            continue
+        lo, hi = ci
+        limit = policy.decision_delta_pp
+        verdict: Verdict = "HIGH" if lo > limit else "PASS" if hi <= limit else "INCONCLUSIVE"
+        result = GateResult(
+            gate="decision_delta",
+            verdict=verdict,
+            value=value,
+            baseline=0.0,
+            threshold=limit,
+            p_value=None,
+            detail=f"{r.get('route')}: decisions differ in {value:.2f} pp of pairs "
+            f"[{lo:.2f}, {hi:.2f}] vs {limit:g} pp",
+        )
+        if worst is None or _rank(result) > _rank(worst):
+            worst = result
+    return worst or _nodata("decision_delta", policy.decision_delta_pp, "no decisions to compare (no score)")
+
+
+def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> GateResult:
+    errors = sum(sum((r.get("errors", {}).get("candidate") or {}).values()) for r in routes)
+    breaches = sum(int((r.get("schema_violations") or {}).get("candidate", 0)) for r in routes)
+    failures = errors + breaches
+    lo, hi = wilson_interval(failures, pairs)
+    rate = failures / pairs if pairs else 0.0
+    limit = policy.error_rate
+    verdict: Verdict = "HIGH" if lo > limit else "PASS" if hi <= limit else "INCONCLUSIVE"
+    return GateResult(
+        gate="error_rate",
+        verdict=verdict,
+        value=rate,
+        baseline=None,
+        threshold=limit,
+        p_value=None,
+        detail=f"candidate failed {failures} of {pairs} mirrors ({errors} errors, {breaches} contract "
+        f"breaches): {100 * rate:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] vs {100 * limit:g}%",
+    )
+
+
+def _latency(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
+    raw = [((r.get("latency_ms") or {}).get("candidate") or {}).get("p95") for r in routes]
+    p95s: list[float] = [float(x) for x in raw if x is not None]
+    if not p95s:
+        return _nodata("latency_p95", policy.latency_p95_ms, "no candidate latency yet")
+    p95 = max(p95s)
+    limit = policy.latency_p95_ms
+    return GateResult(
+        gate="latency_p95",
+        verdict="PASS" if p95 <= limit else "HIGH",
+        value=p95,
+        baseline=None,
+        threshold=limit,
+        p_value=None,
+        detail=f"candidate p95 {p95:.1f} ms vs {limit:g} ms",
+    )
+
+
+def _rank(g: GateResult) -> int:
+    return {"PASS": 0, "NODATA": 1, "INCONCLUSIVE": 2, "LOW": 3, "HIGH": 3}[g.verdict]
