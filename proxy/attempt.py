@@ -119,6 +119,11 @@ async def attempt(
 ) -> Attempt:
     """Send once; read and check an inspectable answer. Upstream failures are returned, not raised."""
     att = Attempt(pool=pool, started=time.perf_counter())
+    try:
+        pool.admit()
+    except UpstreamError as exc:
+        att.error = exc  # refused locally, before any I/O: nothing to record against the upstream
+        return att
     pool.in_flight += 1
     try:
         att.resp = await pool.send(method, target.decode("latin-1"), headers, body.payload(), budget=budget)
@@ -136,6 +141,8 @@ async def attempt(
     finally:
         pool.in_flight -= 1
         att.elapsed = time.perf_counter() - att.started
+    # The breaker judges the upstream's health: errors and 5xx, not contract breaches (it answered).
+    pool.record(att.error is None and (att.resp is None or att.resp.status < 500))
     return att
 
 

@@ -164,6 +164,7 @@ def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> 
         segment=raw.get("segment"),
         mode=raw.get("mode", "enforce"),
         response_mode=raw.get("response_mode", "observe"),
+        retry_idempotency_key=bool(raw.get("retry_idempotency_key", False)),
         deadline=parse_duration(raw["deadline"]) if "deadline" in raw else default_deadline,
     )
 
@@ -191,7 +192,25 @@ def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
         connect_timeout=parse_duration(raw.get("connect_timeout", min(1.0, timeout))),
         read_timeout=parse_duration(raw.get("read_timeout", timeout)),
         max_connections=int(raw.get("max_connections", 512)),
+        cost_per_request=float(raw.get("cost", {}).get("per_request", 0.0)),
+        cost_per_second=float(raw.get("cost", {}).get("per_second", 0.0)),
+        **_resilience(raw),
     )
+
+
+def _resilience(raw: dict[str, Any]) -> dict[str, Any]:
+    d = UpstreamConfig(role="baseline", url="", version="")
+    b, r = raw.get("breaker", {}), raw.get("retries", {})
+    return {
+        "breaker_failures": int(b.get("failures", d.breaker_failures)),
+        "breaker_failure_rate": float(b.get("failure_rate", d.breaker_failure_rate)),
+        "breaker_min_volume": int(b.get("min_volume", d.breaker_min_volume)),
+        "breaker_open_for": parse_duration(b.get("open_for", d.breaker_open_for)),
+        "retries": int(r.get("attempts", d.retries)),
+        "retry_backoff_base": parse_duration(r.get("backoff_base", d.retry_backoff_base)),
+        "retry_backoff_cap": parse_duration(r.get("backoff_cap", d.retry_backoff_cap)),
+        "retry_budget": float(r.get("budget", d.retry_budget)),
+    }
 
 
 def _canary(raw: dict[str, Any], weight: float) -> CanaryConfig:
@@ -303,13 +322,21 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
             "admin.listen", f"must differ from listen ({listen}): both would bind port {listen.port}"
         )
     limits_raw = doc.get("limits", {})
-    limits = LimitsConfig(
-        **{
-            k: parse_size(limits_raw[k])
-            for k in ("max_body_bytes", "replay_body_bytes", "inspect_body_bytes")
-            if k in limits_raw
-        }
-    )
+    limits_kw: dict[str, Any] = {
+        k: parse_size(limits_raw[k])
+        for k in ("max_body_bytes", "replay_body_bytes", "inspect_body_bytes", "max_header_bytes")
+        if k in limits_raw
+    }
+    if "head_timeout" in limits_raw:
+        limits_kw["head_timeout"] = parse_duration(limits_raw["head_timeout"])
+    if "max_concurrency" in limits_raw:
+        limits_kw["max_concurrency"] = int(limits_raw["max_concurrency"])
+    limits = LimitsConfig(**limits_kw)
+    if limits.max_header_bytes < 1024:
+        # Below this an ordinary request line and Host header are refused: a typo, not a policy.
+        raise ConfigError(
+            "limits.max_header_bytes", f"{limits.max_header_bytes} is less than the minimum of 1024 (1KiB)"
+        )
     if limits.replay_body_bytes > limits.max_body_bytes:
         raise ConfigError("limits.replay_body_bytes", "must not exceed limits.max_body_bytes")
     trusted = []

@@ -55,6 +55,14 @@ class UpstreamConfig:
     max_connections: int = 512  # pool size; beyond it requests wait for a connection
     cost_per_request: float = 0.0  # cost of one call = cost_per_request + cost_per_second x upstream time
     cost_per_second: float = 0.0
+    breaker_failures: int = 5  # consecutive failed calls that open the upstream's circuit
+    breaker_failure_rate: float = 0.5  # ...or this share failed of the last 100 calls...
+    breaker_min_volume: int = 20  # ...once at least this many were seen
+    breaker_open_for: float = 5.0  # seconds the circuit stays open before a probe
+    retries: int = 1  # extra attempts when it is safe (see README); 0 disables
+    retry_backoff_base: float = 0.025  # full-jitter exponential backoff: uniform(0, min(cap, base * 2**n))
+    retry_backoff_cap: float = 0.25
+    retry_budget: float = 0.2  # retries in flight stay under this share of active requests
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +88,7 @@ class RouteConfig:
     mode: Literal["enforce", "observe"] = "enforce"  # request contract: 400 and not forwarded, or count
     response_mode: Literal["enforce", "observe"] = "observe"  # a baseline breach: 502, or count and pass
     deadline: float = 4.0  # whole client request, fallback included; default: the two timeouts added
+    retry_idempotency_key: bool = False  # a non-idempotent request with an Idempotency-Key may be retried
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +96,9 @@ class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     replay_body_bytes: int = 1024 * 1024  # bodies up to this are held (json: sticky keys, checks)
     inspect_body_bytes: int = 1024 * 1024  # responses up to this are checked; larger stream unchecked
+    max_header_bytes: int = 64 * 1024  # request line + header fields; 431 beyond (both listeners)
+    head_timeout: float = 10.0  # seconds from a request's first byte to the end of its head; 408 beyond
+    max_concurrency: int = 1024  # requests in flight per listener; 503 + Retry-After beyond
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,9 @@
             ├── UpstreamResetError    502  kind=reset     connection reset or closed early
             ├── UpstreamProtocolError 502  kind=protocol  not valid HTTP, bad framing
             ├── UpstreamContractError 502  kind=contract  the answer breaks the route's response contract
-            └── UpstreamTimeout       504  kind=timeout   a configured timeout fired
+            ├── UpstreamTimeout       504  kind=timeout   a configured timeout fired
+            ├── UpstreamCircuitOpen   503  kind=circuit_open  the upstream's breaker is open (Retry-After)
+            └── UpstreamPoolFull      503  kind=pool_full     every pooled connection is busy (Retry-After)
 
 Lower-layer exceptions (aiohttp, OSError, asyncio.TimeoutError) are translated at the boundary, in
 ``upstream.py``, with ``raise ... from exc``; nothing above that layer sees an aiohttp type.
@@ -133,6 +135,25 @@ class UpstreamContractError(UpstreamError):
     title = "Upstream answer breaks the contract"
     slug = "upstream-contract"
     kind = "contract"
+
+
+class UpstreamCircuitOpen(UpstreamError):
+    status = 503
+    title = "Upstream circuit open"
+    slug = "upstream-circuit-open"
+    kind = "circuit_open"
+
+    def __init__(self, detail: str, *, role: str = "", retry_after: int = 1) -> None:
+        super().__init__(detail, role=role)
+        self.retry_after = retry_after
+
+
+class UpstreamPoolFull(UpstreamError):
+    status = 503
+    title = "Upstream busy"
+    slug = "upstream-pool-full"
+    kind = "pool_full"
+    retry_after = 1
 
 
 class UpstreamTimeout(UpstreamError):

@@ -28,6 +28,7 @@ from .headers import TrustedPeers, request_id, upstream_request_headers
 from .logs import AccessLog
 from .metrics import ProxyMetrics
 from .mirror import Mirror, MirrorRequest
+from .retry import RetryBudget, retryable
 from .routing import Role, RouteTable, choose, sticky_value
 from .store import StateStore
 from .upstream import UpstreamPool
@@ -72,11 +73,13 @@ class Forwarder:
         self._operator_tokens = [t.token.encode() for t in config.admin.tokens if t.role == "operator"]
         self._fallback = config.canary.fallback_to_baseline
         self._trusted = TrustedPeers(config.forwarded.trusted)
+        self.budget = RetryBudget()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is driven by app.py; websockets arrive as plain HTTP and get a 501
         started = time.perf_counter()
+        self.budget.active += 1
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         rid = request_id(headers)
         method: str = scope["method"]
@@ -127,6 +130,7 @@ class Forwarder:
             log["error"] = exc.detail
             await send_problem(send, exc, rid, _closing(exc))
         finally:
+            self.budget.active -= 1
             elapsed = time.perf_counter() - started
             if answered is not None and answered.role is not None:
                 version = answered.pool.version
@@ -249,15 +253,17 @@ class Forwarder:
             )
         answer: Attempt | None = None
         try:
-            answer = await attempt(self.pools[role], compiled, method, target, out_headers, body, deadline)
+            answer = await self._attempt(
+                role, compiled, route, method, target, out_headers, body, deadline, started
+            )
             if answer.failed and role == "candidate" and self._fallback and body.held:
                 self._account(route, answer, compiled)
                 self.metrics.fallback(route, answer.failure_kind or "unknown")
                 log["fallback"] = answer.failure_kind
                 answer.release()
                 left = None if deadline is None else max(deadline - (time.perf_counter() - started), 0.001)
-                answer = await attempt(
-                    self.pools["baseline"], compiled, method, target, out_headers, body, left
+                answer = await self._attempt(
+                    "baseline", compiled, route, method, target, out_headers, body, left, time.perf_counter()
                 )
             try:
                 await send_answer(answer, send, compiled, progress, rid)
@@ -284,6 +290,56 @@ class Forwarder:
                 log["upstream_ms"] = round(answer.elapsed * 1000, 3)
             if shadow is not None:
                 shadow.complete(answer)
+
+    async def _attempt(
+        self,
+        role: Role,
+        compiled: CompiledRoute | None,
+        route: str,
+        method: str,
+        target: bytes,
+        headers: list[tuple[str, str]],
+        body: Body,
+        deadline: float | None,
+        started: float,
+    ) -> Attempt:
+        """One attempt, retried while it is safe, the deadline allows it and the retry budget has room.
+
+        Safe means: the body is held (replayable), nothing reached the client yet, the candidate is not
+        about to be replaced by a fallback anyway, and either the connection was refused before anything
+        was sent, or the request is idempotent (by method, or by ``Idempotency-Key`` where the route
+        allows it). Backoff is fully jittered exponential; the failed tries count as upstream errors.
+        """
+        pool = self.pools[role]
+        left = deadline
+        att = await attempt(pool, compiled, method, target, headers, body, left)
+        tries = 0
+        while (
+            att.failed
+            and tries < pool.cfg.retries
+            and body.held
+            and retryable(att, method, headers, compiled)
+            and not (role == "candidate" and self._fallback)
+        ):
+            delay = random.uniform(
+                0.0, min(pool.cfg.retry_backoff_cap, pool.cfg.retry_backoff_base * 2**tries)
+            )
+            if deadline is not None:
+                left = deadline - (time.perf_counter() - started) - delay
+                if left <= 0.01:
+                    break
+            if not self.budget.acquire(pool.cfg.retry_budget):
+                break
+            try:
+                self._account(route, att, compiled)
+                self.metrics.retries.labels(route, role, att.failure_kind or "unknown").inc()
+                att.release()
+                await asyncio.sleep(delay)
+                att = await attempt(pool, compiled, method, target, headers, body, left)
+            finally:
+                self.budget.release()
+            tries += 1
+        return att
 
     def _watch(self, receive: Receive, exchange: asyncio.Task[Any] | None, progress: Progress) -> None:
         if not progress.finishing:

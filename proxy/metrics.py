@@ -165,6 +165,12 @@ class ProxyMetrics:
             buckets=SCORE_DELTA_BUCKETS,
             registry=registry,
         )
+        self.retries = Counter(
+            "rollguard_retries",
+            "Upstream attempts retried (only when safe), by the failure retried.",
+            ["route", "role", "reason"],
+            registry=registry,
+        )
         self.gate_value = Gauge(
             "rollguard_gate_value",
             "The candidate's value of each gate at the last window.",

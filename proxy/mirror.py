@@ -198,4 +198,13 @@ class Mirror:
 
 def _shadow_upstream(up: UpstreamConfig, cfg: ShadowConfig) -> UpstreamConfig:
     """The mirror's own pool settings: the shadow timeout, at most ``max_in_flight`` connections."""
-    return replace(up, timeout=cfg.timeout, read_timeout=cfg.timeout, max_connections=cfg.max_in_flight)
+    # The mirror's own breaker decides when to stop mirroring; the pool's would only double-count.
+    return replace(
+        up,
+        timeout=cfg.timeout,
+        read_timeout=cfg.timeout,
+        max_connections=cfg.max_in_flight,
+        breaker_failures=2**31,
+        breaker_failure_rate=2.0,
+        retries=0,
+    )

@@ -8,16 +8,20 @@ environment, and no headers of aiohttp's own (the client's headers are forwarded
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from .breaker import BreakerPolicy, CircuitBreaker
 from .config import UpstreamConfig
 from .errors import (
+    UpstreamCircuitOpen,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamPoolFull,
     UpstreamProtocolError,
     UpstreamResetError,
     UpstreamTimeout,
@@ -61,6 +65,14 @@ class UpstreamPool:
         self._session: aiohttp.ClientSession | None = None
         self._connector: aiohttp.TCPConnector | None = None
         self.in_flight = 0
+        self.breaker = CircuitBreaker(
+            BreakerPolicy(
+                failures=cfg.breaker_failures,
+                failure_rate=cfg.breaker_failure_rate,
+                min_volume=cfg.breaker_min_volume,
+                open_for=cfg.breaker_open_for,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"<UpstreamPool {self.role} {self.cfg.url} {self.stats()}>"
@@ -85,13 +97,32 @@ class UpstreamPool:
             self._session = None
 
     def stats(self) -> dict[str, Any]:
-        """Pool occupancy for ``/status``."""
+        """Pool occupancy and circuit state for ``/status``."""
         return {
             "url": self.cfg.url,
             "version": self.version,
             "limit": self.cfg.max_connections,
             "in_flight": self.in_flight,
+            "circuit": self.breaker.to_json(),
         }
+
+    def admit(self) -> None:
+        """Refuse at once, before any I/O, when the circuit is open or every connection is busy."""
+        now = time.monotonic()
+        if not self.breaker.allow(now):
+            raise UpstreamCircuitOpen(
+                f"{self.role} ({self.cfg.url}): circuit open after repeated failures",
+                role=self.role,
+                retry_after=self.breaker.retry_after(now),
+            )
+        if self.in_flight >= self.cfg.max_connections:
+            raise UpstreamPoolFull(
+                f"{self.role} ({self.cfg.url}): all {self.cfg.max_connections} connections busy",
+                role=self.role,
+            )
+
+    def record(self, ok: bool) -> None:
+        self.breaker.record(ok, time.monotonic())
 
     async def send(
         self,

@@ -248,7 +248,9 @@ async def test_refused_upstream_is_502_without_fallback(proxy_factory: Any, mode
     assert r.status_code == 502
     assert "candidate" in r.json()["detail"] and "connect" in r.json()["detail"]
     samples = await metric_samples(proxy.admin_url)
-    assert sample(samples, "rollguard_upstream_errors_total", role="candidate", kind="connect") == 1
+    # A refused connection is retried once (safe: nothing was sent), then the client gets the 502.
+    assert sample(samples, "rollguard_upstream_errors_total", role="candidate", kind="connect") == 2
+    assert sample(samples, "rollguard_retries_total", role="candidate", reason="connect") == 1
     assert sample(samples, "rollguard_requests_total", role="candidate", code="502") == 1
 
 
