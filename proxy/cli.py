@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--scenario",
         default="good",
-        choices=["good"],
+        choices=["good", "latency", "errors", "drift", "schema"],
         help="good: the candidate is healthy and the weight walks up to 100%%",
     )
     demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
@@ -187,6 +187,28 @@ def _print_status(doc: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _mutation(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None,
+    what: str,
+) -> int:
+    """Send a state change; print the new state (or its JSON). Exit code as for every client command."""
+    result = _client_call(args, method, path, body, headers)
+    if isinstance(result, int):
+        return result
+    doc = result[1]
+    if args.json:
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(
+            f"{what}: phase {doc['phase']}, candidate weight {doc['weight']:g}%, revision {doc['revision']}"
+        )
+    return 0
+
+
 def _num(x: Any) -> str:
     return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -232,30 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "weights":
         headers = {"If-Match": f'"{args.if_match}"'} if args.if_match else None
-        result = _client_call(
-            args, "PUT", "/weights", {"canary": args.percent, "reason": args.reason}, headers
-        )
-        if isinstance(result, int):
-            return result
-        doc = result[1]
-        print(
-            orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-            if args.json
-            else f"candidate weight {doc['weight']:g}% (phase {doc['phase']}, revision {doc['revision']})"
-        )
-        return 0
+        body = {"canary": args.percent, "reason": args.reason}
+        return _mutation(args, "PUT", "/weights", body, headers, "candidate weight")
     if args.command == "rollout":
         body = {"reason": args.reason} if args.reason else {}
-        result = _client_call(args, "POST", f"/rollout/{args.action}", body)
-        if isinstance(result, int):
-            return result
-        doc = result[1]
-        print(
-            orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-            if args.json
-            else f"{args.action}: phase {doc['phase']}, weight {doc['weight']:g}%, revision {doc['revision']}"
-        )
-        return 0
+        return _mutation(args, "POST", f"/rollout/{args.action}", body, None, args.action)
     if args.command == "report":
         return _write_reports(args)
     if args.command == "shadow":

@@ -172,28 +172,13 @@ class Controller:
         """Close one window: judge, decide, persist. Returns the decision (None when nothing is judged)."""
         state = self.store.current
         if state.phase is Phase.CANARY:
-            return await self._tick_canary(state)
-        if state.phase is Phase.SHADOW:
-            return await self._tick_shadow(state)
-        return None
-
-    async def _tick_canary(self, state: RolloutState) -> Decision:
-        gates = judge(self.recorder.evidence, self.policy)
+            gates = judge(self.recorder.evidence, self.policy)
+        elif state.phase is Phase.SHADOW:
+            gates, _ = judge_shadow(self.shadow_report(), self.policy, self.config.canary.shadow_samples)
+        else:
+            return None
         progress = StepProgress(
-            step=state.step,
-            passes=state.passes,
-            consecutive_failures=state.failed_windows,
-            step_started_at=state.step_started_ts,
-            now=self.clock(),
-        )
-        decision = decide(progress, gates, self.steps)
-        await self._apply(state, decision, gates)
-        return decision
-
-    async def _tick_shadow(self, state: RolloutState) -> Decision:
-        gates, _ = judge_shadow(self.shadow_report(), self.policy, self.config.canary.shadow_samples)
-        progress = StepProgress(
-            step=-1,
+            step=state.step,  # -1 in the shadow phase: its PROCEED goes to the first step
             passes=state.passes,
             consecutive_failures=state.failed_windows,
             step_started_at=state.step_started_ts,
