@@ -15,8 +15,10 @@ import functools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -68,6 +70,13 @@ SHADOW_HUNG_MAX_P99_RATIO = 1.10  # rollguard_shadow_hung p99 over rollguard_sha
 # "Flat": the same run's no-shadow rollguard moves a fraction of a MiB over a window; a backlog of parked
 # mirrors (the naive proxy) grows by tens to hundreds.
 RSS_FLAT_MIB = 2.0
+# Contract rows: all traffic to the baseline (canary 0, shadow sample 0); what validation and masked access
+# logging cost per request, against the same proxy doing neither. Target from the contracts issue.
+CONTRACTS_BASE = "rollguard_bare"
+CONTRACTS_MIN_RPS_RATIO = 0.85  # rollguard_full req/s over rollguard_bare
+# Fallback rows: canary 10 to a candidate that refuses every connection; no rollout, so the weight stays.
+FALLBACK_ROWS = ("rollguard_candidate_down_fallback", "rollguard_candidate_down_nofallback")
+FALLBACK_WEIGHT = 10
 RSS_SAMPLE_S = 1.0
 RSS_KEYS = ("rss_start_mib", "rss_end_mib", "rss_growth_mib", "rss_late_growth_mib")
 # Signs in rollguard's stderr that the command itself is missing, as opposed to failing on our config.
@@ -282,11 +291,27 @@ def rollguard_config(
     canary_weight: float = CANARY_WEIGHT,
     candidate_url: str | None = None,
     shadow: dict[str, Any] | None = None,
+    contracts: str = "response",
+    access_log: bool = True,
+    pii_key_file: Path | None = None,
+    canary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """PRODUCT.md §2, only the keys a deployment must set; everything else stays at rollguard's defaults.
-    Shadow rows add a `shadow:` section and may point the candidate at the hung server."""
+    Shadow rows add a `shadow:` section and may point the candidate at the hung server.
+
+    `contracts` is what the route checks: "response" (response schema + score: the core and shadow rows),
+    "none", or "all" (request schema too). `access_log` False is `logging.access_log: "off"`; a
+    `pii_key_file` is read by rollguard as `logging.pii.key: file:...`. `canary` adds canary keys."""
     assert ctx.upstreams is not None
     up, work = ctx.upstreams, ctx.tmp
+    checks: dict[str, Any] = {}
+    if contracts == "all":
+        checks["request_schema"] = str(REQUEST_SCHEMA)
+    if contracts in ("response", "all"):
+        checks |= {"response_schema": str(RESPONSE_SCHEMA), "score": "/score", "decision_threshold": 0.5}
+    logging: dict[str, Any] = {"access_log": f"{work}/access.log" if access_log else "off"}
+    if pii_key_file is not None:
+        logging |= {"sample_success": 1.0, "pii": {"key": f"file:{pii_key_file}"}}
     config: dict[str, Any] = {
         "listen": f"{procs.HOST}:{port}",
         "admin": {"listen": f"{procs.HOST}:{admin_port}"},
@@ -300,14 +325,12 @@ def rollguard_config(
                 "name": "infer",
                 "path": PATH,
                 "methods": ["POST"],
-                "response_schema": str(RESPONSE_SCHEMA),
-                "score": "/score",
-                "decision_threshold": 0.5,
+                **checks,
                 "sticky_key": "header:x-user-id",
             }
         ],
-        "canary": {"weight": canary_weight},
-        "logging": {"access_log": f"{work}/access.log"},
+        "canary": {"weight": canary_weight, **(canary or {})},
+        "logging": logging,
     }
     if shadow is not None:
         config["shadow"] = shadow
@@ -325,23 +348,87 @@ def shadow_section(sample: float) -> dict[str, Any]:
     }
 
 
-_PROM_LINE = re.compile(
-    r'^(rollguard_shadow_(?:requests|comparisons)_total)\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$'
-)
+_PROM_SAMPLE = re.compile(r"^([a-z_:]+)(?:\{([^}]*)\})? (\S+)$")
+_PROM_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def rollguard_metrics(admin_port: int) -> list[tuple[str, dict[str, str], float]] | str:
+    """rollguard's `/metrics` as (name, labels, value) samples, or what went wrong reading it."""
+    status, body = procs.http_call(admin_port, "GET", "/metrics")
+    if status != 200:
+        return f"GET /metrics answered {status}"
+    samples = []
+    for line in body.decode(errors="replace").splitlines():
+        if match := _PROM_SAMPLE.match(line):
+            labels = dict(_PROM_LABEL.findall(match.group(2) or ""))
+            with contextlib.suppress(ValueError):
+                samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
 
 
 def rollguard_shadow_counts(admin_port: int) -> dict[str, Any]:
     """rollguard's own count of mirrors (sent, failed, dropped, skipped) and comparisons since it started:
     proof that a shadow row really mirrored, and how many the bound turned away."""
-    status, body = procs.http_call(admin_port, "GET", "/metrics")
-    if status != 200:
-        return {"shadow_counts_error": f"GET /metrics answered {status}"}
+    samples = rollguard_metrics(admin_port)
+    if isinstance(samples, str):
+        return {"shadow_counts_error": samples}
     counts: dict[str, dict[str, float]] = {"requests": {}, "comparisons": {}}
-    for line in body.decode(errors="replace").splitlines():
-        if match := _PROM_LINE.match(line):
-            kind = "requests" if "requests" in match.group(1) else "comparisons"
-            counts[kind][match.group(2)] = counts[kind].get(match.group(2), 0) + float(match.group(3))
+    for name, labels, value in samples:
+        if name in ("rollguard_shadow_requests_total", "rollguard_shadow_comparisons_total"):
+            kind, outcome = ("requests" if "requests" in name else "comparisons"), labels.get("outcome", "")
+            counts[kind][outcome] = counts[kind].get(outcome, 0) + value
     return {"shadow_counts": {k: {o: int(n) for o, n in v.items()} for k, v in counts.items()}}
+
+
+def rollguard_fallback_counts(admin_port: int) -> dict[str, Any]:
+    """What rollguard says happened to the candidate's share since it started (warm-up included): answers
+    by role and status, failed candidate attempts by kind, fallbacks, retries, and the canary weight and
+    rollout phase at the end (proof that nothing rolled the weight back during the row)."""
+    samples = rollguard_metrics(admin_port)
+    if isinstance(samples, str):
+        return {"fallback_counts_error": samples}
+    answered: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    out: dict[str, Any] = {"answered": answered, "candidate_failures": failed, "fallbacks": 0, "retries": 0}
+    for name, labels, value in samples:
+        if name == "rollguard_requests_total":
+            key = f"{labels.get('role')} {labels.get('code')}"
+            answered[key] = answered.get(key, 0) + int(value)
+        elif name == "rollguard_local_responses_total":
+            key = f"rollguard {labels.get('code')}"
+            answered[key] = answered.get(key, 0) + int(value)
+        elif name == "rollguard_upstream_errors_total" and labels.get("role") == "candidate":
+            failed[labels.get("kind", "")] = failed.get(labels.get("kind", ""), 0) + int(value)
+        elif name == "rollguard_fallbacks_total":
+            out["fallbacks"] += int(value)
+        elif name == "rollguard_retries_total":
+            out["retries"] += int(value)
+        elif name == "rollguard_canary_weight_percent":
+            out["weight_at_end"] = value
+        elif name == "rollguard_rollout_phase" and value == 1:
+            out["phase_at_end"] = labels.get("phase")
+    return {"fallback_counts": out}
+
+
+def access_log_summary(path: Path) -> dict[str, Any]:
+    """Proof that a logged row logged: lines and bytes in its access log, and its first line (masked by
+    rollguard: no raw addresses; the PII key itself never reaches the log). Waits one flush first."""
+    time.sleep(0.3)  # rollguard's flusher writes every 0.2 s
+    lines = size = 0
+    first = b""
+    try:
+        with path.open("rb") as f:
+            first = f.readline()
+            f.seek(0)
+            while chunk := f.read(1 << 20):
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+    except OSError as exc:
+        return {"access_log": {"error": f"{path}: {exc.strerror}"}}
+    sample: Any = first.decode(errors="replace").strip()
+    with contextlib.suppress(ValueError):
+        sample = json.loads(sample)
+    return {"access_log": {"lines": lines, "bytes": size, "first_line": sample}}
 
 
 def _rollguard_skip(exc: procs.NotReady, server: procs.Server, config_path: Path) -> RowSkipped:
@@ -379,6 +466,62 @@ def rollguard_row(
     return start
 
 
+def contracts_row(contracts: bool, logged: bool) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """A contracts row: all traffic to the baseline (canary 0, shadow sample 0), with or without the
+    route's request and response contracts and score, and with the access log off or written masked to a
+    file with the PII key read from a secret file."""
+
+    def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+        return start_rollguard(
+            ctx,
+            stack,
+            canary_weight=0,
+            shadow=shadow_section(0.0),
+            contracts="all" if contracts else "none",
+            access_log=logged,
+            pii_key_file=write_pii_key(ctx.tmp) if logged else None,
+        )
+
+    return start
+
+
+def candidate_down_row(fallback: bool) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """rollguard_bare's config with canary 10 (no rollout: the weight is the configured one and nothing
+    moves it) to a candidate whose port refuses every connection, with fallback to the baseline on or off."""
+
+    def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+        return start_rollguard(
+            ctx,
+            stack,
+            canary_weight=FALLBACK_WEIGHT,
+            candidate_url=refusing_url(stack),
+            shadow=shadow_section(0.0),
+            contracts="none",
+            access_log=False,
+            canary={"fallback_to_baseline": fallback, "shadow_samples": 0},
+            probe_may_fail=not fallback,
+        )
+
+    return start
+
+
+def refusing_url(stack: contextlib.ExitStack) -> str:
+    """A URL whose port refuses connections: a socket bound to it but never listening, held for the row,
+    so nobody else on a shared machine can take the port meanwhile (a connect gets RST, not a timeout)."""
+    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock.bind((procs.HOST, 0))
+    return f"http://{procs.HOST}:{sock.getsockname()[1]}"
+
+
+def write_pii_key(work: Path) -> Path:
+    """A fresh 32-byte PII key in a file only we can read (rollguard wants >= 16 bytes)."""
+    path = work / "pii.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(16) + "\n")
+    return path
+
+
 def start_rollguard(
     ctx: RunContext,
     stack: contextlib.ExitStack,
@@ -386,6 +529,11 @@ def start_rollguard(
     canary_weight: float = CANARY_WEIGHT,
     candidate_url: str | None = None,
     shadow: dict[str, Any] | None = None,
+    contracts: str = "response",
+    access_log: bool = True,
+    pii_key_file: Path | None = None,
+    canary: dict[str, Any] | None = None,
+    probe_may_fail: bool = False,
 ) -> Target:
     exe = Path(sys.executable).parent / "rollguard"
     if not exe.exists():
@@ -393,11 +541,20 @@ def start_rollguard(
     port, admin_port = procs.free_ports(2)
     work = ctx.tmp
     config = rollguard_config(
-        ctx, port, admin_port, canary_weight=canary_weight, candidate_url=candidate_url, shadow=shadow
+        ctx,
+        port,
+        admin_port,
+        canary_weight=canary_weight,
+        candidate_url=candidate_url,
+        shadow=shadow,
+        contracts=contracts,
+        access_log=access_log,
+        pii_key_file=pii_key_file,
+        canary=canary,
     )
     config_path = work / "rollguard.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    if not RESPONSE_SCHEMA.exists():
+    if contracts != "none" and not RESPONSE_SCHEMA.exists():
         print(f"  warning: {RESPONSE_SCHEMA} does not exist; rollguard will likely reject the config")
     cmd = procs.pin(ctx.pinning.proxy_cpu) + [str(exe), "serve", "--config", str(config_path)]
     server = _serve(ctx, stack, "rollguard", cmd)
@@ -410,12 +567,27 @@ def start_rollguard(
         )
     except procs.NotReady as exc:
         raise _rollguard_skip(exc, server, config_path) from exc
-    # Up but answering the call with an error is measured anyway (the errors column shows it), with a warning.
+    # Up but answering the call with an error is measured anyway (the errors column shows it), with a warning;
+    # not where the row's candidate is down on purpose and nothing falls back.
     status, body = procs.http_call(port, "POST", PATH, PROBE_BODY, PROBE_HEADERS)
-    if status != 200:
+    if status != 200 and not probe_may_fail:
         print(f"  warning: rollguard answered the probe POST with {status}: {body[:300]!r}")
-    after = None if shadow is None else functools.partial(rollguard_shadow_counts, admin_port)
+    readers: list[Callable[[], dict[str, Any]]] = []
+    if shadow is not None:
+        readers.append(functools.partial(rollguard_shadow_counts, admin_port))
+    if canary is not None:
+        readers.append(functools.partial(rollguard_fallback_counts, admin_port))
+    if access_log and pii_key_file is not None:
+        readers.append(functools.partial(access_log_summary, work / "access.log"))
+    after = functools.partial(_merged, readers) if readers else None
     return Target(port, cmd, {"config": config, "probe_status": status}, proxy=server, after_window=after)
+
+
+def _merged(readers: list[Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for read in readers:
+        out |= read()
+    return out
 
 
 ROWS = (
@@ -429,7 +601,7 @@ ROWS = (
         "minimal_asgi",
         "raw ASGI on uvicorn+uvloop+httptools, one aiohttp session (the Python floor)",
         python_anchor("minimal_asgi_proxy.py"),
-        also_in=("shadow",),  # the ratio anchor of the shadow rows too
+        also_in=("shadow", "contracts"),  # the ratio anchor of the shadow and contracts rows too
     ),
     Row(
         "starlette_httpx",
@@ -478,9 +650,51 @@ ROWS = (
         python_anchor("minimal_mirror_proxy.py", canary_weight=0, mirror="hung"),
         "shadow",
     ),
+    # Contracts rows: all traffic to the baseline; the per-request cost of validation and masked logging.
+    Row(
+        CONTRACTS_BASE,
+        "rollguard, canary 0, no contracts, no score, access log off (the base)",
+        contracts_row(contracts=False, logged=False),
+        "contracts",
+        also_in=("fallback",),  # the fallback rows' p99 is read against it
+    ),
+    Row(
+        "rollguard_contracts",
+        "rollguard_bare + request and response schema + score",
+        contracts_row(contracts=True, logged=False),
+        "contracts",
+    ),
+    Row(
+        "rollguard_logged",
+        "rollguard_bare + masked access log to a file, PII key from a file",
+        contracts_row(contracts=False, logged=True),
+        "contracts",
+    ),
+    Row(
+        "rollguard_full",
+        "rollguard_bare + contracts + masked access log",
+        contracts_row(contracts=True, logged=True),
+        "contracts",
+    ),
+    # Fallback rows: canary 10 to a candidate that refuses every connection.
+    Row(
+        FALLBACK_ROWS[0],
+        "rollguard_bare at canary 10, the candidate refuses every connection, fallback on",
+        candidate_down_row(fallback=True),
+        "fallback",
+    ),
+    Row(
+        FALLBACK_ROWS[1],
+        "the same with canary.fallback_to_baseline: false",
+        candidate_down_row(fallback=False),
+        "fallback",
+    ),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
-GROUPS = {group: tuple(r.name for r in ROWS if group in r.groups) for group in ("core", "shadow")}
+GROUPS = {
+    group: tuple(r.name for r in ROWS if group in r.groups)
+    for group in ("core", "shadow", "contracts", "fallback")
+}
 
 
 # --- running -------------------------------------------------------------------------------------------
@@ -629,7 +843,26 @@ def compute_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | No
     if shadow:
         ratios[f"vs_{SHADOW_BASE}"] = over(rps, SHADOW_BASE, shadow)
         ratios[f"p99_vs_{SHADOW_BASE}"] = over(p99, SHADOW_BASE, shadow)
+    # Contracts rows (and the fallback rows, same config otherwise) against rollguard_bare; for the
+    # contracts rows also the proxy's CPU per request, which a neighbour on its core moves far less.
+    contracts = [r["name"] for r in rows if "contracts" in r["groups"]]
+    fallback = [r["name"] for r in rows if r["name"] in FALLBACK_ROWS]
+    if contracts or fallback:
+        ratios[f"vs_{CONTRACTS_BASE}"] = over(rps, CONTRACTS_BASE, contracts + fallback)
+    if contracts:
+        cpu = {r["name"]: r["proxy_cpu_us_per_request"] for r in ok if r["proxy_cpu_us_per_request"]}
+        ratios[f"cpu_vs_{CONTRACTS_BASE}"] = over(cpu, CONTRACTS_BASE, contracts)
+        ratios[f"p99_vs_{CONTRACTS_BASE}"] = over(p99, CONTRACTS_BASE, contracts)
+    if fallback and (base := fallback_base(rows)) is not None:
+        ratios.setdefault(f"p99_vs_{base}", {}).update(over(p99, base, fallback))
     return ratios
+
+
+def fallback_base(rows: list[dict[str, Any]]) -> str | None:
+    """The no-failure row the fallback rows' p99 is read against: rollguard_bare (same config, canary 0)
+    when it ran, else the shadow group's no-shadow row, else none."""
+    ok = {r["name"] for r in rows if r["status"] == "ok" and r["p99_ms"]}
+    return next((name for name in (CONTRACTS_BASE, SHADOW_BASE) if name in ok), None)
 
 
 def shadow_targets(
@@ -665,6 +898,97 @@ def shadow_targets(
     ]
 
 
+def contracts_targets(
+    rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]]
+) -> list[dict[str, Any]]:
+    """The contracts issue's target: contracts plus masked access logging cost at most 15 % of the data
+    plane's throughput, judged on this run; `met` is None when a row is missing."""
+    if not any(r["name"] == "rollguard_full" for r in rows):
+        return []
+    value = ratios.get(f"vs_{CONTRACTS_BASE}", {}).get("rollguard_full")
+    return [
+        {
+            "row": "rollguard_full",
+            "target": f"req/s >= {CONTRACTS_MIN_RPS_RATIO:g} x {CONTRACTS_BASE}",
+            "value": value,
+            "met": None if value is None else value >= CONTRACTS_MIN_RPS_RATIO,
+        }
+    ]
+
+
+def fallback_summary(
+    rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]]
+) -> dict[str, Any]:
+    """Per fallback row: what the clients saw. Client errors are wrk's "Non-2xx or 3xx responses" (statuses
+    >= 400; rollguard's 502/503 for a failed candidate attempt), their share of the answered requests, and
+    separately wrk's socket errors (connect, read, write, timeout), which a client would see as errors too."""
+    base = fallback_base(rows)
+    p99 = ratios.get(f"p99_vs_{base}", {}) if base else {}
+    out: dict[str, Any] = {"p99_base": base, "rows": {}}
+    for r in rows:
+        if r["name"] not in FALLBACK_ROWS or r["status"] != "ok":
+            continue
+        errors = r["errors"]
+        socket_errors = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
+        counts = r.get("fallback_counts", {})
+        pct = round(100 * errors["non_2xx_3xx"] / r["requests"], 3) if r["requests"] else None
+        out["rows"][r["name"]] = {
+            "requests": r["requests"],
+            "client_errors": errors["non_2xx_3xx"],
+            "client_error_pct": pct,
+            "socket_errors": socket_errors,
+            "p99_ms": r["p99_ms"],
+            "p99_ratio": p99.get(r["name"]),
+            "fallbacks": counts.get("fallbacks"),
+            "candidate_failures": sum(counts.get("candidate_failures", {}).values()) if counts else None,
+            "weight_at_end": counts.get("weight_at_end"),
+        }
+    return out
+
+
+def fallback_targets(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fallback on: no client errors at all (the target). Fallback off: the error rate, and both rows' p99
+    against the no-failure row, reported without a target (`report`)."""
+    ran = {r["name"] for r in rows}
+    on, off = FALLBACK_ROWS
+    measured = summary["rows"]
+    checks: list[dict[str, Any]] = []
+    if on in ran:
+        row = measured.get(on)
+        value = None if row is None else row["client_errors"] + row["socket_errors"]
+        checks.append(
+            {
+                "row": on,
+                "target": "0 client errors (non-2xx responses + socket errors)",
+                "value": value,
+                "met": None if value is None else value == 0,
+            }
+        )
+    if off in ran:
+        row = measured.get(off)
+        checks.append(
+            {
+                "row": off,
+                "target": f"client error rate in % (expect ~{FALLBACK_WEIGHT}, the canary weight; no target)",
+                "value": None if row is None else row["client_error_pct"],
+                "met": None,
+                "report": True,
+            }
+        )
+    for name in FALLBACK_ROWS:
+        if name in ran:
+            checks.append(
+                {
+                    "row": name,
+                    "target": f"p99 over {summary['p99_base'] or 'a no-failure row (none ran)'} (no target)",
+                    "value": measured.get(name, {}).get("p99_ratio"),
+                    "met": None,
+                    "report": True,
+                }
+            )
+    return checks
+
+
 # --- output --------------------------------------------------------------------------------------------
 
 
@@ -675,32 +999,52 @@ def _fmt(value: float | None, spec: str) -> str:
 NAME_W = 23
 
 
+def _name_width(rows: list[dict[str, Any]]) -> int:
+    """The name column: NAME_W, or wider for a long row name (and its noise mark)."""
+    return max([NAME_W] + [len(r["name"]) + 2 for r in rows])
+
+
 def render_table(
     rows: list[dict[str, Any]],
     ratios: dict[str, dict[str, float | None]],
-    targets: list[dict[str, Any]] | None = None,
+    targets: dict[str, list[dict[str, Any]]] | None = None,
+    fallback: dict[str, Any] | None = None,
 ) -> str:
+    """The main table, then the shadow, contracts and fallback tables with their targets (`targets` by
+    group) for the groups that have rows in this run."""
+    targets = targets or {}
+    w = _name_width(rows)
     header = (
-        f"{'row':<{NAME_W}}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'row':<{w}}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         f"{'x minimal':>11}{'x nginx':>9}{'cpu% proxy/load':>17}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         if r["status"] != "ok":
             reason = r["reason"] if len(r["reason"]) <= 90 else r["reason"][:87] + "..."
-            lines.append(f"{r['name']:<{NAME_W}}{r['status']}: {reason}")
+            lines.append(f"{r['name']:<{w}}{r['status']}: {reason}")
             continue
         name = r["name"] + ("*" if _noisy(r) else "")
         lines.append(
-            f"{name:<{NAME_W}}{r['requests_per_s']:>10,.0f}{_fmt(r['p50_ms'], '.2f'):>9}"
+            f"{name:<{w}}{r['requests_per_s']:>10,.0f}{_fmt(r['p50_ms'], '.2f'):>9}"
             f"{_fmt(r['p99_ms'], '.2f'):>9}{r['errors']['total']:>8,}"
             f"{_fmt(ratios['vs_minimal_asgi'][r['name']], '.3f'):>11}"
             f"{_fmt(ratios['vs_nginx_split'][r['name']], '.3f'):>9}"
             f"{_fmt(r['busy_pct']['proxy_cpu'], '.0f') + '/' + _fmt(r['busy_pct']['load_cpu'], '.0f'):>17}"
         )
     shadow = [r for r in rows if "shadow" in r["groups"] and r["status"] == "ok"]
+    if not any(r["groups"][0] == "shadow" for r in shadow):
+        shadow = []  # only the shared anchor ran (e.g. --only core or contracts): no shadow table
     if shadow:
-        lines += ["", *_shadow_table(shadow, ratios, targets or [])]
+        lines += ["", *_shadow_table(shadow, ratios, targets.get("shadow", []))]
+    contracts = [r for r in rows if r["name"] != "minimal_asgi" and "contracts" in r["groups"]]
+    if all(r["name"] == CONTRACTS_BASE for r in contracts):
+        contracts = []  # only the base ran, as the fallback rows' p99 base: no contracts table
+    if contracts:
+        lines += ["", *_contracts_table(contracts, ratios, targets.get("contracts", []))]
+    if any(r["name"] in FALLBACK_ROWS for r in rows):
+        lines += ["", *_fallback_table(rows, fallback or {"p99_base": None, "rows": {}})]
+        lines += _target_lines(targets.get("fallback", []))
     if any(_noisy(r) for r in rows):
         lines.append(
             f"* other processes used over {NOISE_CPU_SHARE:.0%} of a CPU during this row: "
@@ -744,10 +1088,79 @@ def _shadow_table(
             f"client timeouts in {', '.join(timed_out)}: wrk leaves requests over its 2 s timeout out of "
             "the latency percentiles, so their p99 reads low"
         )
+    return lines + _target_lines(targets)
+
+
+def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
+    """One line per target: the value and met / MISSED / not measured; `report` entries have no verdict."""
+    lines = []
     for t in targets:
+        spec = "+.1f" if "RSS" in t["target"] else ".0f" if t["target"].startswith("0 ") else ".3f"
+        value = _fmt(t["value"], spec)
+        if t.get("report"):
+            lines.append(f"report {t['row']}: {t['target']}: {value}")
+            continue
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        value = _fmt(t["value"], ".3f" if "RSS" not in t["target"] else "+.1f")
         lines.append(f"target {t['row']}: {t['target']}: {value} -> {verdict}")
+    return lines
+
+
+def _contracts_table(
+    rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]], targets: list[dict[str, Any]]
+) -> list[str]:
+    """Contracts rows against rollguard_bare: throughput, p99, and the proxy's CPU per request."""
+    rps = ratios.get(f"vs_{CONTRACTS_BASE}", {})
+    p99 = ratios.get(f"p99_vs_{CONTRACTS_BASE}", {})
+    cpu = ratios.get(f"cpu_vs_{CONTRACTS_BASE}", {})
+    w = _name_width(rows)
+    header = (
+        f"{'contracts row':<{w}}{'req/s':>10}{'x req/s':>9}{'p99 ms':>9}{'x p99':>8}{'cpu us/req':>12}"
+        f"{'x cpu/req':>11}{'log lines':>11}"
+    )
+    lines = [f"vs {CONTRACTS_BASE}; all traffic to the baseline", header, "-" * len(header)]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"{r['name']:<{w}}{r['status']}")
+            continue
+        name = r["name"] + ("*" if _noisy(r) else "")
+        log_lines = r.get("access_log", {}).get("lines")
+        lines.append(
+            f"{name:<{w}}{r['requests_per_s']:>10,.0f}{_fmt(rps.get(r['name']), '.3f'):>9}"
+            f"{_fmt(r['p99_ms'], '.2f'):>9}{_fmt(p99.get(r['name']), '.2f'):>8}"
+            f"{_fmt(r['proxy_cpu_us_per_request'], '.0f'):>12}{_fmt(cpu.get(r['name']), '.3f'):>11}"
+            f"{_fmt(log_lines, ','):>11}"
+        )
+    return lines + _target_lines(targets)
+
+
+def _fallback_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """What clients saw while the candidate refused every connection, fallback on and off."""
+    base = summary["p99_base"]
+    measured = summary["rows"]
+    w = _name_width([r for r in rows if r["name"] in FALLBACK_ROWS])
+    header = (
+        f"{'fallback row':<{w}}{'req/s':>10}{'p99 ms':>9}{'x p99':>8}{'non-2xx':>9}{'err %':>8}"
+        f"{'socket':>8}{'fallbacks':>11}{'weight':>8}"
+    )
+    lines = [
+        f"canary {FALLBACK_WEIGHT} to a candidate that refuses connections; "
+        f"p99 vs {base or '(no base ran)'}; client errors = wrk's non-2xx",
+        header,
+        "-" * len(header),
+    ]
+    for r in rows:
+        if r["name"] not in FALLBACK_ROWS:
+            continue
+        if r["status"] != "ok":
+            lines.append(f"{r['name']:<{w}}{r['status']}")
+            continue
+        m = measured[r["name"]]
+        name = r["name"] + ("*" if _noisy(r) else "")
+        lines.append(
+            f"{name:<{w}}{r['requests_per_s']:>10,.0f}{_fmt(r['p99_ms'], '.2f'):>9}"
+            f"{_fmt(m['p99_ratio'], '.2f'):>8}{m['client_errors']:>9,}{_fmt(m['client_error_pct'], '.2f'):>8}"
+            f"{m['socket_errors']:>8,}{_fmt(m['fallbacks'], ','):>11}{_fmt(m['weight_at_end'], 'g'):>8}"
+        )
     return lines
 
 
@@ -842,6 +1255,16 @@ def _print_row(index: int, total: int, row: dict[str, Any]) -> None:
                 f"    RSS {_fmt(row['rss_start_mib'], '.1f')} -> {_fmt(row['rss_end_mib'], '.1f')} MiB, "
                 f"mirrors sent/dropped/failed {_mirror_counts(row)}"
             )
+        if (log := row.get("access_log")) and log.get("lines"):
+            print(f"    access log: {log['lines']:,} lines, {log['bytes'] / log['lines']:.0f} bytes per line")
+        if counts := row.get("fallback_counts"):
+            failures = ", ".join(f"{k} {n:,}" for k, n in counts["candidate_failures"].items()) or "none"
+            print(
+                f"    non-2xx {row['errors']['non_2xx_3xx']:,}; "
+                f"rollguard: fallbacks {counts['fallbacks']:,}, failed candidate attempts ({failures}), "
+                f"retries {counts['retries']:,}, "
+                f"weight at end {_fmt(counts.get('weight_at_end'), 'g')} ({counts.get('phase_at_end')})"
+            )
         _warn_if_noisy(row)
         return
     print(f"[{index}/{total}] {row['name']}: {row['status'].upper()}: {row['reason']}")
@@ -894,9 +1317,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     info["loadavg_at_end"] = os.getloadavg()  # a busy neighbour during the run shows up here
     ratios = compute_ratios(rows)
-    targets = shadow_targets(rows, ratios)
+    fallback = fallback_summary(rows, ratios)
+    targets = {
+        "shadow": shadow_targets(rows, ratios),
+        "contracts": contracts_targets(rows, ratios),
+        "fallback": fallback_targets(fallback, rows),
+    }
     print()
-    print(render_table(rows, ratios, targets))
+    print(render_table(rows, ratios, targets, fallback))
     out = args.out or RESULTS_DIR / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc = {
         "format": 1,
@@ -919,13 +1347,31 @@ def main(argv: list[str] | None = None) -> int:
                 "max_in_flight_rollguard": SHADOW_MAX_IN_FLIGHT,
                 "rss_sample_s": RSS_SAMPLE_S,
             },
+            "contracts": {
+                "base": CONTRACTS_BASE,
+                "canary_weight": 0,
+                "shadow_sample": 0,
+                "request_schema": str(REQUEST_SCHEMA.relative_to(REPO)),
+                "response_schema": str(RESPONSE_SCHEMA.relative_to(REPO)),
+                "logged": "access log to a file, logging.pii.key: file:<32-byte secret>, sample_success 1",
+                "min_rps_ratio_full": CONTRACTS_MIN_RPS_RATIO,
+            },
+            "fallback": {
+                "canary_weight": FALLBACK_WEIGHT,
+                "candidate": "a bound, never-listening port: every connect is refused",
+                "canary_keys": {"shadow_samples": 0, "fallback_to_baseline": "true / false per row"},
+                "otherwise": CONTRACTS_BASE,
+            },
             "path": PATH,
             "request": str(wrk.POST_LUA.relative_to(REPO)),
             "pinning": {"proxy_cpu": pinning.proxy_cpu, "load_cpu": pinning.load_cpu, "note": pinning.note},
         },
         "rows": rows,
         "ratios": ratios,
-        "shadow_targets": targets,
+        "shadow_targets": targets["shadow"],
+        "contracts_targets": targets["contracts"],
+        "fallback": fallback,
+        "fallback_targets": targets["fallback"],
         "reference_requests_per_s": {"source": "ARCHITECTURE.md §1", **REFERENCE_RPS},
     }
     latest = write_results(doc, out)

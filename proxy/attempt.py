@@ -122,7 +122,9 @@ async def attempt(
     try:
         pool.admit()
     except UpstreamError as exc:
-        att.error = exc  # refused locally, before any I/O: nothing to record against the upstream
+        # Refused locally (open circuit, full pool), before any I/O: the breaker learns nothing new, but
+        # the attempt is still a failure of this version (PRODUCT §5 counts it against the candidate).
+        att.error = exc
         return att
     pool.in_flight += 1
     try:

@@ -241,7 +241,7 @@ class Forwarder:
         )
         shadow = None
         if role == "baseline" and self.mirror is not None and compiled is not None and body.held:
-            shadow, log["shadow"] = self.mirror.offer(
+            shadow, outcome = self.mirror.offer(
                 MirrorRequest(
                     route=compiled,
                     method=method,
@@ -251,6 +251,8 @@ class Forwarder:
                     doc=doc,
                 )
             )
+            if outcome is not None:
+                log["shadow"] = outcome
         answer: Attempt | None = None
         try:
             answer = await self._attempt(
