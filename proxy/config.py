@@ -224,6 +224,11 @@ def _canary(raw: dict[str, Any], weight: float) -> CanaryConfig:
             f"canary.steps[{len(steps) - 1}]", f"the last step must be 100 (promotion), not {steps[-1]:g}"
         )
     trip = raw.get("tripwire", {})
+    if float(trip.get("failure_rate", 0.05)) <= 0.001:
+        # The SPRT tests the candidate against the baseline's rate, floored at 0.1%: it needs room above it.
+        raise ConfigError(
+            "canary.tripwire.failure_rate", "must be greater than 0.001 (the baseline rate's floor)"
+        )
     gates = raw.get("gates", {})
     dg, dt = GatesConfig(), TripwireConfig()
     return CanaryConfig(

@@ -14,6 +14,7 @@ Three parts, each thin around the pure core (``analysis``, ``gates``, ``tripwire
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -172,7 +173,10 @@ class Controller:
         """Close one window: judge, decide, persist. Returns the decision (None when nothing is judged)."""
         state = self.store.current
         if state.phase is Phase.CANARY:
-            gates = judge(self.recorder.evidence, self.policy)
+            # Judging full reservoirs takes tens of milliseconds: do it on a snapshot, off the event loop,
+            # so a tick never stalls traffic (the recorder keeps adding to the live evidence meanwhile).
+            snapshot = copy.deepcopy(self.recorder.evidence)
+            gates = await asyncio.to_thread(judge, snapshot, self.policy)
         elif state.phase is Phase.SHADOW:
             gates, _ = judge_shadow(self.shadow_report(), self.policy, self.config.canary.shadow_samples)
         else:

@@ -98,7 +98,7 @@ class GatePolicy:
     family_alpha: 0.05 -- one-sided; the chance that a judgement fails any gate by chance.
     latency_ratio: 1.2 -- a relative latency regression must also have p95 >= this x the baseline's.
     error_ratio: 2.0, error_delta: 0.005 -- a relative error regression must also have a rate >= ratio x
-        the baseline's and >= the baseline's + delta.
+        the baseline's and >= the baseline's + delta, at the rate's one-sided (1 - alpha) lower bound.
     """
 
     latency_p95_ms: float = 120.0
