@@ -25,13 +25,14 @@ from starlette.applications import Starlette
 from ._tasks import TaskSet
 from .admin import AdminApi
 from .clock import utc_now
-from .config import Config, Listen
+from .config import Config, LimitsConfig, Listen
 from .controller import Controller
 from .forward import Forwarder
 from .logs import AccessLog
-from .metrics import ProxyMetrics
+from .metrics import Listener, ProxyMetrics
 from .mirror import Mirror
 from .pii import Masker, MaskerConfig
+from .protocol import HeadLimits, ListenerGuard, OnReject
 from .reports import canary_plan, rollout_decisions
 from .rollout import initial, reconcile_candidate
 from .routing import Role, weight_to_bp
@@ -200,10 +201,26 @@ def bound(sock: socket.socket) -> Listen:
     return Listen(host=host, port=port)
 
 
-def _uvicorn(app: Any, *, graceful: int) -> uvicorn.Server:
+def _uvicorn(
+    app: Any, *, graceful: int, limits: LimitsConfig, name: str, on_reject: OnReject | None = None
+) -> uvicorn.Server:
+    """One listener's server: uvicorn's httptools protocol with rollguard's head and concurrency limits.
+
+    ``on_reject(status, reason)`` counts what the listener answers itself (431, 408, 400, 501, 505, 503),
+    below the app: those never reach the forwarder and count against no model version.
+    """
+    guard = ListenerGuard(
+        HeadLimits(
+            max_header_bytes=limits.max_header_bytes,
+            head_timeout=limits.head_timeout,
+            max_concurrency=limits.max_concurrency,
+        ),
+        on_reject=on_reject,
+        name=name,
+    )
     cfg = uvicorn.Config(
         app,
-        http="httptools",
+        http=guard.protocol,
         ws="none",
         lifespan="off",
         access_log=False,
@@ -237,7 +254,23 @@ async def serve(
         data_sock = sockets.enter_context(bind(config.listen))
         admin_sock = sockets.enter_context(bind(config.admin.listen))
         async with build(config) as rt:
-            servers = [_uvicorn(rt.forwarder, graceful=10), _uvicorn(rt.admin, graceful=2)]
+            limits = rt.config.limits
+            servers = [
+                _uvicorn(
+                    rt.forwarder,
+                    graceful=10,
+                    limits=limits,
+                    name="data",
+                    on_reject=lambda code, why: rt.metrics.rejected(Listener.DATA, code, why),
+                ),
+                _uvicorn(
+                    rt.admin,
+                    graceful=2,
+                    limits=limits,
+                    name="admin",
+                    on_reject=lambda code, why: rt.metrics.rejected(Listener.ADMIN, code, why),
+                ),
+            ]
             loop = asyncio.get_running_loop()
             signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
             for sig in signals[:2]:

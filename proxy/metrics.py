@@ -70,6 +70,11 @@ def latency_buckets(gate_thresholds_s: Iterable[float] = ()) -> tuple[float, ...
     return tuple(sorted(set(BASE_BUCKETS) | {round(t, 6) for t in gate_thresholds_s}))
 
 
+class Listener:
+    DATA = "data"
+    ADMIN = "admin"
+
+
 @dataclass(slots=True)
 class ExchangeMetrics:
     """The pre-resolved children for one (route, role, version)."""
@@ -165,6 +170,13 @@ class ProxyMetrics:
             buckets=SCORE_DELTA_BUCKETS,
             registry=registry,
         )
+        self.rejected_total = Counter(
+            "rollguard_listener_rejections",
+            "Requests a listener answered itself below the app (431, 408, "
+            "400, 501, 505, 503 overload): local-origin, never counted against a model version.",
+            ["listener", "code", "reason"],
+            registry=registry,
+        )
         self.retries = Counter(
             "rollguard_retries",
             "Upstream attempts retried (only when safe), by the failure retried.",
@@ -215,6 +227,9 @@ class ProxyMetrics:
 
     def schema_violation(self, route: str, role: str, version: str, direction: str) -> None:
         self.schema_violations.labels(route, role, version, direction).inc()
+
+    def rejected(self, listener: str, code: int, reason: str) -> None:
+        self.rejected_total.labels(listener, str(code), reason).inc()
 
     def local_response(self, route: str, code: int) -> None:
         self.local_responses.labels(route, str(code)).inc()
