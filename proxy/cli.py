@@ -40,10 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         "--scenario",
         default="good",
         choices=["good", "latency", "errors", "drift", "schema"],
-        help="good: the candidate is healthy and the weight walks up to 100%%",
+        help="good: a healthy candidate is promoted by the controller; latency, errors, drift, schema: a "
+        "bad one is rolled back for that reason",
     )
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
-    demo.add_argument("--rps", type=float, default=200.0, help="requests per second (default 200)")
+    demo.add_argument("--duration", type=float, default=120.0, help="upper bound in seconds (default 120)")
+    demo.add_argument("--rps", type=float, default=300.0, help="requests per second (default 300)")
     demo.add_argument("--out", default="rollguard-demo", help="folder for the demo's config, state and logs")
     demo.add_argument("--plain", action="store_true", help="print lines instead of the live view")
 

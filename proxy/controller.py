@@ -232,27 +232,39 @@ class Controller:
         self._tripping = True
         self.tasks.spawn(self._trip(reason), name="tripwire-rollback")
 
-    async def _trip(self, reason: str) -> None:
+    async def _trip(self, why: str) -> None:
         state = self.store.current
         now = utc_now()
+        reason = "trip-wire: " + why.removeprefix("tripwire: ").removeprefix("trip-wire: ")
         entry = {
             "ts": now,
             "actor": "tripwire",
             "action": "ROLLBACK",
-            "reason": f"trip-wire: {reason}",
+            "reason": reason,
             "tripwire": self.recorder.tripwire.state,
             "window": self.window_summary(),
         }
         try:
             await self.store.update(
-                _guarded(
-                    state, lambda s: rollback(s, now=now, ts=self.clock(), reason=f"trip-wire: {reason}")
-                ),
+                _guarded(state, lambda s: rollback(s, now=now, ts=self.clock(), reason=reason)),
                 entry,
             )
         except IllegalTransition as exc:
             log.info("trip-wire rollback not applied: %s", exc)
             return
+        self.last = Decision(
+            action="ROLLBACK",
+            reason=reason,
+            gates=(),
+            next_step=None,
+            progress=StepProgress(
+                step=state.step,
+                passes=state.passes,
+                consecutive_failures=state.failed_windows,
+                step_started_at=state.step_started_ts,
+                now=self.clock(),
+            ),
+        )
         self.metrics.rollbacks.labels("tripwire").inc()
         log.warning("trip-wire rolled back the candidate: %s", reason)
 

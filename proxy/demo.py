@@ -1,25 +1,27 @@
-"""``rollguard demo``: a whole rollout on loopback, shown live, needing nothing but the installed package.
+"""``rollguard demo``: a whole controller-driven rollout on loopback, shown live, needing nothing but the
+installed package.
 
 What one run does, in order (everything on 127.0.0.1, free ports only):
 
-1. starts a sample baseline (v1) and candidate (v2, the scenario's behaviour) in-process;
-2. writes ``<out>/rollguard.yaml`` and a random operator token (``<out>/demo-token``), removes the state,
-   decision log and access log of any earlier run (so every run starts from ``idle``), and runs the real
-   proxy in-process (``app.serve``);
+1. starts a sample baseline (v1) and candidate (v2, the scenario's behaviour, :mod:`proxy.demo_scenarios`)
+   in-process;
+2. writes ``<out>/rollguard.yaml`` (the demo's ``canary:`` settings, a PII key file) and a random operator
+   token (``<out>/demo-token``), removes the state, decision log, access log and artifacts of any earlier
+   run (so every run starts from ``idle``), and runs the real proxy in-process (``app.serve``);
 3. sends open-loop traffic through the data plane (:mod:`proxy.demo_traffic`), ~2% of it invalid;
-4. drives the rollout through the admin API over HTTP with a bearer token, exactly as an operator would:
-   a shadow phase (``shadow_share`` of ``--duration`` at weight 0, ``PUT /shadow`` 1 then 0), then the
-   canary weights by hand (``PUT /weights``) over the remaining time;
+4. starts the rollout with ``POST /rollout/start``, exactly as an operator would, and from then on only
+   watches: the controller runs the shadow phase, judges every window, walks the steps and promotes or
+   rolls back by itself. The demo follows ``GET /status`` until the phase is ``promoted`` or
+   ``rolled_back``, or ``--duration`` seconds have passed (an upper bound, not a schedule);
 5. shows it live (``rich``) or, with ``--plain`` or no terminal, one status line per second
-   (:mod:`proxy.demo_view`), the shadow's figures from ``GET /reports/shadow_eval.json`` and ``/metrics``;
-6. stops traffic, reads ``GET /metrics`` once, runs ``rollguard report --out <out>`` (``shadow_eval.json``),
-   stops the proxy and the models, prints a summary and writes ``<out>/demo-summary.json``. Exit 0 when
-   nothing unexpected failed, 1 otherwise, 130 on Ctrl-C.
+   (:mod:`proxy.demo_view`): phase, step, weight, the gates, the controller's window, the shadow panel and
+   the decision timeline, all from the admin API;
+6. stops traffic, reads ``GET /metrics`` and the decision log once, runs ``rollguard report --out <out>``
+   (``shadow_eval.json``, ``canary_plan.md``, ``rollout_decision.txt``), stops the proxy and the models,
+   prints a summary and writes ``<out>/demo-summary.json``.
 
-Growing it: a :class:`Scenario` names the candidate's :class:`ModelBehavior` and the plan. :meth:`Demo.drive`
-is the one place that runs a plan, so a controller-driven plan (``POST /rollout/start``, then follow
-``GET /status`` until ``promoted``/``rolled_back``) is a new method called from there, and a failure
-scenario is a new entry in ``SCENARIOS`` with an expected outcome.
+Exit code: 0 when the rollout ended as the scenario expects (``good`` promoted; the others rolled back for
+their own cause) and no client saw an error; 1 otherwise; 2 on bad usage; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,164 +30,48 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import secrets
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.logging import RichHandler
 
 from ._tasks import TaskSet
-from .app import serve
 from .cli import ARTIFACTS
-from .config import Config, Listen, load_config
-from .demo_traffic import Operator, ShadowSnapshot, TrafficGenerator, TrafficStats, rollguard_report
-from .demo_view import demo_logging, plain_line, render, summary_doc, summary_lines, tick
-from .sample_model import ModelBehavior, RunningModel, start_sample_model
+from .config import load_config
+from .demo_scenarios import (
+    BASELINE,
+    DEMO_CANARY,
+    END_PHASES,
+    SCENARIOS,
+    Outcome,
+    Scenario,
+    outcome_of,
+    step_evidence,
+)
+from .demo_traffic import (
+    DemoFiles,
+    Operator,
+    ShadowSnapshot,
+    TrafficGenerator,
+    TrafficStats,
+    rollguard_report,
+    start_proxy,
+)
+from .demo_view import field_names, plain_line, render, summary_lines
+from .sample_model import RunningModel, start_sample_model
 
 log = logging.getLogger("rollguard.demo")
 
-BASELINE = ModelBehavior(version="v1")
 ROUTE = "infer"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Scenario:
-    """One ``--scenario``: the candidate's behaviour and the plan the demo follows (module docstring)."""
-
-    name: str
-    story: str  # one line: what this scenario demonstrates
-    candidate: ModelBehavior
-    shadow_share: float  # share of the duration spent in shadow (weight 0, every baseline answer mirrored)
-    weights: tuple[float, ...]  # then canary weights set by hand, sharing the rest of the duration equally
-
-
-SCENARIOS = {
-    "good": Scenario(
-        name="good",
-        story=(
-            "a healthy candidate is shadowed (a small, real divergence), then walks "
-            "1 -> 5 -> 25 -> 50 -> 100% with sticky users and no errors"
-        ),
-        # A small drift: v2 is a slightly different model, not a copy of v1, so the shadow has something
-        # real but small to find (every score moves up a little; about 1.3% of the decisions flip).
-        candidate=ModelBehavior(version="v2", drift=0.05),
-        shadow_share=1 / 3,
-        weights=(1, 5, 25, 50, 100),
-    ),
-}
-
-
-class DemoFiles:
-    """Where the demo writes: everything under ``out``, so one folder holds the whole run."""
-
-    def __init__(self, out: Path) -> None:
-        self.out, self.config, self.token = out, out / "rollguard.yaml", out / "demo-token"
-        self.state = out / "state" / "rollguard-state.json"
-        self.decisions = self.state.with_name(self.state.stem + ".decisions.jsonl")  # the store's naming
-        self.access_log, self.summary = out / "access.log", out / "demo-summary.json"
-        self.shadow_eval = out / "shadow_eval.json"  # written by `rollguard report`
-
-    def prepare(self, baseline: RunningModel, candidate: RunningModel) -> str:
-        """Write config and token, remove an earlier run's files; returns the operator token.
-
-        Only files the demo itself writes are removed, so ``--out`` pointing at a used folder is safe.
-        """
-        (self.out / "state").mkdir(parents=True, exist_ok=True)
-        stale = [self.state, self.decisions, self.access_log, self.summary]
-        stale += [self.out / name for name in ARTIFACTS]  # what `rollguard report` writes here
-        stale += self.state.parent.glob(f".{self.state.name}.*.tmp")
-        for path in stale:
-            path.unlink(missing_ok=True)
-        token = secrets.token_urlsafe(32)
-        self.token.write_text(token + "\n", encoding="utf-8")
-        self.token.chmod(0o600)
-        pii_key = self.out / "pii-key"  # kept across runs: pseudonyms in the demo's logs stay comparable
-        if not pii_key.exists():
-            pii_key.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
-            pii_key.chmod(0o600)
-        schemas = resources.files("proxy") / "schemas"
-        doc = {
-            "listen": "127.0.0.1:0",
-            "admin": {
-                "listen": "127.0.0.1:0",
-                "tokens": [{"name": "demo", "role": "operator", "token": f"file:{self.token.name}"}],
-            },
-            "state": {"url": "file:state/rollguard-state.json"},
-            "upstreams": {
-                "baseline": {"url": baseline.url, "version": baseline.model.behavior.version},
-                "candidate": {"url": candidate.url, "version": candidate.model.behavior.version},
-            },
-            "routes": [
-                {
-                    "name": "infer",
-                    "path": "/v1/infer",
-                    "methods": ["POST"],
-                    "request_schema": str(Path(str(schemas / "infer_request.json")).resolve()),
-                    "response_schema": str(Path(str(schemas / "infer_response.json")).resolve()),
-                    "score": "/score",
-                    "sticky_key": "header:x-user-id",
-                    "segment": "/features/region",
-                }
-            ],
-            "canary": {"weight": 0},
-            # Off at start: the demo switches it on through the admin API, as an operator would.
-            "shadow": {"sample": 0, "noise_sample": 0.2, "timeout": "2s"},
-            "logging": {"access_log": self.access_log.name, "pii": {"key": f"file:{pii_key.name}"}},
-        }
-        header = "# Written by `rollguard demo`; rewritten on every run.\n"
-        self.config.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        return token
-
-
-@dataclass(slots=True)
-class RunningProxy:
-    """The real proxy, running as a task of this event loop until :meth:`close`."""
-
-    data_url: str
-    admin_url: str
-    stop: asyncio.Event
-    task: asyncio.Task[None]
-
-    async def close(self) -> None:
-        self.stop.set()
-        async with asyncio.timeout(20):  # serve drains in-flight requests itself; this bounds a hang
-            await self.task
-
-
-async def start_proxy(config: Config, tasks: TaskSet) -> RunningProxy:
-    """Start ``app.serve`` and return once both listeners accept (or raise its start-up error)."""
-    ready: asyncio.Future[tuple[Listen, Listen]] = asyncio.get_running_loop().create_future()
-
-    def on_ready(data: Listen, admin: Listen) -> None:
-        if not ready.done():
-            ready.set_result((data, admin))
-
-    stop = asyncio.Event()
-    task = tasks.spawn(serve(config, on_ready=on_ready, stop=stop, handle_signals=False), name="demo-proxy")
-    try:
-        waiters: set[asyncio.Future[Any]] = {task, ready}
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            task.result()  # raises the start-up error
-            raise RuntimeError("the proxy stopped before it was listening")
-    except BaseException:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        raise
-    data, admin = ready.result()
-    return RunningProxy(data_url=f"http://{data}", admin_url=f"http://{admin}", stop=stop, task=task)
+STATUS_EVERY_S = 0.2  # how often the demo reads /status while it follows the rollout
 
 
 class Demo:
@@ -196,23 +82,31 @@ class Demo:
         self.scenario = scenario
         self.files = DemoFiles(Path(args.out).resolve())
         self.versions = (BASELINE.version, scenario.candidate.version)
-        # Half a canary step at most, so the window's share shows the current weight rather than a blend.
-        dwell = args.duration * (1 - scenario.shadow_share) / len(scenario.weights)
-        self.stats = TrafficStats(self.versions, window_s=min(5.0, dwell / 2))
+        self.steps: tuple[float, ...] = tuple(DEMO_CANARY["steps"])
+        self.stats = TrafficStats(self.versions)
         self.tasks = TaskSet("demo")
-        self.phase = "starting"
-        self.weight: float | None = None
-        self.revision: int | None = None
-        self.proxy_phase = "-"
-        self.changes: deque[str] = deque(maxlen=20)
-        self.metrics: dict[str, float] = {}
-        self.failure: str | None = None
+        self.phase = "starting"  # what the demo itself is doing
         self.started: float | None = None  # time.monotonic() when traffic began
+        # The rollout as the admin API last showed it.
+        self.status: dict[str, Any] = {}  # GET /status
+        self.decisions: list[dict[str, Any]] = []  # GET /decisions, newest last
+        self.proxy_phase = "-"
+        self.weight: float | None = None
+        self.step = -1
+        self.revision: int | None = None
+        self.rollout_at: float | None = None  # seconds since traffic began when the rollout started
+        self.ended_at: float | None = None  # ... when the demo saw it promoted or rolled back
+        self.timed_out = False
+        self.candidate: RunningModel | None = None
+        self.fault_at: float | None = None  # seconds since traffic began when the live fault was applied
+        self.outcome: Outcome | None = None
+        self.metrics: dict[str, float] = {}  # rollguard_requests_total by version, at the end
+        self.fallbacks: dict[str, float] = {}  # rollguard_fallbacks_total by reason, at the end
+        self.failure: str | None = None
         # Shadow: when it ran (seconds since traffic began), the latest look at it, the final figures.
         self.shadow_from: float | None = None
         self.shadow_until: float | None = None
         self.shadow: ShadowSnapshot | None = None
-        self.mirror_status: dict[str, Any] | None = None  # the `shadow` object of GET /status
         self.shadow_final: dict[str, Any] | None = None  # routes[ROUTE] of the written shadow_eval.json
         self.shadow_requests: dict[str, float] = {}  # rollguard_shadow_requests_total by outcome, at the end
 
@@ -220,21 +114,35 @@ class Demo:
     def elapsed(self) -> float:
         return 0.0 if self.started is None else time.monotonic() - self.started
 
+    @property
+    def controller(self) -> dict[str, Any]:
+        """``/status.controller``: window, last decision, gates, trip-wire; {} before the first read."""
+        ctl = self.status.get("controller")
+        return ctl if isinstance(ctl, dict) else {}
+
+    @property
+    def mirror_status(self) -> dict[str, Any] | None:
+        """``/status.shadow``: the mirror's sample, in-flight count and breaker."""
+        mirror = self.status.get("shadow")
+        return mirror if isinstance(mirror, dict) else None
+
     async def run(self) -> None:
-        """Start everything, drive the scenario, stop it all in reverse order (also on error or Ctrl-C)."""
+        """Start everything, start the rollout and follow it, stop it all in reverse order (also on error
+        or Ctrl-C)."""
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.tasks.drain, 2.0)
             baseline = await start_sample_model(BASELINE)
             stack.push_async_callback(baseline.close)
             candidate = await start_sample_model(self.scenario.candidate)
             stack.push_async_callback(candidate.close)
+            self.candidate = candidate
             token = self.files.prepare(baseline, candidate)
             self.phase = "starting the proxy"
             proxy = await start_proxy(load_config(self.files.config), self.tasks)
             stack.push_async_callback(proxy.close)
             operator = Operator(proxy.admin_url, token)
             stack.push_async_callback(operator.aclose)
-            for poll, name in ((self._poll_status, "demo-status"), (self._poll_shadow, "demo-shadow")):
+            for poll, name in ((self._poll_decisions, "demo-decisions"), (self._poll_shadow, "demo-shadow")):
                 stack.callback(self.tasks.spawn(poll(operator), name=name).cancel)
 
             stop_traffic = asyncio.Event()
@@ -246,71 +154,87 @@ class Demo:
             self.phase = "stopping traffic"
             await _stop(stop_traffic, traffic_task)
             counts = await operator.counters(
-                {"rollguard_requests_total": "version", "rollguard_shadow_requests_total": "outcome"}
+                {
+                    "rollguard_requests_total": "version",
+                    "rollguard_shadow_requests_total": "outcome",
+                    "rollguard_fallbacks_total": "reason",
+                }
             )
             self.metrics = counts["rollguard_requests_total"]
             self.shadow_requests = counts["rollguard_shadow_requests_total"]
+            self.fallbacks = counts["rollguard_fallbacks_total"]
+            self._seen(await operator.status())
+            self.decisions = await operator.decisions(10_000)
+            rollout = self.status["rollout"]
+            self.outcome = outcome_of(rollout["phase"], rollout.get("reason", ""), self.decisions)
             self.phase = "writing reports"
             await rollguard_report(proxy.admin_url, token, self.files.out)
-            written = orjson.loads(self.files.shadow_eval.read_bytes())  # the summary shows what was written
-            self.shadow_final = written.get("routes", {}).get(ROUTE, {})
+            if self.files.shadow_eval.exists():  # the summary shows what was written
+                written = orjson.loads(self.files.shadow_eval.read_bytes())
+                self.shadow_final = written.get("routes", {}).get(ROUTE, {})
             self.phase = "stopping"
         self.phase = "done"
 
     async def drive(self, operator: Operator) -> None:
-        """Run the scenario's plan: shadow, then the canary steps; scheduled from the start, so the total
-        stays ``duration`` however long each admin call takes."""
+        """Start the rollout, then follow ``/status`` until it is promoted or rolled back, or until
+        ``--duration`` seconds after traffic began. The demo never moves the rollout itself."""
         assert self.started is not None
-        duration, weights = self.args.duration, self.scenario.weights
-        canary_from = self.started + duration * self.scenario.shadow_share
-        if self.scenario.shadow_share > 0:
-            await self.shadow_phase(operator, until=canary_from)
-        dwell = (self.started + duration - canary_from) / len(weights)
-        for i, weight in enumerate(weights):
-            label = f"step {i + 1}/{len(weights)}"
-            self.phase = f"canary {label}"
-            self.stats.begin_transition()
-            before = f"{self.stats.steps[-1].weight:g}% -> " if self.stats.steps else ""
-            doc = await operator.set_weight(weight, f"demo {label}: candidate to {weight:g}%")
-            self._applied(doc, f"weight {before}{doc['weight']:g}%")
-            self.stats.begin_step(label, weight)
-            await _sleep_until(canary_from + (i + 1) * dwell)
-
-    async def shadow_phase(self, operator: Operator, *, until: float) -> None:
-        """Weight 0 and every baseline-answered request mirrored to the candidate until ``until``
-        (``time.monotonic``); then mirroring is switched off again, before any canary weight is set."""
-        cand = self.versions[1]
-        self.phase = "shadow"
-        self.stats.begin_transition()
-        doc = await operator.set_shadow(1.0, f"demo: shadow every baseline answer to {cand}")
-        self.shadow_from = self.elapsed
-        self._applied(doc, f"shadow on (sample {doc['shadow_sample']:g})")
-        # A step like the canary's: its tally proves the candidate answered no client during the shadow.
-        self.stats.begin_step("shadow", doc["weight"])
-        await _sleep_until(until)
-        self.phase = "shadow off"
-        doc = await operator.set_shadow(0.0, "demo: shadow done, off before the canary")
-        self.shadow_until = self.elapsed
-        self._applied(doc, f"shadow off (sample {doc['shadow_sample']:g})")
-
-    def _applied(self, doc: dict[str, Any], change: str) -> None:
-        self.weight, self.revision, self.proxy_phase = doc["weight"], doc["revision"], doc["phase"]
-        self.changes.append(f"{self.elapsed:5.1f}s  {change}  rev {doc['revision']}  {doc['reason']}")
-
-    async def _poll_status(self, operator: Operator) -> None:
-        """Keep the header in step with ``GET /status``; the view must not depend on it, so errors pass."""
-        while True:
+        deadline = self.started + self.args.duration
+        self.phase = "starting the rollout"
+        reason = f"rollguard demo, scenario {self.scenario.name}"
+        doc = await operator.rollout("start", reason)
+        self.rollout_at = self.elapsed
+        self._seen({"rollout": doc})
+        self.phase = "following the controller"
+        while self.proxy_phase not in END_PHASES:
+            if time.monotonic() >= deadline:
+                self.timed_out = True
+                log.warning("the rollout did not end within --duration %gs", self.args.duration)
+                return
+            await asyncio.sleep(STATUS_EVERY_S)
             try:
-                doc = await operator.status()
-                rollout = doc["rollout"]
-                # A poll that raced a weight change may answer with the older state: never go back.
-                if self.revision is None or rollout["revision"] >= self.revision:
-                    self.proxy_phase, self.revision = rollout["phase"], rollout["revision"]
-                    self.weight = rollout["weight"]
-                self.mirror_status = doc.get("shadow")
-            except (httpx.HTTPError, RuntimeError, KeyError) as exc:
-                log.debug("status poll failed: %s", exc)
-            await asyncio.sleep(0.5)
+                self._seen(await operator.status())
+            except (httpx.HTTPError, RuntimeError) as exc:  # a slow read is retried, never fatal
+                log.debug("status read failed: %s", exc)
+        self.ended_at = self.elapsed
+
+    def _seen(self, doc: dict[str, Any]) -> None:
+        """Take in a ``/status`` document (or ``{"rollout": state}``); a read that raced a change may be
+        older than what was seen already: never go back."""
+        rollout = doc["rollout"]
+        if self.revision is not None and rollout["revision"] < self.revision:
+            return
+        if "controller" in doc:
+            self.status = doc
+        else:
+            self.status = {**self.status, "rollout": rollout}
+        previous = self.proxy_phase
+        self.proxy_phase, self.revision = rollout["phase"], rollout["revision"]
+        self.weight, self.step = rollout["weight"], rollout.get("step", -1)
+        if self.proxy_phase == "canary" and self.scenario.live_fault and self.fault_at is None:
+            self._inject_fault()
+        if self.proxy_phase == "shadow" and self.shadow_from is None:
+            self.shadow_from = self.elapsed
+        elif previous == "shadow" and self.proxy_phase != "shadow" and self.shadow_until is None:
+            self.shadow_until = self.elapsed
+
+    def _inject_fault(self) -> None:
+        """The scenario's live fault: the candidate changes as it takes its first real traffic."""
+        if self.candidate is not None:
+            model = self.candidate.model
+            model.set_behavior(self.scenario.faulty(model.behavior))
+            self.fault_at = self.elapsed
+            log.info("live fault applied to %s: %s", model.behavior.version, self.scenario.fault_text)
+
+    async def _poll_decisions(self, operator: Operator) -> None:
+        """Keep the timeline fresh about once a second; the view must not depend on it, so errors pass."""
+        while True:
+            if self.rollout_at is not None:
+                try:
+                    self.decisions = await operator.decisions(200)
+                except (httpx.HTTPError, RuntimeError, KeyError) as exc:
+                    log.debug("decisions read failed: %s", exc)
+            await asyncio.sleep(1.0 if self.rollout_at is not None else 0.1)
 
     async def _poll_shadow(self, operator: Operator) -> None:
         """Refresh the shadow panel about once a second from the moment the shadow starts until its
@@ -324,17 +248,72 @@ class Demo:
             await asyncio.sleep(1.0 if self.shadow_from is not None else 0.1)
 
     @property
+    def as_expected(self) -> bool:
+        return self.outcome is not None and self.outcome.as_expected(self.scenario)
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failure or self.stats.errors else 0
-
-
-async def _sleep_until(deadline: float) -> None:
-    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        return 0 if self.as_expected and not self.failure and not self.stats.errors else 1
 
 
 async def _stop(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
     stop.set()
     await task
+
+
+async def tick(every: float, show: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(every)
+        show()
+
+
+@contextlib.contextmanager
+def demo_logging(console: Console | None) -> Iterator[None]:
+    """Quiet per-request and start/stop chatter; with a live view, logs print above it, not through it."""
+    root, quiet = logging.getLogger(), [logging.getLogger(n) for n in ("uvicorn", "rollguard", "httpx")]
+    saved_handlers, saved_levels = root.handlers[:], [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    if console is not None:
+        root.handlers = [RichHandler(console=console, show_path=False)]
+    try:
+        yield
+    finally:
+        root.handlers = saved_handlers
+        for q, level in zip(quiet, saved_levels, strict=True):
+            q.setLevel(level)
+
+
+def summary_doc(demo: Demo) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "scenario": demo.scenario.name,
+        "expect": demo.scenario.expect,
+        "ok": demo.exit_code == 0,
+        "failure": demo.failure,
+        "duration_s": round(demo.elapsed, 3),
+        "rollout_started_s": demo.rollout_at,
+        "ended_s": demo.ended_at,
+        "timed_out": demo.timed_out,
+        **(demo.outcome.to_json() if demo.outcome is not None else {"outcome": None}),
+        **demo.stats.to_json(),
+        "proxy_requests_total": demo.metrics,
+        "steps": [{"step": label, **window} for label, window in step_evidence(demo.decisions)],
+        "artifacts": {
+            name: str(demo.files.out / name) if (demo.files.out / name).exists() else None
+            for name in ARTIFACTS
+        },
+    }
+    if (ev := demo.shadow_final) is not None:
+        doc["shadow"] = {
+            "file": str(demo.files.shadow_eval),
+            "started_s": demo.shadow_from,
+            "ended_s": demo.shadow_until,
+            "requests": demo.shadow_requests,
+            "compared": ev.get("compared", 0),
+            "decision_divergence_pp": ev.get("decision_divergence_pp"),
+            "fields": {v: field_names(ev, v) for v in ("real", "noise", "undecided")},
+        }
+    return doc
 
 
 # -- entry point --------------------------------------------------------------------------------------
@@ -378,7 +357,7 @@ async def _main(args: argparse.Namespace, scenario: Scenario) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """``rollguard demo``; returns the exit code: 0 clean, 1 unexpected errors, 2 bad usage, 130 Ctrl-C."""
+    """``rollguard demo``; the exit code: 0 as the scenario expects, 1 otherwise, 2 bad usage, 130 Ctrl-C."""
     scenario = SCENARIOS.get(args.scenario)
     if scenario is None:
         print(

@@ -1,114 +1,68 @@
-"""The demo's clients of the proxy: open-loop traffic through the data plane, tallied per version, and an
-operator on the admin API (:class:`Operator`: weights, shadow sample, reports, metrics) and on the command
-line (:func:`rollguard_report`).
+"""The demo's side of the proxy: the config and files it runs with (:class:`DemoFiles`), the real proxy
+in-process (:func:`start_proxy`), open-loop traffic through its data plane, tallied per version, and an
+operator on its admin API (:class:`Operator`: rollout moves, status, decisions, reports, metrics) and on
+the command line (:func:`rollguard_report`).
 
 Contract:
 
 - :meth:`TrafficGenerator.run` sends ``rps`` requests per second on a fixed schedule whether or not earlier
   answers have arrived (open loop), with at most ``concurrency`` in flight. A send that finds them all busy
-  is *shed* and counted, never queued: a slow proxy shows up as shed load and latency, not as a quietly
-  lower request rate.
+  is *shed* and counted, never queued: a slow proxy shows up as shed load, not as a quietly lower rate.
 - Each request carries ``x-user-id: u-<n>`` from a fixed pool of users, so the proxy's sticky routing
   keeps a user on one version. A share ``invalid_share`` of bodies breaks the route's contract (a negative
   amount); the proxy must answer those ``400 application/problem+json`` without forwarding them ("rejected
   by contract"). Any other answer to an invalid body is an error.
 - A valid request answered 2xx with ``x-rollguard-version`` counts for that version; any other outcome
   (non-2xx, no version header, connection failure, timeout) is an error.
-- Step attribution (:meth:`TrafficStats.begin_transition` before a weight change, :meth:`begin_step` once the
-  admin API acknowledged it): a request counts towards a step only when it started *and* finished inside
-  that step, so every request in a step's tally was routed under that step's weight and the observed share
-  can be compared exactly with the weight (0% and 100% are exact, not "about").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import random
+import secrets
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import orjson
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ._tasks import TaskSet
-from .sample_model import features_generator
+from .app import serve
+from .cli import ARTIFACTS
+from .config import Config, Listen
+from .demo_scenarios import DEMO_CANARY
+from .sample_model import RunningModel, features_generator
 
 VERSION_HEADER = "x-rollguard-version"
 _PROBLEM = "application/problem+json"
 
 
-@dataclass(slots=True)
-class StepTally:
-    """What one rollout step saw, counting only requests routed under its weight (see module docstring)."""
-
-    label: str
-    weight: float  # the candidate weight in percent the admin API acknowledged
-    by_version: Counter[str] = field(default_factory=Counter)
-    errors: int = 0
-    rejected: int = 0
-
-    @property
-    def answered(self) -> int:
-        return sum(self.by_version.values())
-
-    def share(self, version: str) -> float | None:
-        """Observed share of ``version`` in percent of the answered requests; None before any answer."""
-        return 100.0 * self.by_version[version] / self.answered if self.answered else None
-
-
-@dataclass(frozen=True, slots=True)
-class WindowStats:
-    """One version over the recent window: answered requests, share of all answered, latency in ms."""
-
-    requests: int
-    share: float | None
-    p50: float | None
-    p95: float | None
-    p99: float | None
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in (0, 1]) of already sorted values; None when there are none."""
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
-
-
 class TrafficStats:
-    """Counters since the start, per-step tallies and a recent window, fed by :class:`TrafficGenerator`.
+    """Counters since the start, fed by :class:`TrafficGenerator`.
 
     Single-threaded by design: only the event loop that runs the generator reads or writes it.
     """
 
-    def __init__(self, versions: Sequence[str], *, window_s: float = 5.0, max_window: int = 200_000) -> None:
+    def __init__(self, versions: Sequence[str]) -> None:
         self.versions = tuple(versions)
-        self.window_s = window_s
         self.sent = 0
         self.shed = 0
         self.rejected = 0
         self.by_version: Counter[str] = Counter()
         self.errors_by_version: Counter[str] = Counter()  # "" for errors no version answered
         self.error_samples: deque[str] = deque(maxlen=5)
-        self.steps: list[StepTally] = []
-        self._current: StepTally | None = None
-        self._epoch = 0
-        # (finish time, version, latency ms); the bound only matters if the rate is far above the demo's.
-        self._recent: deque[tuple[float, str, float]] = deque(maxlen=max_window)
-
-    @property
-    def epoch(self) -> int:
-        """Changes at every transition and step start; a request compares it at start and at finish."""
-        return self._epoch
 
     @property
     def errors(self) -> int:
@@ -118,58 +72,27 @@ class TrafficStats:
     def answered(self) -> int:
         return sum(self.by_version.values())
 
-    def begin_transition(self) -> None:
-        """A weight change is about to be requested: nothing in flight from now on belongs to a step."""
-        self._epoch += 1
-        self._current = None
-
-    def begin_step(self, label: str, weight: float) -> StepTally:
-        """The weight change was acknowledged: requests started from now on count towards this step."""
-        self._epoch += 1
-        self._current = StepTally(label=label, weight=weight)
-        self.steps.append(self._current)
-        return self._current
-
-    def _step(self, epoch: int) -> StepTally | None:
-        return self._current if epoch == self._epoch else None
-
-    def answered_ok(self, epoch: int, version: str, latency_ms: float) -> None:
+    def answered_ok(self, version: str) -> None:
         self.by_version[version] += 1
-        self._recent.append((time.monotonic(), version, latency_ms))
-        if (step := self._step(epoch)) is not None:
-            step.by_version[version] += 1
 
-    def rejected_by_contract(self, epoch: int) -> None:
+    def rejected_by_contract(self) -> None:
         self.rejected += 1
-        if (step := self._step(epoch)) is not None:
-            step.rejected += 1
 
-    def error(self, epoch: int, version: str | None, why: str) -> None:
+    def error(self, version: str | None, why: str) -> None:
         self.errors_by_version[version or ""] += 1
         self.error_samples.append(why)
-        if (step := self._step(epoch)) is not None:
-            step.errors += 1
 
-    def window(self, now: float | None = None) -> dict[str, WindowStats]:
-        """Per version over the last ``window_s`` seconds (of ``time.monotonic``)."""
-        now = time.monotonic() if now is None else now
-        while self._recent and self._recent[0][0] < now - self.window_s:
-            self._recent.popleft()
-        latencies: dict[str, list[float]] = {v: [] for v in self.versions}
-        for _, version, ms in self._recent:
-            latencies.setdefault(version, []).append(ms)
-        total = len(self._recent)
-        out: dict[str, WindowStats] = {}
-        for version, values in latencies.items():
-            values.sort()
-            out[version] = WindowStats(
-                requests=len(values),
-                share=100.0 * len(values) / total if total else None,
-                p50=percentile(values, 0.50),
-                p95=percentile(values, 0.95),
-                p99=percentile(values, 0.99),
-            )
-        return out
+    def summary_lines(self) -> list[str]:
+        """What the clients saw, for the demo's summary: totals, requests per version, errors."""
+        baseline, candidate = self.versions
+        return [
+            f"traffic: {self.sent} requests sent: {self.answered} answered by a model, {self.rejected} "
+            f"rejected by contract (400 problem+json), {self.errors} errors, {self.shed} shed",
+            f"  baseline {baseline}: {self.by_version[baseline]} requests",
+            f"  candidate {candidate}: {self.by_version[candidate]} requests",
+            f"  client errors: {self.errors}",
+            *(f"  error: {why}" for why in self.error_samples),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,17 +102,6 @@ class TrafficStats:
             "errors": self.errors,
             "error_samples": list(self.error_samples),
             "shed": self.shed,
-            "steps": [
-                {
-                    "label": st.label,
-                    "weight": st.weight,
-                    "answered": dict(st.by_version),
-                    "candidate_share": st.share(self.versions[1]),
-                    "errors": st.errors,
-                    "rejected": st.rejected,
-                }
-                for st in self.steps
-            ],
         }
 
 
@@ -262,8 +174,6 @@ class TrafficGenerator:
         self._tasks.spawn(self._request(session, orjson.dumps(doc), user, invalid), name="demo-request")
 
     async def _request(self, session: aiohttp.ClientSession, body: bytes, user: str, invalid: bool) -> None:
-        epoch = self.stats.epoch
-        started = time.perf_counter()
         headers = {"content-type": "application/json", "x-user-id": user}
         try:
             async with session.post(self.url, data=body, headers=headers) as resp:
@@ -271,20 +181,121 @@ class TrafficGenerator:
                 status, version = resp.status, resp.headers.get(VERSION_HEADER)
                 content_type = resp.headers.get("content-type", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.stats.error(epoch, None, f"{type(exc).__name__}: {str(exc) or 'no detail'}")
+            self.stats.error(None, f"{type(exc).__name__}: {str(exc) or 'no detail'}")
             return
         finally:
             self.in_flight -= 1
-        latency_ms = (time.perf_counter() - started) * 1000
         if invalid:
             if status == 400 and content_type.startswith(_PROBLEM):
-                self.stats.rejected_by_contract(epoch)
+                self.stats.rejected_by_contract()
             else:
-                self.stats.error(epoch, version, f"invalid body answered {status} {content_type}")
+                self.stats.error(version, f"invalid body answered {status} {content_type}")
         elif 200 <= status < 300 and version:
-            self.stats.answered_ok(epoch, version, latency_ms)
+            self.stats.answered_ok(version)
         else:
-            self.stats.error(epoch, version, f"valid body answered {status} by {version or 'no version'}")
+            self.stats.error(version, f"valid body answered {status} by {version or 'no version'}")
+
+
+class DemoFiles:
+    """Where the demo writes: everything under ``out``, so one folder holds the whole run."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.config, self.token = out, out / "rollguard.yaml", out / "demo-token"
+        self.state = out / "state" / "rollguard-state.json"
+        self.decisions = self.state.with_name(self.state.stem + ".decisions.jsonl")  # the store's naming
+        self.access_log, self.summary = out / "access.log", out / "demo-summary.json"
+        self.shadow_eval = out / "shadow_eval.json"  # written by `rollguard report`
+
+    def prepare(self, baseline: RunningModel, candidate: RunningModel) -> str:
+        """Write config and token, remove an earlier run's files; returns the operator token.
+
+        Only files the demo itself writes are removed, so ``--out`` pointing at a used folder is safe.
+        """
+        (self.out / "state").mkdir(parents=True, exist_ok=True)
+        stale = [self.state, self.decisions, self.access_log, self.summary]
+        stale += [self.out / name for name in ARTIFACTS]  # what `rollguard report` writes here
+        stale += self.state.parent.glob(f".{self.state.name}.*.tmp")
+        for path in stale:
+            path.unlink(missing_ok=True)
+        token = secrets.token_urlsafe(32)
+        self.token.write_text(token + "\n", encoding="utf-8")
+        self.token.chmod(0o600)
+        pii_key = self.out / "pii-key"  # kept across runs: pseudonyms in the demo's logs stay comparable
+        if not pii_key.exists():
+            pii_key.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+            pii_key.chmod(0o600)
+        schemas = resources.files("proxy") / "schemas"
+        doc = {
+            "listen": "127.0.0.1:0",
+            "admin": {
+                "listen": "127.0.0.1:0",
+                "tokens": [{"name": "demo", "role": "operator", "token": f"file:{self.token.name}"}],
+            },
+            "state": {"url": "file:state/rollguard-state.json"},
+            "upstreams": {
+                "baseline": {"url": baseline.url, "version": baseline.model.behavior.version},
+                "candidate": {"url": candidate.url, "version": candidate.model.behavior.version},
+            },
+            "routes": [
+                {
+                    "name": "infer",
+                    "path": "/v1/infer",
+                    "methods": ["POST"],
+                    "request_schema": str(Path(str(schemas / "infer_request.json")).resolve()),
+                    "response_schema": str(Path(str(schemas / "infer_response.json")).resolve()),
+                    "score": "/score",
+                    "sticky_key": "header:x-user-id",
+                    "segment": "/features/region",
+                }
+            ],
+            "canary": dict(DEMO_CANARY),
+            # 0: no mirror outside the shadow phase, and every baseline-answered request during it.
+            "shadow": {"sample": 0, "noise_sample": 0.2, "timeout": "2s"},
+            "logging": {"access_log": self.access_log.name, "pii": {"key": f"file:{pii_key.name}"}},
+        }
+        header = "# Written by `rollguard demo`; rewritten on every run.\n"
+        self.config.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        return token
+
+
+@dataclass(slots=True)
+class RunningProxy:
+    """The real proxy, running as a task of this event loop until :meth:`close`."""
+
+    data_url: str
+    admin_url: str
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def close(self) -> None:
+        self.stop.set()
+        async with asyncio.timeout(20):  # serve drains in-flight requests itself; this bounds a hang
+            await self.task
+
+
+async def start_proxy(config: Config, tasks: TaskSet) -> RunningProxy:
+    """Start ``app.serve`` and return once both listeners accept (or raise its start-up error)."""
+    ready: asyncio.Future[tuple[Listen, Listen]] = asyncio.get_running_loop().create_future()
+
+    def on_ready(data: Listen, admin: Listen) -> None:
+        if not ready.done():
+            ready.set_result((data, admin))
+
+    stop = asyncio.Event()
+    task = tasks.spawn(serve(config, on_ready=on_ready, stop=stop, handle_signals=False), name="demo-proxy")
+    try:
+        waiters: set[asyncio.Future[Any]] = {task, ready}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            task.result()  # raises the start-up error
+            raise RuntimeError("the proxy stopped before it was listening")
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    data, admin = ready.result()
+    return RunningProxy(data_url=f"http://{data}", admin_url=f"http://{admin}", stop=stop, task=task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,21 +323,19 @@ class Operator:
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp
 
-    async def set_weight(self, canary: float, reason: str) -> dict[str, Any]:
-        doc: dict[str, Any] = (
-            await self._call("PUT", "/weights", {"canary": canary, "reason": reason})
-        ).json()
-        return doc
-
     async def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = (await self._call("GET", "/status")).json()
         return doc
 
-    async def set_shadow(self, sample: float, reason: str) -> dict[str, Any]:
-        """``PUT /shadow``: the share (0..1) of baseline-answered requests mirrored to the candidate."""
-        body = {"sample": sample, "reason": reason}
-        doc: dict[str, Any] = (await self._call("PUT", "/shadow", body)).json()
+    async def rollout(self, action: str, reason: str) -> dict[str, Any]:
+        """``POST /rollout/<action>`` (start, pause, resume, promote, rollback, rearm): the new state."""
+        doc: dict[str, Any] = (await self._call("POST", f"/rollout/{action}", {"reason": reason})).json()
         return doc
+
+    async def decisions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """``GET /decisions``: the newest ``limit`` entries of the decision log, newest last."""
+        doc = (await self._call("GET", f"/decisions?limit={limit}")).json()
+        return list(doc["decisions"])
 
     async def report(self, name: str) -> dict[str, Any]:
         """``GET /reports/<name>`` of a JSON artifact (``shadow_eval.json``)."""
@@ -369,9 +378,10 @@ class Operator:
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-async def rollguard_report(admin_url: str, token: str, out: Path) -> None:
+async def rollguard_report(admin_url: str, token: str, out: Path) -> list[str]:
     """Run ``rollguard report --out <out>`` (an absolute path) against ``admin_url`` as an operator would,
     with the token in its environment: the demo's artifacts are what that command writes, not a copy.
+    Returns the lines it printed (``wrote <path>``, ``<name>: not available from this proxy``).
 
     Raises RuntimeError with the tail of its stderr when it fails; kills it after a minute or on Ctrl-C.
     """
@@ -380,12 +390,12 @@ async def rollguard_report(admin_url: str, token: str, out: Path) -> None:
         cwd=_PACKAGE_ROOT,
         env={**os.environ, "ROLLGUARD_TOKEN": token},
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(60):
-            _, err = await proc.communicate()
+            printed, err = await proc.communicate()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):  # it may have ended by itself meanwhile
             proc.kill()
@@ -393,3 +403,4 @@ async def rollguard_report(admin_url: str, token: str, out: Path) -> None:
         raise
     if proc.returncode != 0:
         raise RuntimeError(f"rollguard report exited {proc.returncode}: {err.decode()[-300:].strip()}")
+    return printed.decode(errors="replace").splitlines()

@@ -25,8 +25,9 @@ def canary_plan(config: Config) -> str:
         or "| — | — | — | — | — | — |"
     )
     shadow = (
-        f"Before the first step the candidate answers mirrored traffic (`shadow.sample` "
-        f"{s.sample:g}, or every baseline-answered request if that is 0) until {c.shadow_samples} pairs have "
+        "Before the first step the candidate answers mirrored traffic ("
+        + (f"`shadow.sample` {s.sample:g}" if s.sample > 0 else "every baseline-answered request")
+        + f") until {c.shadow_samples} pairs have "
         f"been compared; it must keep paired decision divergence within {g.decision_delta_pp:g} pp (95% "
         f"interval), its failure rate within {100 * g.error_rate:g}% and its p95 within "
         f"{g.latency_p95_ms:g} ms."

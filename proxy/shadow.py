@@ -22,13 +22,16 @@ from .shadow_eval import ShadowEvaluation, identity
 
 def answer_of(att: Attempt, route: RouteConfig) -> Answer:
     """The comparable view of one attempt."""
-    decision = None if att.score is None else att.score >= route.decision_threshold
+    # An answer that breaks the contract has no trustworthy score: it counts as a contract failure, not
+    # as a decision (a broken score of 1.7 is no "positive decision").
+    score = att.score if att.violation is None else None
+    decision = None if score is None else score >= route.decision_threshold
     return Answer(
         status=att.status or att.upstream_status or (att.error.status if att.error is not None else 0),
         doc=att.doc,
         schema_valid=None if att.data is None else att.violation is None,
         latency_s=att.elapsed,
-        score=att.score,
+        score=score,
         decision=decision,
         error=att.failure_kind if att.failure_kind not in (None, "contract") else None,
     )

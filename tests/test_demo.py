@@ -1,8 +1,10 @@
-"""``rollguard demo`` end to end, as a user runs it: a child process, plain output, its files on disk.
+"""``rollguard demo`` end to end, as a user runs it: child processes, plain output, their files on disk.
 
-The module's run lasts 12s at 150 requests/s: its 4s shadow phase mirrors ~590 requests and sends ~120 of
-them to the baseline twice (noise_sample 0.2), well above the noise learner's 50 samples per field, so the
-fields get a verdict in every run.
+Every scenario runs once per module, one after the other: models, proxy and clients of one run share one
+process, so two runs at once on two cores slow each other's answers, which is what the latency gates
+measure. ``good`` promotes in ~10-15 s and the others roll back within a few seconds of the start, so the
+module takes about a minute. The controller, not the demo, moves the rollout: the assertions read its
+decisions back from the output, the decision log and the artifacts that ``rollguard report`` wrote.
 """
 
 from __future__ import annotations
@@ -11,199 +13,264 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-STEP = re.compile(
-    r"^  (shadow|step \d+/\d+)\s+weight\s+([\d.]+)%\s+candidate share\s+([\d.]+)% of (\d+) requests", re.M
+pytestmark = pytest.mark.timeout(300)  # the module fixture runs every scenario before the first test
+
+RPS = "300"
+EXPECTED = {
+    "good": ("PROMOTED", ()),
+    "latency": ("ROLLED BACK", ("latency_p95",)),
+    "errors": ("ROLLED BACK", ("error_rate", "trip-wire")),
+    "drift": ("ROLLED BACK", ("decision_delta",)),
+    "schema": ("ROLLED BACK", ("error_rate", "trip-wire")),
+}
+OUTCOME = re.compile(
+    r"^outcome: (PROMOTED|ROLLED BACK) after ([\d.]+)s by (\S+)(?: on (.+?))? \((.+)\)$", re.M
 )
-PLAIN = re.compile(r"^\[\s*\d+\.\d+s\] (.*)$", re.M)
+PLAIN = re.compile(r"^\[\s*(\d+\.\d+)s\] (.*)$", re.M)
+# What an earlier run leaves behind in the folder of the run that checks a rerun starts clean.
+STALE = {
+    "revision": 40,
+    "rollout_id": "0123456789abcdef",
+    "phase": "promoted",
+    "weight_bp": 10_000,
+    "candidate_version": "v2",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    scenario: str
+    returncode: int
+    stdout: str
+    stderr: str
+    out: Path
+
+    @property
+    def text(self) -> str:
+        return f"exit {self.returncode}\n{self.stdout}\n{self.stderr}"
+
+    def decisions(self) -> list[dict[str, Any]]:
+        log = self.out / "state" / "rollguard-state.decisions.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    def summary(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads((self.out / "demo-summary.json").read_text())
+        return doc
+
+
+def _seed_stale_run(out: Path) -> None:
+    (out / "state").mkdir(parents=True)
+    (out / "state" / "rollguard-state.json").write_text(json.dumps(STALE))
+    (out / "state" / "rollguard-state.decisions.jsonl").write_text(json.dumps({"state": STALE}) + "\n")
+    (out / "shadow_eval.json").write_text(json.dumps({"rollout_id": STALE["rollout_id"], "routes": {}}))
+    (out / "notes.txt").write_text("not the demo's")
+
+
+def _demo(scenario: str, out: Path, *extra: str) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy", "demo", "--scenario", scenario, "--plain"]
+        + ["--rps", RPS, "--duration", "90", "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    return Run(scenario, proc.returncode, proc.stdout, proc.stderr, out)
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "demo",
-            "--duration",
-            "12",
-            "--rps",
-            "150",
-            "--plain",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    base = tmp_path_factory.mktemp("demo")
+    _seed_stale_run(base / "drift")
+    return {name: _demo(name, base / name) for name in EXPECTED}
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_each_scenario_ends_as_its_name_says(runs: dict[str, Run], scenario: str) -> None:
+    run = runs[scenario]
+    assert run.returncode == 0, run.text
+    assert "result: OK" in run.stdout, run.text
+    label, causes = EXPECTED[scenario]
+    m = OUTCOME.search(run.stdout)
+    assert m is not None, run.text
+    outcome, seconds, actor, named, verdict = m.groups()
+    assert outcome == label and verdict == "as expected", run.text
+    assert float(seconds) < 60, run.text
+    assert actor in ("controller", "tripwire"), run.text
+    if causes:
+        assert named is not None and set(named.split(", ")) & set(causes), run.text
+    # The state's reason is the deciding decision's: it names the cause, in its own words.
+    state = json.loads((run.out / "state" / "rollguard-state.json").read_text())
+    assert state["phase"] == ("promoted" if label == "PROMOTED" else "rolled_back"), state
+    reason = {
+        "good": "promoting",
+        "latency": "p95",
+        "errors": "fail",
+        "drift": "decisions differ",
+        "schema": "fail",
+    }[scenario]
+    assert reason in state["reason"] or "decision_delta" in state["reason"], state["reason"]
+    summary = run.summary()
+    assert summary["ok"] is True and summary["time_to_decision_s"] > 0, summary
+    assert bool(summary["causes"]) == bool(causes), summary
+    assert summary["outcome"] == label and summary["phase"] == state["phase"]
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_no_client_ever_sees_an_error(runs: dict[str, Run], scenario: str) -> None:
+    run = runs[scenario]
+    assert re.search(r"^  client errors: 0$", run.stdout, re.M), run.text
+    assert re.search(r"\b0 errors\b", run.stdout), run.text
+    assert re.search(r"\b[1-9]\d* rejected by contract\b", run.stdout), "the ~2% invalid requests"
+    summary = run.summary()
+    assert summary["errors"] == 0, summary
+    # Shed sends are the client's own limit (64 in flight) after a pause of the shared event loop, never
+    # an answer; a few are possible on a busy machine, many would mean the proxy could not keep up.
+    assert summary["shed"] <= summary["sent"] // 50, summary
+    # The proxy's own count (GET /metrics) agrees with what the clients saw.
+    answered = summary["answered"]
+    assert isinstance(answered, dict)
+    totals = summary["proxy_requests_total"]
+    assert isinstance(totals, dict)
+    assert {v: totals.get(v, 0) for v in answered} == answered, summary
+
+
+@pytest.mark.parametrize("scenario", ["errors", "schema"])
+def test_a_fault_only_live_traffic_reaches_is_caught_in_canary_and_hidden_by_the_fallback(
+    runs: dict[str, Run], scenario: str
+) -> None:
+    run = runs[scenario]
+    assert "live fault applied to v2 as the canary began" in run.stdout, run.text
+    fell_back = re.search(r"^fallback: (\d+) failed candidate attempts", run.stdout, re.M)
+    assert fell_back is not None and int(fell_back[1]) > 0, run.text
+    kind = {"errors": "http_5xx", "schema": "contract"}[scenario]
+    assert (
+        f"({kind} " in fell_back.string[fell_back.start() : fell_back.string.index("\n", fell_back.start())]
     )
-    return proc, out
+    deciding = [d for d in run.decisions() if d["action"] == "ROLLBACK"]
+    assert len(deciding) == 1 and deciding[0]["before"]["phase"] == "canary", deciding
 
 
-def test_demo_exits_cleanly_and_both_versions_served(
-    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+@pytest.mark.parametrize("scenario", ["latency", "drift"])
+def test_a_fault_the_shadow_sees_is_caught_before_any_client_meets_it(
+    runs: dict[str, Run], scenario: str
 ) -> None:
-    proc, _ = demo_run
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "result: OK" in proc.stdout
-    served = {
-        m[0]: int(m[1])
-        for m in re.findall(r"^\s+(?:baseline|candidate) (v\d): (\d+) requests$", proc.stdout, re.M)
-    }
-    assert served.keys() == {"v1", "v2"}, proc.stdout
-    assert served["v1"] > 0 and served["v2"] > 0
-    assert re.search(r"\b0 errors\b", proc.stdout), proc.stdout
-    assert re.search(r"\b[1-9]\d* rejected by contract\b", proc.stdout), (
-        "the ~2% invalid requests were not rejected"
+    run = runs[scenario]
+    rollback = [d for d in run.decisions() if d["action"] == "ROLLBACK"]
+    assert len(rollback) == 1 and rollback[0]["actor"] == "controller", rollback
+    assert rollback[0]["before"]["phase"] == "shadow", rollback
+    assert re.search(r"^  candidate v2: 0 requests$", run.stdout, re.M), run.text
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_artifacts_are_written_by_rollguard_report(runs: dict[str, Run], scenario: str) -> None:
+    run = runs[scenario]
+    plan = (run.out / "canary_plan.md").read_text()
+    assert "10% -> 25% -> 50% -> 100%" in plan, plan
+    assert "500 pairs" in plan and "10 pp" in plan, plan
+    decisions = (run.out / "rollout_decision.txt").read_text()
+    final = "PROMOTE" if scenario == "good" else "ROLLBACK"
+    assert re.search(rf"^\S+\s+{final}\s+by (controller|tripwire)", decisions, re.M), decisions
+    assert re.search(r"^\S+\s+start\s+by demo", decisions, re.M), decisions
+    assert json.loads((run.out / "shadow_eval.json").read_text())["versions"]["candidate"] == "v2"
+    assert not (run.out / "staging_report.json").exists()
+    assert re.search(r"^  staging_report.json\s+not available", run.stdout, re.M), run.text
+    for name in ("shadow_eval.json", "canary_plan.md", "rollout_decision.txt"):
+        assert re.search(rf"^  {re.escape(name)}\s+{re.escape(str(run.out / name))}$", run.stdout, re.M)
+
+
+def test_good_walks_shadow_and_every_step_then_promotes(runs: dict[str, Run]) -> None:
+    run = runs["good"]
+    entries = run.decisions()
+    moves = [(d["action"], d["actor"], d["weight"]) for d in entries if d["action"] != "HOLD"]
+    assert moves == [
+        ("start", "demo", 0.0),
+        ("PROCEED", "controller", 10.0),  # out of the shadow
+        ("PROCEED", "controller", 25.0),
+        ("PROCEED", "controller", 50.0),
+        ("PROMOTE", "controller", 100.0),
+    ], moves
+    assert all(d["gates"] for d in entries if d["actor"] == "controller")
+    # The shadow phase's evidence: the candidate answered no client while it was shadowed.
+    proceed = next(d for d in entries if d["action"] == "PROCEED")
+    assert proceed["before"]["phase"] == "shadow"
+    assert proceed["window"]["candidate"]["requests"] == 0
+    steps = re.findall(
+        r"^  (shadow|\d+%)\s+[\d.]+s  v1 (\d+) requests .* v2 (\d+) requests", run.stdout, re.M
     )
-    # One plain status line per second while traffic runs (what CI sees instead of the live view); during
-    # the shadow phase it carries the shadow's figures, and only then.
-    lines = PLAIN.findall(proc.stdout)
-    assert len(lines) >= 10, proc.stdout
-    shadow_lines = [line for line in lines if line.startswith("shadow weight 0%")]
-    assert any(re.search(r"\| shadow sent=[1-9]\d* compared=[1-9]\d* div=", x) for x in shadow_lines), lines
-    assert not any("shadow sent=" in line for line in lines if line.startswith("canary")), lines
+    assert [s[0] for s in steps] == ["shadow", "10%", "25%", "50%"], run.text
+    assert all(int(v2) > 0 for label, _, v2 in steps if label != "shadow"), steps
+    # The timeline in the summary lists the same moves, HOLDs folded.
+    timeline = run.stdout[run.stdout.index("decision timeline") :]
+    assert re.search(r"PROMOTE\s+by controller\s+100%", timeline), timeline
 
 
-def test_observed_share_matches_the_weight_at_both_ends(
-    demo_run: tuple[subprocess.CompletedProcess[str], Path],
-) -> None:
-    proc, _ = demo_run
-    steps = [
-        (label, float(weight), float(share), int(n)) for label, weight, share, n in STEP.findall(proc.stdout)
-    ]
-    assert [(label, weight) for label, weight, _, _ in steps] == [
-        ("shadow", 0),
-        ("step 1/5", 1),
-        ("step 2/5", 5),
-        ("step 3/5", 25),
-        ("step 4/5", 50),
-        ("step 5/5", 100),
-    ], proc.stdout
-    # Every request in a step's tally was routed under that step's weight, so the ends are exact: the
-    # candidate answered no client while it was shadowed, and every client at 100%.
-    assert steps[0][2] == 0.0 and steps[0][3] > 0
-    assert steps[-1][2] == 100.0 and steps[-1][3] > 0
-    summary = json.loads((demo_run[1] / "demo-summary.json").read_text())
-    assert summary["steps"][-1]["weight"] == 100 and summary["steps"][-1]["candidate_share"] == 100.0
-
-
-def test_state_decision_log_and_summary_on_disk(
-    demo_run: tuple[subprocess.CompletedProcess[str], Path],
-) -> None:
-    proc, out = demo_run
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    state = json.loads((out / "state" / "rollguard-state.json").read_text())
-    assert state["weight_bp"] == 10_000 and state["candidate_version"] == "v2"
-    lines = (out / "state" / "rollguard-state.decisions.jsonl").read_text().splitlines()
-    entries = [json.loads(line) for line in lines]
-    # Shadow on then off at weight 0, both through the admin API, then the canary walk.
-    assert [(e["action"], e["state"]["shadow_sample"], e["weight"]) for e in entries] == [
-        ("set_shadow_sample", 1.0, 0),
-        ("set_shadow_sample", 0.0, 0),
-        ("set_weight", 0.0, 1),
-        ("set_weight", 0.0, 5),
-        ("set_weight", 0.0, 25),
-        ("set_weight", 0.0, 50),
-        ("set_weight", 0.0, 100),
-    ]
-    assert all(e["actor"] == "demo" for e in entries)
-    assert (out / "access.log").stat().st_size > 0
-    summary = json.loads((out / "demo-summary.json").read_text())
-    assert summary["ok"] is True and summary["errors"] == 0
-    # The proxy's own count (GET /metrics) agrees with what the client saw.
-    assert {v: summary["proxy_requests_total"][v] for v in ("v1", "v2")} == summary["answered"]
-    token = (out / "demo-token").read_text().strip()
-    assert token and token not in proc.stdout + proc.stderr + (out / "rollguard.yaml").read_text()
-
-
-def test_shadow_eval_written_like_rollguard_report(
-    demo_run: tuple[subprocess.CompletedProcess[str], Path],
-) -> None:
-    proc, out = demo_run
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads((out / "shadow_eval.json").read_text())
-    assert doc["versions"] == {"baseline": "v1", "candidate": "v2"}
+def test_good_shadow_eval_and_noise(runs: dict[str, Run]) -> None:
+    run = runs["good"]
+    doc = json.loads((run.out / "shadow_eval.json").read_text())
     ev = doc["routes"]["infer"]
-    assert ev["compared"] > 0 and ev["noise_pairs"] >= 50, ev
+    assert ev["compared"] >= 500 and ev["noise_pairs"] >= 50, ev
     fields = {
         verdict: {f["field"] for f in ev["fields"][verdict]} for verdict in ("real", "noise", "undecided")
     }
     # The candidate's small drift moves every score: a real difference, never taken for noise.
     assert "/score" in fields["real"] | fields["undecided"] and "/score" not in fields["noise"], fields
-    # Ids and timestamps differ between two answers of the baseline too: noise.
     assert {"/prediction_id", "/served_at"} <= fields["noise"], fields
-    assert ev["errors"]["candidate"] == {} and ev["schema_violations"]["candidate"] == 0
-    # A small, real divergence: some decisions flip, far from all.
     lo, hi = ev["decision_divergence_pp"]["ci95"]
-    assert 0 <= lo <= ev["decision_divergence_pp"]["value"] <= hi < 20, ev["decision_divergence_pp"]
-    assert {s["segment"] for s in ev["segments"]} <= {"br-se", "br-ne", "br-s", "us-east", "eu-west", "other"}
-    # The summary names the file and the verdicts, and the demo summary records the same figures.
-    assert f"written by `rollguard report` to {out / 'shadow_eval.json'}" in proc.stdout
-    assert re.search(r"^    real\s+.*/score", proc.stdout, re.M) or "/score" in fields["undecided"], (
-        proc.stdout
+    assert 0 <= lo <= ev["decision_divergence_pp"]["value"] <= hi < 10, ev["decision_divergence_pp"]
+    assert f"written by `rollguard report` to {run.out / 'shadow_eval.json'}" in run.stdout
+
+
+def test_plain_mode_prints_a_line_a_second(runs: dict[str, Run]) -> None:
+    run = runs["good"]
+    lines = PLAIN.findall(run.stdout)
+    assert len(lines) >= 5, run.text
+    assert all(
+        re.match(r"(-|shadow|canary step \d/4|promoted) weight (-|\d+%) \| last ", x) for _, x in lines
     )
-    assert re.search(r"^    noise\s+.*/prediction_id", proc.stdout, re.M), proc.stdout
-    assert re.search(r"decisions\s+divergence [\d.]+ pp \[[\d.]+, [\d.]+\] 95%", proc.stdout), proc.stdout
-    summary = json.loads((out / "demo-summary.json").read_text())["shadow"]
-    assert summary["compared"] == ev["compared"] and summary["file"] == str(out / "shadow_eval.json")
-    assert summary["requests"]["sent"] >= ev["pairs_total"] and summary["requests"].get("dropped", 0) == 0
+    assert any(x.startswith("canary step 1/4 weight 10%") for _, x in lines), lines
+    assert any(re.search(r"\| shadow sent=[1-9]\d* compared=[1-9]\d* div=", x) for _, x in lines), lines
+    assert not any("shadow sent=" in x for _, x in lines if x.startswith("canary")), lines
+    assert any("last PROCEED by controller" in x for _, x in lines), lines
 
 
-def test_a_rerun_starts_from_a_clean_state(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    (out / "state").mkdir(parents=True)
-    # What an earlier run leaves behind: the candidate at 100% and a long decision log.
-    stale = {
-        "revision": 40,
-        "rollout_id": "0123456789abcdef",
-        "phase": "paused",
-        "weight_bp": 10_000,
-        "candidate_version": "v2",
-    }
-    (out / "state" / "rollguard-state.json").write_text(json.dumps(stale))
-    (out / "state" / "rollguard-state.decisions.jsonl").write_text(json.dumps({"state": stale}) + "\n")
-    (out / "shadow_eval.json").write_text(json.dumps({"rollout_id": stale["rollout_id"], "routes": {}}))
-    (out / "notes.txt").write_text("not the demo's")
+def test_a_rerun_starts_from_a_clean_state(runs: dict[str, Run]) -> None:
+    run = runs["drift"]  # its folder held a promoted rollout of an earlier run
+    entries = run.decisions()
+    assert entries[0]["action"] == "start" and entries[0]["before"]["revision"] == 1
+    assert json.loads((run.out / "shadow_eval.json").read_text())["rollout_id"] != STALE["rollout_id"]
+    assert (run.out / "notes.txt").read_text() == "not the demo's"  # only the demo's own files are replaced
+    token = (run.out / "demo-token").read_text().strip()
+    assert token and token not in run.stdout + run.stderr + (run.out / "rollguard.yaml").read_text()
+    assert "pii:\n    key: file:pii-key" in (run.out / "rollguard.yaml").read_text()
+
+
+def test_a_rollout_that_does_not_end_in_time_is_exit_1(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "demo",
-            "--duration",
-            "1.2",
-            "--rps",
-            "50",
-            "--plain",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "proxy", "demo", "--duration", "1", "--rps", "50", "--plain"]
+        + ["--out", str(tmp_path / "d")],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    entries = [
-        json.loads(x) for x in (out / "state" / "rollguard-state.decisions.jsonl").read_text().splitlines()
-    ]
-    assert [(e["before"]["revision"], e["weight"]) for e in entries][0] == (1, 0)  # from a fresh state
-    assert [e["action"] for e in entries] == ["set_shadow_sample"] * 2 + ["set_weight"] * 5
-    assert json.loads((out / "shadow_eval.json").read_text())["rollout_id"] != stale["rollout_id"]
-    assert (out / "notes.txt").read_text() == "not the demo's"  # only the demo's own files are replaced
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "outcome: UNDECIDED (still shadow)" in proc.stdout and "NOT as expected" in proc.stdout
+    assert "result: FAILED (unexpected outcome)" in proc.stdout
+    assert "had not ended when --duration (1s) ran out" in proc.stdout
 
 
 def test_bad_usage_is_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "proxy", "demo", "--duration", "0", "--plain", "--out", str(tmp_path / "d")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert proc.returncode == 2
-    assert "--duration" in proc.stderr
+    for bad in (["--duration", "0"], ["--scenario", "nope"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "proxy", "demo", *bad, "--plain", "--out", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 2
+        assert bad[0] in proc.stderr
