@@ -15,7 +15,7 @@ import pytest
 from proxy.retry import RetryBudget
 from proxy.sample_model import ModelBehavior
 from tests.conftest import Models, config_doc, write_config
-from tests.faulty_upstream import Fault, FaultyUpstream
+from tests.faulty_upstream import Fault, FaultyUpstream, refused_url
 from tests.helpers import VALID_BODY, metric_samples, raw_http_server, rss_kib, sample
 
 
@@ -183,25 +183,29 @@ def _fds(pid: int) -> int:
 @pytest.mark.parametrize(
     "fault",
     [
+        None,  # connection refused
         Fault.RESET_BEFORE_HEADERS,
         Fault.RESET_MID_BODY,
         Fault.HANG_BEFORE_HEADERS,
+        Fault.HANG_MID_BODY,
         Fault.GARBAGE,
+        Fault.DUPLICATE_CONTENT_LENGTH,
         Fault.STATUS_500,
     ],
 )
 async def test_a_thousand_faults_leak_nothing(
-    tmp_path: Path, models: Models, proxy_process: Any, fault: Fault
+    tmp_path: Path, models: Models, proxy_process: Any, fault: Fault | None
 ) -> None:
-    async with FaultyUpstream(fault) as faulty:
+    async with FaultyUpstream(fault or Fault.OK) as faulty:
+        url = faulty.url if fault is not None else refused_url()
         doc = config_doc(
             tmp_path,
-            faulty.url,
+            url,
             models.candidate.url,
             logging={"access_log": "off"},
             upstreams={
                 "baseline": {
-                    "url": faulty.url,
+                    "url": url,
                     "version": "v1",
                     "timeout": "100ms",
                     "retries": {"attempts": 0},
