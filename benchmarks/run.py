@@ -4,7 +4,8 @@
 
 Each row starts a static nginx "model server" pair (baseline v1, candidate v2), the proxy under test, waits
 until they answer, warms up, runs wrk with a small JSON POST, and stops everything again. Shadow rows also
-mirror to the candidate (or to a hung server) and watch the proxy's resident memory. See README.md.
+mirror to the candidate (or to a hung server) and watch the proxy's resident memory; overload rows run 3x
+the connections and read the admitted requests' latency from rollguard's own histogram. See README.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 import jsonschema
 import machine
 import nginx_conf
+import overload
 import procs
 import wrk
 import yaml
@@ -77,6 +79,15 @@ CONTRACTS_MIN_RPS_RATIO = 0.85  # rollguard_full req/s over rollguard_bare
 # Fallback rows: canary 10 to a candidate that refuses every connection; no rollout, so the weight stays.
 FALLBACK_ROWS = ("rollguard_candidate_down_fallback", "rollguard_candidate_down_nofallback")
 FALLBACK_WEIGHT = 10
+# Overload rows (the "Resilience" issue): rollguard_bare's config at the usual load, then at OVERLOAD_FACTOR
+# x the connections with the data listener's max_concurrency near the normal row's connections (shedding)
+# and with it practically off. wrk is a closed loop: it cannot offer 3x a saturated proxy's rate, only 3x the
+# requests outstanding at once, which is what a limit on requests in flight sees. See README.md.
+OVERLOAD_BASE = "rollguard_normal"
+OVERLOAD_ROWS = ("rollguard_overload_shed", "rollguard_overload_noshed")
+OVERLOAD_FACTOR = 3
+OVERLOAD_NO_LIMIT = 100_000  # max_concurrency of the no-shedding row: never reached
+OVERLOAD_MAX_P99_RATIO = 2.0  # admitted p99 under overload over the normal row's, with shedding
 RSS_SAMPLE_S = 1.0
 RSS_KEYS = ("rss_start_mib", "rss_end_mib", "rss_growth_mib", "rss_late_growth_mib")
 # Signs in rollguard's stderr that the command itself is missing, as opposed to failing on our config.
@@ -109,6 +120,7 @@ class Upstreams:
 class RunContext:
     tmp: Path  # this row's own directory: configs, nginx prefixes, server logs
     pinning: Pinning
+    connections: int = 50  # the run's --connections (the normal load), whatever this row's own load is
     upstreams: Upstreams | None = None
     servers: list[procs.Server] = field(default_factory=list)  # everything this row started
 
@@ -121,6 +133,7 @@ class Target:
     cmd: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     proxy: procs.Server | None = None  # the process (tree) under test, for its resident memory
+    before_window: Callable[[], None] | None = None  # called right before the measured window
     after_window: Callable[[], dict[str, Any]] | None = None  # read right after the measured window
 
 
@@ -137,6 +150,7 @@ class Row:
     start: Callable[[RunContext, contextlib.ExitStack], Target]
     group: str = "core"  # the group it is listed under
     also_in: tuple[str, ...] = ()  # other groups that run it, as an anchor for their ratios
+    load_factor: int = 1  # wrk connections = --connections x this (overload rows: 3)
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -295,13 +309,15 @@ def rollguard_config(
     access_log: bool = True,
     pii_key_file: Path | None = None,
     canary: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """PRODUCT.md §2, only the keys a deployment must set; everything else stays at rollguard's defaults.
     Shadow rows add a `shadow:` section and may point the candidate at the hung server.
 
     `contracts` is what the route checks: "response" (response schema + score: the core and shadow rows),
     "none", or "all" (request schema too). `access_log` False is `logging.access_log: "off"`; a
-    `pii_key_file` is read by rollguard as `logging.pii.key: file:...`. `canary` adds canary keys."""
+    `pii_key_file` is read by rollguard as `logging.pii.key: file:...`. `canary` adds canary keys,
+    `limits` a `limits:` section."""
     assert ctx.upstreams is not None
     up, work = ctx.upstreams, ctx.tmp
     checks: dict[str, Any] = {}
@@ -334,6 +350,8 @@ def rollguard_config(
     }
     if shadow is not None:
         config["shadow"] = shadow
+    if limits is not None:
+        config["limits"] = limits
     return config
 
 
@@ -505,6 +523,31 @@ def candidate_down_row(fallback: bool) -> Callable[[RunContext, contextlib.ExitS
     return start
 
 
+def overload_row(shed: bool | None) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """rollguard_bare's config (all traffic to the baseline, no contracts, access log off) with the data
+    listener's `limits.max_concurrency` left at its default (`shed` None: the normal row), set near the
+    normal row's connections (the smallest power of two at or above them: 64 for 50), or set out of reach
+    (100000). Every one reads the admitted requests' latency from rollguard's own histogram."""
+
+    def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+        limits = None
+        if shed is not None:
+            limit = overload.ceil_pow2(ctx.connections) if shed else OVERLOAD_NO_LIMIT
+            limits = {"max_concurrency": limit}
+        return start_rollguard(
+            ctx,
+            stack,
+            canary_weight=0,
+            shadow=shadow_section(0.0),
+            contracts="none",
+            access_log=False,
+            limits=limits,
+            admitted_window=True,
+        )
+
+    return start
+
+
 def refusing_url(stack: contextlib.ExitStack) -> str:
     """A URL whose port refuses connections: a socket bound to it but never listening, held for the row,
     so nobody else on a shared machine can take the port meanwhile (a connect gets RST, not a timeout)."""
@@ -533,6 +576,8 @@ def start_rollguard(
     access_log: bool = True,
     pii_key_file: Path | None = None,
     canary: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    admitted_window: bool = False,
     probe_may_fail: bool = False,
 ) -> Target:
     exe = Path(sys.executable).parent / "rollguard"
@@ -551,6 +596,7 @@ def start_rollguard(
         access_log=access_log,
         pii_key_file=pii_key_file,
         canary=canary,
+        limits=limits,
     )
     config_path = work / "rollguard.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -579,8 +625,20 @@ def start_rollguard(
         readers.append(functools.partial(rollguard_fallback_counts, admin_port))
     if access_log and pii_key_file is not None:
         readers.append(functools.partial(access_log_summary, work / "access.log"))
+    before = None
+    if admitted_window:  # /metrics right before and right after the window: the admitted requests' latency
+        meter = overload.AdmittedWindow(functools.partial(rollguard_metrics, admin_port))
+        before = meter.before
+        readers.append(meter.after)
     after = functools.partial(_merged, readers) if readers else None
-    return Target(port, cmd, {"config": config, "probe_status": status}, proxy=server, after_window=after)
+    return Target(
+        port,
+        cmd,
+        {"config": config, "probe_status": status},
+        proxy=server,
+        before_window=before,
+        after_window=after,
+    )
 
 
 def _merged(readers: list[Callable[[], dict[str, Any]]]) -> dict[str, Any]:
@@ -689,11 +747,32 @@ ROWS = (
         candidate_down_row(fallback=False),
         "fallback",
     ),
+    # Overload rows: the normal load, then 3x the connections with and without shedding.
+    Row(
+        OVERLOAD_BASE,
+        "rollguard_bare's config (max_concurrency default) at the usual connections (the overload base)",
+        overload_row(shed=None),
+        "overload",
+    ),
+    Row(
+        OVERLOAD_ROWS[0],
+        "the same, max_concurrency near the normal connections, 3x the connections (shedding)",
+        overload_row(shed=True),
+        "overload",
+        load_factor=OVERLOAD_FACTOR,
+    ),
+    Row(
+        OVERLOAD_ROWS[1],
+        f"the same, max_concurrency {OVERLOAD_NO_LIMIT}, 3x the connections (no shedding)",
+        overload_row(shed=False),
+        "overload",
+        load_factor=OVERLOAD_FACTOR,
+    ),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 GROUPS = {
     group: tuple(r.name for r in ROWS if group in r.groups)
-    for group in ("core", "shadow", "contracts", "fallback")
+    for group in ("core", "shadow", "contracts", "fallback", "overload")
 }
 
 
@@ -701,7 +780,13 @@ GROUPS = {
 
 
 def run_row(row: Row, ctx: RunContext, connections: int, duration_s: float) -> dict[str, Any]:
-    result: dict[str, Any] = {"name": row.name, "description": row.description, "groups": list(row.groups)}
+    connections *= row.load_factor
+    result: dict[str, Any] = {
+        "name": row.name,
+        "description": row.description,
+        "groups": list(row.groups),
+        "connections": connections,
+    }
     # Fresh upstreams per row: no row inherits another's connections, buffers or warm caches.
     with contextlib.ExitStack() as stack:
         try:
@@ -710,6 +795,8 @@ def run_row(row: Row, ctx: RunContext, connections: int, duration_s: float) -> d
             url = f"http://{procs.HOST}:{target.port}{PATH}"
             wrk.run(url, connections, WARMUP_S, ctx.pinning.load_cpu)  # pools filled, code paths hot
             with _watch_memory(target) as rss:
+                if target.before_window is not None:
+                    target.before_window()
                 cpu_before, procs_before = machine.cpu_times(), machine.process_cpu()
                 measured, raw = wrk.run(url, connections, duration_s, ctx.pinning.load_cpu)
                 usage = machine.cpu_usage(cpu_before, machine.cpu_times())
@@ -838,7 +925,13 @@ def compute_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | No
         return {n: (round(values[n] / base, 4) if base and n in values else None) for n in names}
 
     names = [r["name"] for r in rows]
-    ratios = {f"vs_{anchor}": over(rps, anchor, names) for anchor in ("minimal_asgi", "nginx_split")}
+    # The overload rows run 3x the connections, and the shedding row's req/s counts its 503s: no anchor
+    # ratio for them (None, shown as "-"); rollguard_normal has one.
+    same_load = [n for n in names if n not in OVERLOAD_ROWS]
+    ratios = {
+        f"vs_{anchor}": over(rps, anchor, same_load) | dict.fromkeys(OVERLOAD_ROWS, None)
+        for anchor in ("minimal_asgi", "nginx_split")
+    }
     shadow = [r["name"] for r in rows if "shadow" in r["groups"]]
     if shadow:
         ratios[f"vs_{SHADOW_BASE}"] = over(rps, SHADOW_BASE, shadow)
@@ -989,6 +1082,67 @@ def fallback_targets(summary: dict[str, Any], rows: list[dict[str, Any]]) -> lis
     return checks
 
 
+def overload_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per overload row: wrk's view of every answer (req/s, non-2xx and their share, p99) next to
+    rollguard's view of the admitted requests over the same window (count, rate, p50 and p99 from its
+    histogram, mean in flight) and of the shed ones (the data listener's 503s), and the admitted p99
+    over the normal row's."""
+    names = (OVERLOAD_BASE, *OVERLOAD_ROWS)
+    ok = {r["name"]: r for r in rows if r["name"] in names and r["status"] == "ok"}
+    base = ok.get(OVERLOAD_BASE, {}).get("admitted", {})
+    base_p99 = base.get("p99_ms")
+    out: dict[str, Any] = {"base": OVERLOAD_BASE, "rows": {}}
+    for name, r in ok.items():
+        admitted = r.get("admitted", {})
+        non_2xx = r["errors"]["non_2xx_3xx"]
+        count = admitted.get("requests")
+        p99 = admitted.get("p99_ms")
+        out["rows"][name] = {
+            "connections": r["connections"],
+            "max_concurrency": r.get("config", {}).get("limits", {}).get("max_concurrency"),
+            "requests_per_s": r["requests_per_s"],
+            "requests": r["requests"],
+            "non_2xx": non_2xx,
+            "non_2xx_pct": round(100 * non_2xx / r["requests"], 2) if r["requests"] else None,
+            "socket_errors": r["errors"]["total"] - non_2xx,
+            "wrk_p99_ms": r["p99_ms"],
+            "admitted": count,
+            "admitted_per_s": round(count / r["duration_s"], 1) if count and r["duration_s"] else None,
+            "admitted_p50_ms": admitted.get("p50_ms"),
+            "admitted_p99_ms": p99,
+            "admitted_p99_ratio": round(p99 / base_p99, 3) if p99 and base_p99 else None,
+            # The p99s are only known to their buckets: the ratio's possible range from the bucket edges.
+            "admitted_p99_ratio_bounds": overload.ratio_bounds(
+                admitted.get("p99_bucket_ms"), base.get("p99_bucket_ms")
+            ),
+            "mean_in_flight": admitted.get("mean_in_flight"),
+            "shed_503": admitted.get("shed_503"),
+            "error": admitted.get("error"),
+        }
+    return out
+
+
+def overload_targets(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's target on the shedding row: admitted p99 within 2x the normal row's. The same check on
+    the no-shedding row is the contrast (`contrast`: judged, but not a target)."""
+    ran = {r["name"] for r in rows}
+    checks = []
+    for name, contrast in zip(OVERLOAD_ROWS, (False, True), strict=True):
+        if name not in ran:
+            continue
+        measured = summary["rows"].get(name, {})
+        value = measured.get("admitted_p99_ratio")
+        check = {
+            "row": name,
+            "target": f"admitted p99 <= {OVERLOAD_MAX_P99_RATIO:g} x {OVERLOAD_BASE} admitted p99",
+            "value": value,
+            "met": None if value is None else value <= OVERLOAD_MAX_P99_RATIO,
+            "bounds": measured.get("admitted_p99_ratio_bounds"),
+        }
+        checks.append(check | ({"contrast": True} if contrast else {}))
+    return checks
+
+
 # --- output --------------------------------------------------------------------------------------------
 
 
@@ -1009,9 +1163,10 @@ def render_table(
     ratios: dict[str, dict[str, float | None]],
     targets: dict[str, list[dict[str, Any]]] | None = None,
     fallback: dict[str, Any] | None = None,
+    overloaded: dict[str, Any] | None = None,
 ) -> str:
-    """The main table, then the shadow, contracts and fallback tables with their targets (`targets` by
-    group) for the groups that have rows in this run."""
+    """The main table, then the shadow, contracts, fallback and overload tables with their targets
+    (`targets` by group) for the groups that have rows in this run."""
     targets = targets or {}
     w = _name_width(rows)
     header = (
@@ -1045,6 +1200,9 @@ def render_table(
     if any(r["name"] in FALLBACK_ROWS for r in rows):
         lines += ["", *_fallback_table(rows, fallback or {"p99_base": None, "rows": {}})]
         lines += _target_lines(targets.get("fallback", []))
+    if any(r["name"] in (OVERLOAD_BASE, *OVERLOAD_ROWS) for r in rows):
+        lines += ["", *_overload_table(rows, overloaded or {"base": OVERLOAD_BASE, "rows": {}})]
+        lines += _target_lines(targets.get("overload", []))
     if any(_noisy(r) for r in rows):
         lines.append(
             f"* other processes used over {NOISE_CPU_SHARE:.0%} of a CPU during this row: "
@@ -1099,6 +1257,12 @@ def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
         value = _fmt(t["value"], spec)
         if t.get("report"):
             lines.append(f"report {t['row']}: {t['target']}: {value}")
+            continue
+        if bounds := t.get("bounds"):
+            value += f" (the buckets allow {bounds[0]:.2f} to {bounds[1]:.2f})"
+        if t.get("contrast"):
+            verdict = {True: "holds", False: "does not hold", None: "not measured"}[t["met"]]
+            lines.append(f"contrast {t['row']}: {t['target']}: {value} -> {verdict} (not a target)")
             continue
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         lines.append(f"target {t['row']}: {t['target']}: {value} -> {verdict}")
@@ -1161,6 +1325,49 @@ def _fallback_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list
             f"{_fmt(m['p99_ratio'], '.2f'):>8}{m['client_errors']:>9,}{_fmt(m['client_error_pct'], '.2f'):>8}"
             f"{m['socket_errors']:>8,}{_fmt(m['fallbacks'], ','):>11}{_fmt(m['weight_at_end'], 'g'):>8}"
         )
+    return lines
+
+
+def _overload_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """wrk's view of every answer next to rollguard's view of the admitted ones, per overload row."""
+    measured = summary["rows"]
+    names = (OVERLOAD_BASE, *OVERLOAD_ROWS)
+    w = _name_width([r for r in rows if r["name"] in names])
+    header = (
+        f"{'overload row':<{w}}{'conns':>6}{'limit':>7}{'req/s':>9}{'non-2xx':>9}{'%':>6}{'p99 ms':>8}"
+        f"{'adm/s':>8}{'adm p50':>9}{'adm p99':>9}{'x p99':>7}{'shed 503':>10}{'in flight':>10}"
+    )
+    lines = [
+        "req/s, non-2xx, p99: wrk, every answer; adm: the admitted requests, from rollguard's "
+        f'{overload.DURATION}{{role="baseline"}} over the window; x p99: adm p99 over {OVERLOAD_BASE}',
+        header,
+        "-" * len(header),
+    ]
+    for r in rows:
+        if r["name"] not in names:
+            continue
+        if r["status"] != "ok":
+            lines.append(f"{r['name']:<{w}}{r['status']}")
+            continue
+        m = measured[r["name"]]
+        name = r["name"] + ("*" if _noisy(r) else "")
+        limit = "-" if m["max_concurrency"] is None else str(m["max_concurrency"])
+        lines.append(
+            f"{name:<{w}}{m['connections']:>6}{limit:>7}"
+            f"{m['requests_per_s']:>9,.0f}{m['non_2xx']:>9,}{_fmt(m['non_2xx_pct'], '.1f'):>6}"
+            f"{_fmt(m['wrk_p99_ms'], '.2f'):>8}{_fmt(m['admitted_per_s'], ',.0f'):>8}"
+            f"{_fmt(m['admitted_p50_ms'], '.2f'):>9}{_fmt(m['admitted_p99_ms'], '.2f'):>9}"
+            f"{_fmt(m['admitted_p99_ratio'], '.2f'):>7}{_fmt(m['shed_503'], ','):>10}"
+            f"{_fmt(m['mean_in_flight'], '.1f'):>10}"
+        )
+        if m["error"]:
+            lines.append(f"    {r['name']}: could not read /metrics: {m['error']}")
+    lines.append(
+        "limit: limits.max_concurrency ('-': the default, 1024); in flight: admitted requests inside the "
+        "proxy at once, mean over the window"
+    )
+    if timed_out := [r["name"] for r in rows if r["name"] in names and r.get("errors", {}).get("timeout")]:
+        lines.append(f"client timeouts (over wrk's 2 s, left out of its p99) in {', '.join(timed_out)}")
     return lines
 
 
@@ -1265,6 +1472,16 @@ def _print_row(index: int, total: int, row: dict[str, Any]) -> None:
                 f"retries {counts['retries']:,}, "
                 f"weight at end {_fmt(counts.get('weight_at_end'), 'g')} ({counts.get('phase_at_end')})"
             )
+        if (adm := row.get("admitted")) is not None:
+            if "error" in adm:
+                print(f"    rollguard /metrics: {adm['error']}")
+            else:
+                print(
+                    f"    {row['connections']} connections; non-2xx {row['errors']['non_2xx_3xx']:,}; "
+                    f"rollguard: {adm['requests']:,} admitted, p50 {_fmt(adm['p50_ms'], '.2f')} ms, "
+                    f"p99 {_fmt(adm['p99_ms'], '.2f')} ms, {_fmt(adm['mean_in_flight'], '.1f')} in flight; "
+                    f"shed (503) {adm['shed_503']:,}"
+                )
         _warn_if_noisy(row)
         return
     print(f"[{index}/{total}] {row['name']}: {row['status'].upper()}: {row['reason']}")
@@ -1301,14 +1518,20 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     pinning = choose_pinning()
     info = machine.info(REPO)
-    print(f"{len(args.rows)} rows x {args.duration:g} s, {args.connections} connections; {pinning.note}")
+    heavy = [r.name for r in args.rows if r.load_factor != 1]
+    print(
+        f"{len(args.rows)} rows x {args.duration:g} s, {args.connections} connections"
+        + (f" ({OVERLOAD_FACTOR * args.connections} in {', '.join(heavy)})" if heavy else "")
+        + f"; {pinning.note}"
+    )
     rows: list[dict[str, Any]] = []
     try:
         with run_dir(args.keep_tmp) as tmp:
             for index, row in enumerate(args.rows, 1):
                 row_dir = tmp / row.name
                 row_dir.mkdir(mode=0o711)
-                rows.append(run_row(row, RunContext(row_dir, pinning), args.connections, args.duration))
+                ctx = RunContext(row_dir, pinning, args.connections)
+                rows.append(run_row(row, ctx, args.connections, args.duration))
                 _print_row(index, len(args.rows), rows[-1])
                 # Loopback sockets from the last row linger in TIME_WAIT; a short pause keeps rows apart.
                 time.sleep(0.5)
@@ -1318,13 +1541,15 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_at_end"] = os.getloadavg()  # a busy neighbour during the run shows up here
     ratios = compute_ratios(rows)
     fallback = fallback_summary(rows, ratios)
+    overloaded = overload_summary(rows)
     targets = {
         "shadow": shadow_targets(rows, ratios),
         "contracts": contracts_targets(rows, ratios),
         "fallback": fallback_targets(fallback, rows),
+        "overload": overload_targets(overloaded, rows),
     }
     print()
-    print(render_table(rows, ratios, targets, fallback))
+    print(render_table(rows, ratios, targets, fallback, overloaded))
     out = args.out or RESULTS_DIR / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc = {
         "format": 1,
@@ -1362,6 +1587,22 @@ def main(argv: list[str] | None = None) -> int:
                 "canary_keys": {"shadow_samples": 0, "fallback_to_baseline": "true / false per row"},
                 "otherwise": CONTRACTS_BASE,
             },
+            "overload": {
+                "base": OVERLOAD_BASE,
+                "config": f"{CONTRACTS_BASE}'s (canary 0, shadow sample 0, no contracts, access log off)",
+                "connections": {
+                    OVERLOAD_BASE: args.connections,
+                    **{name: OVERLOAD_FACTOR * args.connections for name in OVERLOAD_ROWS},
+                },
+                "max_concurrency": {
+                    OVERLOAD_BASE: "default (1024)",
+                    OVERLOAD_ROWS[0]: overload.ceil_pow2(args.connections),
+                    OVERLOAD_ROWS[1]: OVERLOAD_NO_LIMIT,
+                },
+                "admitted_latency": f'{overload.DURATION}{{role="baseline"}}: /metrics after minus before '
+                "the window, PromQL histogram_quantile",
+                "max_admitted_p99_ratio_shed": OVERLOAD_MAX_P99_RATIO,
+            },
             "path": PATH,
             "request": str(wrk.POST_LUA.relative_to(REPO)),
             "pinning": {"proxy_cpu": pinning.proxy_cpu, "load_cpu": pinning.load_cpu, "note": pinning.note},
@@ -1372,6 +1613,8 @@ def main(argv: list[str] | None = None) -> int:
         "contracts_targets": targets["contracts"],
         "fallback": fallback,
         "fallback_targets": targets["fallback"],
+        "overload": overloaded,
+        "overload_targets": targets["overload"],
         "reference_requests_per_s": {"source": "ARCHITECTURE.md §1", **REFERENCE_RPS},
     }
     latest = write_results(doc, out)

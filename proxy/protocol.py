@@ -247,7 +247,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             guard._in_flight += 1
         else:
             guard.rejected(503, "overloaded")
-            app = self._overloaded
+            self._shed(cycle)
+            return
         coro = cycle.run_asgi(app)
         if self.config.reset_contextvars:
             task = self.loop.create_task(coro, context=contextvars.Context())
@@ -258,19 +259,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task.add_done_callback(guard._release)
         self.tasks.add(task)
 
-    async def _overloaded(self, scope: Any, receive: Any, send: Any) -> None:
-        rid = request_id(scope["headers"])
+    def _shed(self, cycle: RequestResponseCycle) -> None:
+        """Answer 503 straight to the socket: no task, no ASGI round trip. Shedding must cost far less
+        than serving, or a flood of retried requests would starve the admitted ones of the core."""
+        rid = request_id(list(cycle.scope["headers"]))
         body = _problem(
             503, f"more than {self.guard.limits.max_concurrency} requests in flight on this listener", rid
         )
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"x-request-id", rid.encode()),
-            (b"retry-after", b"1"),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head.append(
+            b"content-type: application/problem+json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
+            b"retry-after: 1\r\n%s\r\n"
+            % (len(body), rid.encode(), b"" if cycle.keep_alive else b"connection: close\r\n")
+        )
+        self.transport.write(b"".join(head) + body)
+        # What uvicorn's cycle.send does on a complete response: the rest of this request's body is
+        # discarded as it arrives, and the connection carries on (or closes) as for any answer.
+        cycle.response_started = True
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
