@@ -95,7 +95,11 @@ class Contract:
 
 def score_of(doc: Any, pointer: str) -> float | None:
     """The model's numeric output at ``pointer``; None when absent or not a number."""
-    value = resolve_pointer(doc, pointer)
+    # The usual pointer is one top-level key ("/score"): a dict lookup, not a pointer walk.
+    if isinstance(doc, dict) and pointer.count("/") == 1 and "~" not in pointer:
+        value = doc.get(pointer[1:], MISSING)
+    else:
+        value = resolve_pointer(doc, pointer)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)

@@ -240,7 +240,13 @@ class Forwarder:
             else None
         )
         shadow = None
-        if role == "baseline" and self.mirror is not None and compiled is not None and body.held:
+        if (
+            role == "baseline"
+            and self.mirror is not None
+            and compiled is not None
+            and body.held
+            and self.mirror.sample > 0.0
+        ):
             shadow, outcome = self.mirror.offer(
                 MirrorRequest(
                     route=compiled,

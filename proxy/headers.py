@@ -46,15 +46,20 @@ RawHeaders = Sequence[tuple[bytes, bytes]]
 _NONE: frozenset[bytes] = frozenset()
 
 
+# The common single-token values, answered without splitting and lower-casing.
+_PLAIN_CONNECTION = {v: frozenset({v.lower()}) for v in (b"keep-alive", b"close", b"Keep-Alive", b"Close")}
+
+
 def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
     """Header names listed in ``Connection``: also hop-by-hop for this message."""
-    names: set[bytes] | None = None
+    names: frozenset[bytes] | None = None
     for k, v in headers:
         if k == b"connection":
-            if names is None:
-                names = set()
-            names.update(t.strip().lower() for t in v.split(b",") if t.strip())
-    return _NONE if names is None else frozenset(names)
+            tokens = _PLAIN_CONNECTION.get(v) or frozenset(
+                t.strip().lower() for t in v.split(b",") if t.strip()
+            )
+            names = tokens if names is None else names | tokens
+    return _NONE if names is None else names
 
 
 def request_id(headers: RawHeaders) -> str:
@@ -149,7 +154,8 @@ def client_response_headers(
     """The upstream's response headers minus hop-by-hop, plus ours."""
     raw = [(k.lower(), v) for k, v in upstream]
     extra_drop = connection_tokens(raw)
-    out = [(k, v) for k, v in raw if k not in RESPONSE_DROP and k not in extra_drop]
+    drop = RESPONSE_DROP | extra_drop if extra_drop else RESPONSE_DROP
+    out = [(k, v) for k, v in raw if k not in drop]
     out.append((b"x-rollguard-version", version))
     out.append((b"x-request-id", request_id))
     return out
