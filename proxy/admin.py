@@ -28,6 +28,7 @@ from .clock import utc_now
 from .config import AdminToken, Config
 from .controller import Controller
 from .errors import IllegalTransition, RevisionMismatch, problem
+from .manifest import Verdict
 from .pii import Masker
 from .rollout import RolloutState, set_shadow_sample, set_weight
 from .routing import Role, weight_to_bp
@@ -159,6 +160,7 @@ class AdminApi:
         masker: Masker | None = None,
         controller: Controller | None = None,
         on_rollback: Callable[[str], None] | None = None,
+        candidate: Verdict | None = None,
         started_at: float | None = None,
     ) -> None:
         self.config = config
@@ -171,6 +173,7 @@ class AdminApi:
         self.masker = masker
         self.controller = controller
         self.on_rollback = on_rollback
+        self.candidate = candidate or Verdict(ok=True, reason="no manifest configured")
         self.auth = Authenticator(config.admin.tokens)
         self.started_at = started_at or time.time()
         self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
@@ -239,6 +242,7 @@ class AdminApi:
             doc["shadow"] = self.shadow_stats()
         if self.controller is not None:
             doc["controller"] = self.controller.status()
+        doc["candidate"] = {"allowed": self.candidate.ok, "manifest": self.candidate.to_json()}
         return json_response(doc, headers={"ETag": f'"{state.revision}"'})
 
     async def rollout_action(self, request: Request) -> Response:
@@ -270,6 +274,8 @@ class AdminApi:
             ),
             "rearm": lambda s: rollout.rearm(s, now=now, reason=reason),
         }
+        if action in ("start", "resume", "promote"):
+            self._require_candidate(action)
         label = action.upper() if action in ("promote", "rollback") else action
         response = await self._mutate(actor, label, reason, expected, moves[action])
         if action == "rollback" and self.on_rollback is not None:
@@ -288,6 +294,8 @@ class AdminApi:
         if abs(canary * 100 - round(canary * 100)) > 1e-6:
             raise ApiError(422, f"canary: {canary} has more than two decimals (resolution is 0.01)")
         reason = self._safe(_reason(doc))
+        if canary > 0:
+            self._require_candidate("a candidate weight")
         unknown = set(doc) - {"canary", "reason"}
         if unknown:
             raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
@@ -309,6 +317,8 @@ class AdminApi:
         if not 0 <= sample <= 1:
             raise ApiError(422, f"sample: {sample} is outside [0, 1]")
         reason = self._safe(_reason(doc))
+        if sample > 0:
+            self._require_candidate("shadowing")
         unknown = set(doc) - {"sample", "reason"}
         if unknown:
             raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
@@ -365,6 +375,11 @@ class AdminApi:
             raise ApiError(409, str(exc)) from exc
         self._audit(entry, before, after, None)
         return json_response(_state_doc(after), headers={"ETag": f'"{after.revision}"'})
+
+    def _require_candidate(self, what: str) -> None:
+        """409 for any move that would send the candidate traffic when its manifest was refused."""
+        if not self.candidate.ok:
+            raise ApiError(409, f"{what} refused: the candidate is not verified: {self.candidate.reason}")
 
     def _safe(self, reason: str) -> str:
         """Operators type reasons; state and decision log are logs too, so the masker sees them first."""

@@ -29,6 +29,7 @@ from .config import Config, LimitsConfig, Listen
 from .controller import Controller
 from .forward import Forwarder
 from .logs import AccessLog
+from .manifest import Verdict, load_public_key, verify
 from .metrics import Listener, ProxyMetrics
 from .mirror import Mirror
 from .pii import Masker, MaskerConfig
@@ -58,17 +59,41 @@ class Runtime:
     admin: Starlette
 
 
-async def _load_state(config: Config, store: FileStateStore) -> None:
-    """Load (or create) the rollout state; a different candidate than the state's resets to idle."""
+def check_candidate(config: Config) -> Verdict:
+    """The candidate's release manifest, when one is configured or required (PRODUCT §12)."""
+    if config.candidate.manifest is None:
+        return Verdict(ok=not config.security.require_signed_candidate, reason="no manifest configured")
+    trusted = {k.name: load_public_key(k.key) for k in config.security.trusted_keys}
+    verdict = verify(config.candidate.manifest, trusted, expected_version=config.candidate.version)
+    if not config.security.require_signed_candidate and not verdict.ok:
+        # Recorded and shown, but only enforced when security.require_signed_candidate says so.
+        return Verdict(ok=True, reason=f"not enforced: {verdict.reason}", digest=verdict.digest)
+    return verdict
+
+
+async def _load_state(config: Config, store: FileStateStore, verdict: Verdict) -> None:
+    """Load (or create) the rollout state; a different candidate (or manifest) resets it to idle."""
+    digest = verdict.digest
     state = await store.load(
-        lambda: initial(config.candidate.version, weight_to_bp(config.canary.weight), utc_now())
+        lambda: initial(config.candidate.version, weight_to_bp(config.canary.weight), utc_now(), digest)
     )
-    reset = reconcile_candidate(state, config.candidate.version, utc_now())
+    reset = reconcile_candidate(state, config.candidate.version, utc_now(), digest)
     if reset is not None:
         log.warning("%s", reset.reason)
         await store.update(
-            lambda s: reconcile_candidate(s, config.candidate.version, utc_now()) or s,
+            lambda s: reconcile_candidate(s, config.candidate.version, utc_now(), digest) or s,
             {"ts": utc_now(), "actor": "rollguard", "action": "reset", "reason": reset.reason},
+        )
+    if not verdict.ok:
+        log.error("candidate %s blocked: %s", config.candidate.version, verdict.reason)
+        await store.append(
+            {
+                "ts": utc_now(),
+                "actor": "rollguard",
+                "action": "candidate_blocked",
+                "reason": verdict.reason,
+                "manifest": verdict.to_json(),
+            }
         )
 
 
@@ -86,7 +111,8 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         )
         store = open_store(config.state.path)
         store.subscribe(lambda s: metrics.set_rollout(s.weight, s.phase))
-        await _load_state(config, store)
+        verdict = check_candidate(config)
+        await _load_state(config, store, verdict)
 
         pools: dict[Role, UpstreamPool] = {}
         for role in ("baseline", "candidate"):
@@ -116,6 +142,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             metrics=metrics,
             tasks=shadow_tasks,
             on_pair=book.observe,
+            candidate_allowed=verdict.ok,
         )
         await mirror.start()
         stack.push_async_callback(mirror.close)
@@ -137,6 +164,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             tasks=tasks,
             mirror=mirror,
             recorder=controller.recorder,
+            candidate_allowed=verdict.ok,
         )
 
         async def decisions_text() -> str:
@@ -157,6 +185,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             shadow_stats=mirror.stats,
             controller=controller,
             on_rollback=lambda reason: metrics.rollbacks.labels(reason).inc(),
+            candidate=verdict,
         ).app()
         yield Runtime(
             config=config,

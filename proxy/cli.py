@@ -74,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     ro.add_argument("--reason", default="")
     client(ro)
 
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing release manifests")
+    kg.add_argument("--out", required=True, help="private key path; the public key goes to <out>.pub")
+    sg = sub.add_parser("sign", help="sign a release manifest (writes <manifest>.sig)")
+    sg.add_argument("manifest")
+    sg.add_argument("--key", required=True, help="the Ed25519 private key (PEM)")
+    vf = sub.add_parser("verify", help="verify a signed release manifest against trusted public keys")
+    vf.add_argument("manifest")
+    vf.add_argument("--key", action="append", required=True, help="a trusted public key (PEM); repeatable")
+    vf.add_argument(
+        "--version",
+        dest="expected_version",
+        default=None,
+        help="the candidate version it must be for (default: the manifest's own)",
+    )
+
     report = sub.add_parser(
         "report", help="write the rollout artifacts (shadow_eval.json, ...) into a folder"
     )
@@ -210,6 +225,31 @@ def _mutation(
     return 0
 
 
+def _manifest_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import manifest
+
+    try:
+        if args.command == "keygen":
+            out = Path(args.out)
+            public = manifest.keygen(out, out.with_name(out.name + ".pub"))
+            print(f"private key {out} (keep it secret), public key {out}.pub\nbase64: {public}")
+            return 0
+        if args.command == "sign":
+            print(f"wrote {manifest.sign(Path(args.manifest), Path(args.key))}")
+            return 0
+        keys = {Path(k).name: manifest.load_public_key(Path(k).read_text()) for k in args.key}
+        expected = args.expected_version or str(
+            orjson.loads(Path(args.manifest).read_bytes()).get("version", "")
+        )
+    except (OSError, ValueError) as exc:
+        return _die(str(exc), 2)
+    verdict = manifest.verify(Path(args.manifest), keys, expected_version=expected)
+    print(("ok: " if verdict.ok else "REFUSED: ") + verdict.reason)
+    return 0 if verdict.ok else 1
+
+
 def _num(x: Any) -> str:
     return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -240,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             return _die(str(exc), 1)
         return 0
+    if args.command in ("keygen", "sign", "verify"):
+        return _manifest_command(args)
     if args.command == "demo":
         from .demo import run_demo
 

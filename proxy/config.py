@@ -33,10 +33,12 @@ from .config_types import (
     PiiConfig,
     Role,
     RouteConfig,
+    SecurityConfig,
     ShadowConfig,
     StateConfig,
     StickyKey,
     TripwireConfig,
+    TrustedKey,
     UpstreamConfig,
 )
 from .errors import ConfigError
@@ -57,9 +59,11 @@ __all__ = [
     "PiiConfig",
     "Role",
     "RouteConfig",
+    "SecurityConfig",
     "ShadowConfig",
     "StateConfig",
     "StickyKey",
+    "TrustedKey",
     "UpstreamConfig",
     "build_config",
     "load_config",
@@ -182,7 +186,7 @@ def _check_schema_file(file: Path, path: str) -> None:
         raise ConfigError(path, f"{file} is not a valid JSON Schema: {getattr(exc, 'message', exc)}") from exc
 
 
-def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
+def _upstream(raw: dict[str, Any], role: Role, base: Path) -> UpstreamConfig:
     timeout = parse_duration(raw.get("timeout", 2.0))
     return UpstreamConfig(
         role=role,
@@ -195,6 +199,7 @@ def _upstream(raw: dict[str, Any], role: Role) -> UpstreamConfig:
         cost_per_request=float(raw.get("cost", {}).get("per_request", 0.0)),
         cost_per_second=float(raw.get("cost", {}).get("per_second", 0.0)),
         **_resilience(raw),
+        manifest=_path(raw["manifest"], base) if "manifest" in raw else None,
     )
 
 
@@ -248,6 +253,25 @@ def _canary(raw: dict[str, Any], weight: float) -> CanaryConfig:
     )
 
 
+def _security(raw: dict[str, Any], candidate: UpstreamConfig, base: Path) -> SecurityConfig:
+    from .manifest import load_public_key  # only configs that name keys pay for cryptography's import
+
+    keys = []
+    for i, k in enumerate(raw.get("trusted_keys", [])):
+        text = resolve_secret(k["key"], f"security.trusted_keys[{i}].key", base)
+        try:
+            load_public_key(text)
+        except ValueError as exc:
+            raise ConfigError(f"security.trusted_keys[{i}].key", f"not an Ed25519 public key: {exc}") from exc
+        keys.append(TrustedKey(name=k["name"], key=text))
+    required = bool(raw.get("require_signed_candidate", False))
+    if required and candidate.manifest is None:
+        raise ConfigError("upstreams.candidate.manifest", "required by security.require_signed_candidate")
+    if required and not keys:
+        raise ConfigError("security.trusted_keys", "required by security.require_signed_candidate")
+    return SecurityConfig(require_signed_candidate=required, trusted_keys=tuple(keys))
+
+
 def _pii(raw: dict[str, Any], base: Path) -> PiiConfig:
     key = None
     if "key" in raw:
@@ -296,7 +320,10 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
     """Validate a parsed document and build the frozen :class:`Config`; relative paths from ``base``."""
     validate_document(doc)
     ups = doc["upstreams"]
-    baseline, candidate = _upstream(ups["baseline"], "baseline"), _upstream(ups["candidate"], "candidate")
+    baseline, candidate = (
+        _upstream(ups["baseline"], "baseline", base),
+        _upstream(ups["candidate"], "candidate", base),
+    )
     if baseline.version == candidate.version:
         raise ConfigError(
             "upstreams.candidate.version", f"must differ from the baseline's ({baseline.version!r})"
@@ -371,6 +398,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         limits=limits,
         forwarded=ForwardedConfig(trusted=tuple(trusted)),
         canary=_canary(canary_raw, weight),
+        security=_security(doc.get("security", {}), candidate, base),
         shadow=shadow,
         logging=LoggingConfig(
             access_log=access_log,

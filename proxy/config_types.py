@@ -63,6 +63,7 @@ class UpstreamConfig:
     retry_backoff_base: float = 0.025  # full-jitter exponential backoff: uniform(0, min(cap, base * 2**n))
     retry_backoff_cap: float = 0.25
     retry_budget: float = 0.2  # retries in flight stay under this share of active requests
+    manifest: Path | None = None  # signed release manifest (candidate); required by require_signed_candidate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,6 +185,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrustedKey:
+    name: str  # who signed, as reported in /status and the decision log
+    key: str = field(repr=False)  # the public key, PEM or base64 of the raw 32 bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityConfig:
+    require_signed_candidate: bool = False  # no traffic of any kind to a candidate without a valid manifest
+    trusted_keys: tuple[TrustedKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     source: Path | None
     listen: Listen
@@ -196,6 +209,7 @@ class Config:
     forwarded: ForwardedConfig = ForwardedConfig()
     canary: CanaryConfig = CanaryConfig()
     shadow: ShadowConfig = ShadowConfig()
+    security: SecurityConfig = SecurityConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def upstream(self, role: Role) -> UpstreamConfig:

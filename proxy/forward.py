@@ -55,6 +55,7 @@ class Forwarder:
         tasks: TaskSet,
         mirror: Mirror | None = None,
         recorder: Recorder | None = None,
+        candidate_allowed: bool = True,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
@@ -65,6 +66,9 @@ class Forwarder:
         self.tasks = tasks
         self.mirror = mirror
         self.recorder = recorder
+        # False when security.require_signed_candidate refused the candidate's manifest: then no request
+        # of any kind (weighted, forced) reaches it; the mirror is told the same.
+        self.candidate_allowed = candidate_allowed
         self.rand = rand
         self.table = RouteTable(config.routes)
         self.compiled = {
@@ -115,6 +119,8 @@ class Forwarder:
             )
             doc = self._parse_request(compiled, body)
             role = self._forced(headers) or self._choose(compiled, headers, doc)
+            if not self.candidate_allowed:
+                role = "baseline"
             if compiled is not None:
                 self._check_request(compiled, doc, role)
             if isinstance(doc, InvalidJSON):

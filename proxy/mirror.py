@@ -88,6 +88,7 @@ class Mirror:
         metrics: ProxyMetrics,
         tasks: TaskSet,
         on_pair: PairObserver,
+        candidate_allowed: bool = True,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.cfg = cfg
@@ -95,6 +96,7 @@ class Mirror:
         self.metrics = metrics
         self.tasks = tasks
         self.on_pair = on_pair
+        self.candidate_allowed = candidate_allowed  # an unverified candidate gets no mirrored traffic either
         self.rand = rand
         self.candidate = UpstreamPool(_shadow_upstream(candidate, cfg))
         self.noise = UpstreamPool(_shadow_upstream(baseline, cfg))
@@ -111,6 +113,8 @@ class Mirror:
     def sample(self) -> float:
         """The operator's override, else ``shadow.sample``; during the shadow phase at least something:
         the phase exists to mirror, so a configured 0 means "everything" there."""
+        if not self.candidate_allowed:
+            return 0.0
         state = self.store.current
         if state.shadow_sample is not None:
             return state.shadow_sample

@@ -38,6 +38,7 @@ class RolloutState:
     step_started_ts: float = 0.0  # epoch seconds the current step (or shadow phase) began
     passes: int = 0  # passing windows at this step
     failed_windows: int = 0  # consecutive failing windows at this step
+    candidate_digest: str = ""  # sha256 of the candidate's signed manifest, when one is configured
 
     @property
     def weight(self) -> float:
@@ -67,6 +68,7 @@ class RolloutState:
             step_started_ts=float(doc.get("step_started_ts", 0.0)),
             passes=int(doc.get("passes", 0)),
             failed_windows=int(doc.get("failed_windows", 0)),
+            candidate_digest=str(doc.get("candidate_digest", "")),
         )
 
 
@@ -74,7 +76,7 @@ def new_rollout_id() -> str:
     return secrets.token_hex(8)
 
 
-def initial(candidate_version: str, weight_bp: int, now: str) -> RolloutState:
+def initial(candidate_version: str, weight_bp: int, now: str, digest: str = "") -> RolloutState:
     """The state a store starts from when it holds none: the configured weight, set by hand."""
     return RolloutState(
         revision=1,
@@ -82,6 +84,7 @@ def initial(candidate_version: str, weight_bp: int, now: str) -> RolloutState:
         phase=Phase.PAUSED if weight_bp else Phase.IDLE,
         weight_bp=weight_bp,
         candidate_version=candidate_version,
+        candidate_digest=digest,
         updated_at=now,
         reason="initial state from canary.weight",
     )
@@ -110,19 +113,33 @@ def set_weight(state: RolloutState, weight_bp: int, now: str, reason: str = "") 
     )
 
 
-def reconcile_candidate(state: RolloutState, candidate_version: str, now: str) -> RolloutState | None:
-    """A restart with another candidate configured never resumes the old weight: back to idle at 0.
-
-    Returns the new state, or None when the configured candidate is the one the state was built for.
-    """
-    if state.candidate_version == candidate_version:
+def reconcile_candidate(
+    state: RolloutState, candidate_version: str, now: str, digest: str = ""
+) -> RolloutState | None:
+    """A restart with another candidate (version, or signed manifest) never resumes the old weight: back
+    to idle at 0. Returns the new state, or None when it is the candidate the state was built for."""
+    if state.candidate_version == candidate_version and (
+        not digest or state.candidate_digest in ("", digest)
+    ):
         return None
+    if state.candidate_version == candidate_version:
+        return RolloutState(
+            revision=state.revision + 1,
+            rollout_id=new_rollout_id(),
+            phase=Phase.IDLE,
+            weight_bp=0,
+            candidate_version=candidate_version,
+            candidate_digest=digest,
+            updated_at=now,
+            reason=f"candidate {candidate_version} has a different signed manifest: reset to idle",
+        )
     return RolloutState(
         revision=state.revision + 1,
         rollout_id=new_rollout_id(),
         phase=Phase.IDLE,
         weight_bp=0,
         candidate_version=candidate_version,
+        candidate_digest=digest,
         updated_at=now,
         reason=f"candidate changed from {state.candidate_version} to {candidate_version}: reset to idle",
     )
