@@ -8,7 +8,6 @@ log with its actor (the token's name, never the token), the state before and aft
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import math
 import time
@@ -24,18 +23,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import __version__, rollout
+from .admin_auth import ApiError, Authenticator
 from .clock import utc_now
 from .config import AdminToken, Config
 from .controller import Controller
 from .errors import IllegalTransition, RevisionMismatch, problem
 from .manifest import Verdict
+from .openapi import document as openapi_document
 from .pii import Masker
 from .rollout import RolloutState, set_shadow_sample, set_weight
 from .routing import Role, weight_to_bp
 from .store import StateStore
 from .upstream import UpstreamPool
 
-_ROLE_RANK = {"viewer": 1, "operator": 2}
 _ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
 _TITLES = {
     400: "Bad request",
@@ -51,13 +51,6 @@ _TITLES = {
 }
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS),
@@ -70,34 +63,6 @@ def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None
 def problem_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
     body = problem(status, _TITLES.get(status, "Error"), detail, slug=f"admin-{status}")
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
-
-
-class Authenticator:
-    """Bearer token -> the configured token it matches, in constant time over every token."""
-
-    def __init__(self, tokens: tuple[AdminToken, ...]) -> None:
-        self._tokens = [(t.token.encode(), t) for t in tokens]
-
-    def identify(self, request: Request) -> AdminToken | None:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return None
-        given = presented.strip().encode()
-        found: AdminToken | None = None
-        for secret, token in self._tokens:
-            if hmac.compare_digest(secret, given):
-                found = token
-        return found
-
-    def require(self, request: Request, role: str) -> AdminToken:
-        token = self.identify(request)
-        if token is None:
-            raise ApiError(
-                401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="rollguard"'}
-            )
-        if _ROLE_RANK[token.role] < _ROLE_RANK[role]:
-            raise ApiError(403, f"this action needs the {role} role; token {token.name!r} is a {token.role}")
-        return token
 
 
 def _if_match(request: Request) -> int | None:
@@ -192,6 +157,7 @@ class AdminApi:
             Route("/healthz", guard(self.healthz), methods=["GET", "HEAD"]),
             Route("/readyz", guard(self.readyz), methods=["GET", "HEAD"]),
             Route("/metrics", guard(self.metrics), methods=["GET"]),
+            Route("/openapi.json", guard(self.openapi), methods=["GET"]),
             Route("/status", guard(self.status), methods=["GET"]),
             Route("/weights", guard(self.put_weights), methods=["PUT"]),
             Route("/decisions", guard(self.decisions), methods=["GET"]),
@@ -225,7 +191,12 @@ class AdminApi:
         return json_response({"status": why})
 
     async def metrics(self, request: Request) -> Response:
+        if self.config.admin.metrics_auth:
+            self.auth.require(request, "viewer")
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(metrics_auth=self.config.admin.metrics_auth))
 
     async def status(self, request: Request) -> Response:
         self.auth.require(request, "viewer")

@@ -390,7 +390,9 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
     return Config(
         source=source,
         listen=listen,
-        admin=AdminConfig(listen=admin_listen, tokens=tuple(tokens)),
+        admin=AdminConfig(
+            listen=admin_listen, tokens=tuple(tokens), metrics_auth=bool(admin_raw.get("metrics_auth", False))
+        ),
         state=StateConfig(path=_path(state_ref.removeprefix("file:"), base)),
         baseline=baseline,
         candidate=candidate,

@@ -37,6 +37,7 @@ class AdminToken:
 class AdminConfig:
     listen: Listen  # default 127.0.0.1:9901: loopback, never the data plane's port
     tokens: tuple[AdminToken, ...] = ()  # no tokens: every authenticated admin call is 401
+    metrics_auth: bool = False  # true: /metrics needs the viewer role too
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
