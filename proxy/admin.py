@@ -88,6 +88,22 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return doc
 
 
+def _number(doc: dict[str, Any], name: str, high: float) -> float:
+    """A finite number in [0, high] at ``doc[name]``, or 422 naming the field."""
+    value = doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(422, f"{name}: must be a number from 0 to {high:g}")
+    if not 0 <= value <= high:
+        raise ApiError(422, f"{name}: {value} is outside [0, {high:g}]")
+    return float(value)
+
+
+def _only(doc: dict[str, Any], *allowed: str) -> None:
+    unknown = set(doc) - set(allowed)
+    if unknown:
+        raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+
+
 def _reason(doc: dict[str, Any]) -> str:
     reason = doc.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 500:
@@ -224,9 +240,7 @@ class AdminApi:
         actor = self.auth.require(request, "operator")
         expected = _if_match(request)
         doc = await _json_body(request)
-        unknown = set(doc) - {"reason"}
-        if unknown:
-            raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+        _only(doc, "reason")
         reason = self._safe(_reason(doc))
         canary = self.config.canary
         steps = canary.steps
@@ -257,19 +271,13 @@ class AdminApi:
         actor = self.auth.require(request, "operator")
         expected = _if_match(request)
         doc = await _json_body(request)
-        canary = doc.get("canary")
-        if isinstance(canary, bool) or not isinstance(canary, int | float) or not math.isfinite(canary):
-            raise ApiError(422, "canary: must be a number from 0 to 100")
-        if not 0 <= canary <= 100:
-            raise ApiError(422, f"canary: {canary} is outside [0, 100]")
+        canary = _number(doc, "canary", 100)
         if abs(canary * 100 - round(canary * 100)) > 1e-6:
             raise ApiError(422, f"canary: {canary} has more than two decimals (resolution is 0.01)")
         reason = self._safe(_reason(doc))
         if canary > 0:
             self._require_candidate("a candidate weight")
-        unknown = set(doc) - {"canary", "reason"}
-        if unknown:
-            raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+        _only(doc, "canary", "reason")
         return await self._mutate(
             actor,
             "set_weight",
@@ -282,17 +290,11 @@ class AdminApi:
         actor = self.auth.require(request, "operator")
         expected = _if_match(request)
         doc = await _json_body(request)
-        sample = doc.get("sample")
-        if isinstance(sample, bool) or not isinstance(sample, int | float) or not math.isfinite(sample):
-            raise ApiError(422, "sample: must be a number from 0 to 1")
-        if not 0 <= sample <= 1:
-            raise ApiError(422, f"sample: {sample} is outside [0, 1]")
+        sample = _number(doc, "sample", 1)
         reason = self._safe(_reason(doc))
         if sample > 0:
             self._require_candidate("shadowing")
-        unknown = set(doc) - {"sample", "reason"}
-        if unknown:
-            raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+        _only(doc, "sample", "reason")
         return await self._mutate(
             actor,
             "set_shadow_sample",

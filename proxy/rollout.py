@@ -122,17 +122,11 @@ def reconcile_candidate(
         not digest or state.candidate_digest in ("", digest)
     ):
         return None
-    if state.candidate_version == candidate_version:
-        return RolloutState(
-            revision=state.revision + 1,
-            rollout_id=new_rollout_id(),
-            phase=Phase.IDLE,
-            weight_bp=0,
-            candidate_version=candidate_version,
-            candidate_digest=digest,
-            updated_at=now,
-            reason=f"candidate {candidate_version} has a different signed manifest: reset to idle",
-        )
+    reason = (
+        f"candidate {candidate_version} has a different signed manifest: reset to idle"
+        if state.candidate_version == candidate_version
+        else f"candidate changed from {state.candidate_version} to {candidate_version}: reset to idle"
+    )
     return RolloutState(
         revision=state.revision + 1,
         rollout_id=new_rollout_id(),
@@ -141,7 +135,7 @@ def reconcile_candidate(
         candidate_version=candidate_version,
         candidate_digest=digest,
         updated_at=now,
-        reason=f"candidate changed from {state.candidate_version} to {candidate_version}: reset to idle",
+        reason=reason,
     )
 
 
