@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1440, "height": 1000}
 # The phase badge's background per phase, as app.css draws it.
 PHASE_RGB = {"canary": (0x03, 0x69, 0xA1), "paused": (0xB4, 0x53, 0x09)}
-HOSTILE_REASON = 'drill <img src=x onerror="document.title=\'pwned\'"> & <b>bold</b>'
+HOSTILE_REASON = "drill <img src=x onerror=\"document.title='pwned'\"> & <b>bold</b>"
 
 
 def _browser_missing() -> str | None:
@@ -127,8 +127,10 @@ async def test_shell_and_assets_come_from_the_package_with_strict_headers(proxy:
     assert boot.json() == {"auth": "bearer", "poll_interval_ms": 2000}
     assert boot.headers["cache-control"] == "no-store"
     index = pages["index.html"].text
-    assert "<script>" not in index and " style=" not in index and "http" not in index.lower().replace(
-        "http-equiv", ""
+    assert (
+        "<script>" not in index
+        and " style=" not in index
+        and "http" not in index.lower().replace("http-equiv", "")
     )
 
 
@@ -270,8 +272,7 @@ async def test_page_renders_the_live_rollout_and_updates_in_place(live: Live, tm
             await expect(page.locator("#timeline li").last).to_contain_text("ship v2")
             await expect(page.locator("#timeline li").last).to_contain_text("ops")
 
-            shot = tmp_path / "status-canary.png"
-            await page.screenshot(path=str(shot))
+            shot = await page.screenshot(path=str(tmp_path / "status-canary.png"))
             badge = await page.locator("#phase").screenshot()
             assert _dominant(_png_pixels(badge)[2]) == PHASE_RGB["canary"]
 
@@ -305,14 +306,13 @@ async def test_page_renders_the_live_rollout_and_updates_in_place(live: Live, tm
     assert watch.console_errors == []
 
 
-async def _check_screenshot(page: Any, shot: Path) -> None:
+async def _check_screenshot(page: Any, data: bytes) -> None:
     """The screenshot is the viewport, is not blank, and each key element is drawn inside it."""
-    data = shot.read_bytes()
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (VIEWPORT["width"], VIEWPORT["height"])
     assert len(data) > 30_000
     _, _, pixels = _png_pixels(data)
-    assert len(set(pixels[:: 7])) > 50  # text, badges and bars, not one flat colour
+    assert len(set(pixels[::7])) > 50  # text, badges and bars, not one flat colour
     for selector in ("#phase", "#card-rollout", "#card-gates", "#card-slis", "#card-shadow", "#timeline"):
         box = await page.locator(selector).bounding_box()
         assert box is not None and box["width"] > 0 and box["height"] > 0, selector
@@ -322,7 +322,9 @@ async def _check_screenshot(page: Any, shot: Path) -> None:
 
 async def _wait(fetch: Any, ok: Any, within: float = 20.0) -> None:
     async with asyncio.timeout(within):
-        while not ok((await fetch()).json()):
+        while True:
+            if ok((await fetch()).json()):
+                return
             await asyncio.sleep(0.1)
 
 

@@ -133,7 +133,7 @@
       return tr;
     });
     $("slis-body").replaceChildren(...rows);
-    setText("window-span", F.isNum(win.seconds) ? "last " + F.num(win.seconds, 3) + " s" : "no controller");
+    setText("window-span", F.isNum(win.seconds) ? "since the step began, " + F.num(win.seconds, 3) + " s" : "no controller");
   }
 
   function renderGates(s) {
