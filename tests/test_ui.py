@@ -328,7 +328,7 @@ async def _wait(fetch: Any, ok: Any, within: float = 20.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_wrong_token_is_refused_and_an_unreachable_api_shows_stale(live: Live) -> None:
+async def test_wrong_token_is_refused_and_an_unreachable_api_shows_stale(live: Live, tmp_path: Path) -> None:
     _require_browser()
     from playwright.async_api import async_playwright, expect
 
@@ -342,6 +342,7 @@ async def test_wrong_token_is_refused_and_an_unreachable_api_shows_stale(live: L
             await expect(page.locator("#conn")).to_have_attribute("data-state", "auth")
             await expect(page.locator("#dash")).to_be_hidden()
             assert await page.evaluate("sessionStorage.length") == 0  # a refused token is not kept
+            await page.screenshot(path=str(tmp_path / "status-refused.png"))
 
             await _sign_in(page, VIEWER_TOKEN)
             await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
@@ -357,6 +358,7 @@ async def test_wrong_token_is_refused_and_an_unreachable_api_shows_stale(live: L
             await expect(page.locator("#conn")).to_contain_text("unreachable")
             await expect(page.locator("#conn")).to_contain_text("last update")
             await expect(page.locator("#phase")).to_have_text("canary")  # the last data stays, dimmed
+            await page.screenshot(path=str(tmp_path / "status-stale.png"))
         finally:
             await browser.close()
     # The only console errors are the refused token and the refused connections once it stopped.
