@@ -33,6 +33,7 @@ from .openapi import document as openapi_document
 from .pii import Masker
 from .rollout import RolloutState, set_shadow_sample, set_weight
 from .routing import Role, weight_to_bp
+from .status_page import StatusPage
 from .store import StateStore
 from .upstream import UpstreamPool
 
@@ -169,7 +170,13 @@ class AdminApi:
 
             return wrapped
 
+        # The status page's shell and assets hold no data and need no token; its data calls do.
+        page = StatusPage(tokens_configured=bool(self.config.admin.tokens))
         routes = [
+            Route("/ui", guard(page.index), methods=["GET"]),
+            Route("/ui/", guard(page.index), methods=["GET"]),
+            Route("/ui/bootstrap.json", guard(page.bootstrap), methods=["GET"]),
+            Route("/ui/assets/{name}", guard(page.asset), methods=["GET"]),
             Route("/healthz", guard(self.healthz), methods=["GET", "HEAD"]),
             Route("/readyz", guard(self.readyz), methods=["GET", "HEAD"]),
             Route("/metrics", guard(self.metrics), methods=["GET"]),

@@ -132,6 +132,24 @@ def document(*, metrics_auth: bool) -> dict[str, Any]:
             }
         },
     }
+    # The status page (no token: the shell and its assets carry no data; the page calls the routes above).
+    paths["/ui"] = {"get": _read("the status page (HTML shell)", None, "text/html")}
+    paths["/ui/bootstrap.json"] = {
+        "get": _read("what the status page needs before its first call: whether tokens are configured", None)
+    }
+    paths["/ui/assets/{name}"] = {
+        "get": {
+            **_read("a status page asset (CSS, JavaScript, icon) shipped in the package", None, "*/*"),
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": ["app.css", "app.js", "format.js", "favicon.svg"]},
+                }
+            ],
+        }
+    }
     for action in ("start", "pause", "resume", "promote", "rollback", "rearm"):
         paths[f"/rollout/{action}"] = {"post": _mutation(f"{action} the rollout (operator)", _REASON)}
     return {

@@ -251,12 +251,15 @@ async def test_the_admin_api_serves_its_openapi_document(proxy: Any) -> None:
         "/shadow",
         "/reports/{name}",
         *(f"/rollout/{a}" for a in ("start", "pause", "resume", "promote", "rollback", "rearm")),
+        "/ui",
+        "/ui/bootstrap.json",
+        "/ui/assets/{name}",
     }
     assert set(doc["paths"]) == served
     # Every documented operation answers (no 404/405/5xx) when called as documented, with an operator.
     async with proxy.admin_client() as admin:
         for path, ops in doc["paths"].items():
             for method in ops:
-                url = path.replace("{name}", "canary_plan.md")
+                url = path.replace("{name}", "app.js" if path.startswith("/ui/") else "canary_plan.md")
                 r = await admin.request(method.upper(), url)
                 assert r.status_code < 500 and r.status_code not in (404, 405), (method, url, r.status_code)
