@@ -8,6 +8,7 @@ environment, and no headers of aiohttp's own (the client's headers are forwarded
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
@@ -25,7 +26,9 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamResetError,
     UpstreamTimeout,
+    UpstreamTlsError,
 )
+from .tls import client_context
 
 _NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
 
@@ -39,6 +42,13 @@ def translate(exc: BaseException, role: str, cfg: UpstreamConfig) -> UpstreamErr
         return UpstreamTimeout(f"{name}: read timeout ({cfg.read_timeout:g}s without data) fired", role=role)
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"{name}: request timeout ({cfg.timeout:g}s) fired", role=role)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        why = getattr(cert_error, "verify_message", None) or cert_error
+        return UpstreamTlsError(f"{name}: TLS verification failed: {why}", role=role)
+    tls = _tls_failure(exc)
+    if tls is not None:
+        return UpstreamTlsError(f"{name}: TLS handshake failed: {tls}", role=role)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamConnectError(f"{name}: cannot connect: {exc.os_error.strerror or exc}", role=role)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -52,6 +62,19 @@ def translate(exc: BaseException, role: str, cfg: UpstreamConfig) -> UpstreamErr
     return UpstreamProtocolError(f"{name}: {type(exc).__name__}: {exc}", role=role)
 
 
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS alert or error behind ``exc``, if one is: aiohttp wraps it more than one way (a server
+    that refuses our client certificate under TLS 1.3 says so only after the handshake, on first read)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or seen).lower().replace("_", " ")
+        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    return None
+
+
 class UpstreamPool:
     """The connection pool of one upstream. ``start`` in the lifespan, ``close`` on the way out."""
 
@@ -63,6 +86,7 @@ class UpstreamPool:
             total=cfg.timeout, connect=cfg.connect_timeout, sock_read=cfg.read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._server_name = cfg.tls.server_name if cfg.tls is not None else None  # SNI and name checked
         self._connector: aiohttp.TCPConnector | None = None
         self.in_flight = 0
         self.breaker = CircuitBreaker(
@@ -78,8 +102,15 @@ class UpstreamPool:
         return f"<UpstreamPool {self.role} {self.cfg.url} {self.stats()}>"
 
     async def start(self) -> None:
+        # https:// is always verified: the configured CA bundle only, or the system store. (True is
+        # aiohttp's default, which plain http:// never uses.)
+        tls = client_context(self.cfg.tls) if self.cfg.url.startswith("https://") else True
         self._connector = aiohttp.TCPConnector(
-            limit=self.cfg.max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=30
+            limit=self.cfg.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=30,
+            keepalive_timeout=30,
+            ssl=tls,
         )
         self._session = aiohttp.ClientSession(
             connector=self._connector,
@@ -157,6 +188,7 @@ class UpstreamPool:
                 allow_redirects=False,
                 timeout=attempt_timeout,
                 compress=None,
+                server_hostname=self._server_name,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise translate(exc, self.role, self.cfg) from exc
