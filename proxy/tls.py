@@ -131,7 +131,8 @@ class ServerTls:
             fresh = server_context(self.cfg)
         except TlsError as exc:
             log.error(
-                "TLS reload failed, the previous certificate stays in use: %s.%s: %s",
+                "%s: TLS reload failed, the previous certificate stays in use: %s.%s: %s",
+                self.cfg.at,
                 self.cfg.at,
                 exc.field,
                 exc,
@@ -139,7 +140,12 @@ class ServerTls:
             return False
         self._current = fresh
         self.generation += 1
-        log.info("%s: TLS certificate, key and client CA reloaded from %s", self.cfg.at, self.cfg.cert)
+        log.info(
+            "%s: TLS certificate, key and client CA reloaded (load %d, %s); open connections keep theirs",
+            self.cfg.at,
+            self.generation,
+            self.cfg.cert,
+        )
         return True
 
     def __repr__(self) -> str:

@@ -46,33 +46,50 @@ def translate(exc: BaseException, role: str, cfg: UpstreamConfig) -> UpstreamErr
         cert_error = exc.certificate_error
         why = getattr(cert_error, "verify_message", None) or cert_error
         return UpstreamTlsError(f"{name}: TLS verification failed: {why}", role=role)
-    tls = _tls_failure(exc)
-    if tls is not None:
-        return UpstreamTlsError(f"{name}: TLS handshake failed: {tls}", role=role)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamTlsError(f"{name}: TLS handshake failed: {_ssl_reason(exc.os_error)}", role=role)
+    if (
+        isinstance(exc, aiohttp.ClientConnectorError)
+        and isinstance(exc.os_error, ConnectionResetError | ConnectionAbortedError)
+        and cfg.url.startswith("https://")
+    ):
+        # Connected, then dropped before the connection was up: during the TLS handshake.
+        return UpstreamTlsError(
+            f"{name}: TLS handshake failed: the upstream closed the connection{_tls_hint(cfg)}", role=role
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamConnectError(f"{name}: cannot connect: {exc.os_error.strerror or exc}", role=role)
+        why = exc.os_error.strerror or exc
+        return UpstreamConnectError(f"{name}: cannot connect: {why}{_tls_hint(cfg)}", role=role)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamResetError(f"{name}: closed the connection before a complete response", role=role)
+        return UpstreamResetError(
+            f"{name}: closed the connection before a complete response{_tls_hint(cfg)}", role=role
+        )
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamResetError(f"{name}: response body cut short: {exc}", role=role)
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamProtocolError(f"{name}: invalid HTTP response: {exc.message}", role=role)
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError | OSError):
-        return UpstreamResetError(f"{name}: connection error: {exc}", role=role)
+        if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+            # A TLS alert after the handshake (TLS 1.3 servers judge the client certificate then).
+            reason = _ssl_reason(exc if isinstance(exc, ssl.SSLError) else exc.__cause__)
+            return UpstreamTlsError(f"{name}: TLS handshake failed: {reason}", role=role)
+        return UpstreamResetError(f"{name}: connection error: {exc}{_tls_hint(cfg)}", role=role)
     return UpstreamProtocolError(f"{name}: {type(exc).__name__}: {exc}", role=role)
 
 
-def _tls_failure(exc: BaseException) -> str | None:
-    """The TLS alert or error behind ``exc``, if one is: aiohttp wraps it more than one way (a server
-    that refuses our client certificate under TLS 1.3 says so only after the handshake, on first read)."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLError):
-            return str(seen.reason or seen).lower().replace("_", " ")
-        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
-    return None
+def _ssl_reason(err: BaseException | None) -> str:
+    reason = getattr(err, "reason", None)
+    return str(reason).lower().replace("_", " ") if reason else str(err)
+
+
+def _tls_hint(cfg: UpstreamConfig) -> str:
+    """Under TLS 1.3 a server judges the client certificate after our side of the handshake is done, and
+    many then just drop the connection: what the client sees is a reset, not a TLS alert."""
+    if not cfg.url.startswith("https://"):
+        return ""
+    if cfg.tls is None or cfg.tls.cert is None:
+        return f" (over TLS: does it require a client certificate? upstreams.{cfg.role}.tls.cert is not set)"
+    return " (over TLS: does it refuse the client certificate?)"
 
 
 class UpstreamPool:
