@@ -66,6 +66,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
         return f"cannot read {exc.filename}: {exc.strerror}"
     reason = getattr(exc, "reason", None)
+    if reason is None and "PEM lib" in str(exc):
+        # OpenSSL's catch-all for a file it could not decode.
+        return "not a readable PEM key (or its key_password is wrong or missing)"
     return str(reason or exc).lower().replace("_", " ")
 
 
@@ -104,6 +107,10 @@ def server_context(cfg: ListenerTls) -> ssl.SSLContext:
     _load_chain(ctx, cfg.cert, cfg.key, cfg.key_password)
     if cfg.client_ca is not None:
         _load_cas(ctx, "client_ca", cfg.client_ca)
+        # A resumed session skips certificate verification, and tickets stay valid across a reload:
+        # without them, a client CA removed from the bundle stops working at the next connection.
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
     ctx.verify_mode = _VERIFY[cfg.client_auth]
     return ctx
 
