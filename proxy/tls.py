@@ -77,10 +77,14 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None, password: str
         if file is not None and not file.is_file():
             raise TlsError(name, f"cannot read {file}: no such file")
     try:
+        pem = cert.read_bytes()
+    except OSError as exc:
+        raise TlsError("cert", f"cannot read {cert}: {exc.strerror}") from exc
+    try:
         # First block only: whether the certificate itself is readable, so the error names the right file.
-        x509.load_pem_x509_certificate(cert.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise TlsError("cert", f"{cert} does not start with a PEM certificate: {_describe(exc)}") from exc
+        x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise TlsError("cert", f"{cert} does not start with a PEM certificate: {exc}") from exc
     try:
         ctx.load_cert_chain(cert, key, password=password)
     except (OSError, ssl.SSLError, ValueError) as exc:

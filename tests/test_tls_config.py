@@ -108,6 +108,12 @@ BAD: list[tuple[str, bool, Callable[[dict[str, Any], dict[str, Path]], None], st
         "tls.cert: cannot read",
     ),
     (
+        "cert file holds no certificate",
+        False,
+        _set("tls", {"cert": "@key"}),
+        "tls.cert: ",
+    ),
+    (
         "key without cert",
         False,
         _set("tls", {"key": "@key"}),
