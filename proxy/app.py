@@ -39,6 +39,7 @@ from .rollout import initial, reconcile_candidate
 from .routing import Role, weight_to_bp
 from .shadow import ShadowBook
 from .store import FileStateStore, open_store
+from .tls import ServerTls
 from .upstream import UpstreamPool
 
 log = logging.getLogger("rollguard")
@@ -231,12 +232,19 @@ def bound(sock: socket.socket) -> Listen:
 
 
 def _uvicorn(
-    app: Any, *, graceful: int, limits: LimitsConfig, name: str, on_reject: OnReject | None = None
+    app: Any,
+    *,
+    graceful: int,
+    limits: LimitsConfig,
+    name: str,
+    on_reject: OnReject | None = None,
+    tls: ServerTls | None = None,
 ) -> uvicorn.Server:
     """One listener's server: uvicorn's httptools protocol with rollguard's head and concurrency limits.
 
     ``on_reject(status, reason)`` counts what the listener answers itself (431, 408, 400, 501, 505, 503),
-    below the app: those never reach the forwarder and count against no model version.
+    below the app: those never reach the forwarder and count against no model version. With ``tls`` the
+    listener serves HTTPS with that context, which uvicorn passes to ``loop.create_server(ssl=...)``.
     """
     guard = ListenerGuard(
         HeadLimits(
@@ -259,6 +267,9 @@ def _uvicorn(
         date_header=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=graceful,
+        # uvicorn's hook for a context built elsewhere: ours, kept for the listener's life (reloads
+        # switch certificates inside it, see tls.ServerTls).
+        ssl_context_factory=(lambda _cfg, _default: tls.context) if tls is not None else None,
     )
     cfg.load()
     server = uvicorn.Server(cfg)
@@ -282,6 +293,9 @@ async def serve(
         # Bound before anything is built, closed on every way out (a failed build included).
         data_sock = sockets.enter_context(bind(config.listen))
         admin_sock = sockets.enter_context(bind(config.admin.listen))
+        # Contexts first: a certificate that cannot be loaded stops the start before anything is built.
+        data_tls = ServerTls(config.tls) if config.tls is not None else None
+        admin_tls = ServerTls(config.admin.tls) if config.admin.tls is not None else None
         async with build(config) as rt:
             limits = rt.config.limits
             servers = [
@@ -291,6 +305,7 @@ async def serve(
                     limits=limits,
                     name="data",
                     on_reject=lambda code, why: rt.metrics.rejected(Listener.DATA, code, why),
+                    tls=data_tls,
                 ),
                 _uvicorn(
                     rt.admin,
@@ -298,6 +313,7 @@ async def serve(
                     limits=limits,
                     name="admin",
                     on_reject=lambda code, why: rt.metrics.rejected(Listener.ADMIN, code, why),
+                    tls=admin_tls,
                 ),
             ]
             loop = asyncio.get_running_loop()
@@ -305,12 +321,7 @@ async def serve(
             for sig in signals[:2]:
                 loop.add_signal_handler(sig, stop.set)
             if handle_signals:
-                loop.add_signal_handler(
-                    signal.SIGHUP,
-                    lambda: log.warning(
-                        "SIGHUP: live config reload is not available in this version; restart to apply"
-                    ),
-                )
+                loop.add_signal_handler(signal.SIGHUP, reload_tls, data_tls, admin_tls)
             try:
                 await servers[0].startup(sockets=[data_sock])
                 await servers[1].startup(sockets=[admin_sock])
@@ -333,6 +344,17 @@ async def serve(
                 )
 
 
+def reload_tls(*listeners: ServerTls | None) -> None:
+    """SIGHUP: re-read the listeners' certificates, keys and client CAs; nothing else is reloaded."""
+    log.warning(
+        "SIGHUP: live config reload is not available in this version; restart to apply"
+        " (TLS certificates, keys and client CAs are reloaded)"
+    )
+    for tls in listeners:
+        if tls is not None:
+            tls.reload()
+
+
 def tune_gc() -> None:
     """Move everything built at start-up out of the collector's way, and collect young objects less often.
 
@@ -345,9 +367,16 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def announce(data: Listen, admin: Listen) -> None:
-    """The start-up line operators (and tests) read to learn the bound ports."""
-    print(f"rollguard listening data=http://{data} admin=http://{admin}", file=sys.stderr, flush=True)
+def announcer(config: Config) -> Callable[[Listen, Listen], None]:
+    """The start-up line operators (and tests) read to learn the bound ports and schemes."""
+    data_scheme = "https" if config.tls is not None else "http"
+    admin_scheme = "https" if config.admin.tls is not None else "http"
+
+    def announce(data: Listen, admin: Listen) -> None:
+        line = f"rollguard listening data={data_scheme}://{data} admin={admin_scheme}://{admin}"
+        print(line, file=sys.stderr, flush=True)
+
+    return announce
 
 
 def run(config: Config) -> None:
@@ -359,4 +388,4 @@ def run(config: Config) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(config, on_ready=announce))
+        runner.run(serve(config, on_ready=announcer(config)))

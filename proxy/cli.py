@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(config.logging.level.upper())
         try:
             run(config)
+        except ConfigError as exc:  # a TLS file changed between the check and the start
+            return _die(f"invalid config: {exc}", 2)
         except OSError as exc:
             return _die(str(exc), 1)
         return 0

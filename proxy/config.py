@@ -19,6 +19,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from .config_tls import listener_tls, upstream_tls
 from .config_types import (
     AdminConfig,
     AdminRole,
@@ -29,6 +30,7 @@ from .config_types import (
     GatesConfig,
     LimitsConfig,
     Listen,
+    ListenerTls,
     LoggingConfig,
     PiiConfig,
     Role,
@@ -40,6 +42,7 @@ from .config_types import (
     TripwireConfig,
     TrustedKey,
     UpstreamConfig,
+    UpstreamTls,
 )
 from .errors import ConfigError
 
@@ -55,6 +58,7 @@ __all__ = [
     "ForwardedConfig",
     "LimitsConfig",
     "Listen",
+    "ListenerTls",
     "LoggingConfig",
     "PiiConfig",
     "Role",
@@ -65,6 +69,7 @@ __all__ = [
     "StickyKey",
     "TrustedKey",
     "UpstreamConfig",
+    "UpstreamTls",
     "build_config",
     "load_config",
 ]
@@ -188,9 +193,10 @@ def _check_schema_file(file: Path, path: str) -> None:
 
 def _upstream(raw: dict[str, Any], role: Role, base: Path) -> UpstreamConfig:
     timeout = parse_duration(raw.get("timeout", 2.0))
+    url = raw["url"].rstrip("/")
     return UpstreamConfig(
         role=role,
-        url=raw["url"].rstrip("/"),
+        url=url,
         version=raw["version"],
         timeout=timeout,
         connect_timeout=parse_duration(raw.get("connect_timeout", min(1.0, timeout))),
@@ -200,6 +206,7 @@ def _upstream(raw: dict[str, Any], role: Role, base: Path) -> UpstreamConfig:
         cost_per_second=float(raw.get("cost", {}).get("per_second", 0.0)),
         **_resilience(raw),
         manifest=_path(raw["manifest"], base) if "manifest" in raw else None,
+        tls=upstream_tls(raw.get("tls"), url, f"upstreams.{role}.tls", base),
     )
 
 
@@ -390,8 +397,12 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
     return Config(
         source=source,
         listen=listen,
+        tls=listener_tls(doc.get("tls"), "tls", base),
         admin=AdminConfig(
-            listen=admin_listen, tokens=tuple(tokens), metrics_auth=bool(admin_raw.get("metrics_auth", False))
+            listen=admin_listen,
+            tokens=tuple(tokens),
+            metrics_auth=bool(admin_raw.get("metrics_auth", False)),
+            tls=listener_tls(admin_raw.get("tls"), "admin.tls", base),
         ),
         state=StateConfig(path=_path(state_ref.removeprefix("file:"), base)),
         baseline=baseline,

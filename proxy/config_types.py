@@ -33,9 +33,37 @@ class AdminToken:
         return f"AdminToken(name={self.name!r}, role={self.role!r}, token='***')"
 
 
+ClientAuth = Literal["none", "optional", "require"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTls:
+    """TLS on a listener (``tls`` for the data plane, ``admin.tls``); files are re-read on SIGHUP."""
+
+    at: str  # the key path, for messages: "tls" or "admin.tls"
+    cert: Path  # PEM certificate chain, leaf first (may also hold the key)
+    key: Path | None = None  # PEM private key; None: in the cert file
+    key_password: str | None = field(default=None, repr=False)  # resolved secret; never printed
+    client_ca: Path | None = None  # PEM bundle that client certificates must chain to
+    client_auth: ClientAuth = "none"  # require: no valid client certificate, no handshake
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTls:
+    """TLS towards an ``https://`` upstream. Verification is always on; there is no switch to turn it off."""
+
+    ca: Path | None = None  # the only CAs trusted for this upstream; None: the system trust store
+    cert: Path | None = None  # client certificate (mTLS), PEM; may also hold the key
+    key: Path | None = None
+    key_password: str | None = field(default=None, repr=False)  # resolved secret; never printed
+    server_name: str | None = None  # SNI and the name verified; None: the URL's host
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminConfig:
     listen: Listen  # default 127.0.0.1:9901: loopback, never the data plane's port
+    tls: ListenerTls | None = None  # None: plain HTTP
     tokens: tuple[AdminToken, ...] = ()  # no tokens: every authenticated admin call is 401
     metrics_auth: bool = False  # true: /metrics needs the viewer role too
 
@@ -48,7 +76,7 @@ class StateConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamConfig:
     role: Role
-    url: str  # http://host:port, no path
+    url: str  # http(s)://host:port, no path
     version: str  # the model version this upstream serves; a metric label
     timeout: float = 2.0  # one attempt, first byte sent to last byte received
     connect_timeout: float = 1.0
@@ -65,6 +93,7 @@ class UpstreamConfig:
     retry_backoff_cap: float = 0.25
     retry_budget: float = 0.2  # retries in flight stay under this share of active requests
     manifest: Path | None = None  # signed release manifest (candidate); required by require_signed_candidate
+    tls: UpstreamTls | None = None  # https:// only; None there: the system trust store, no client cert
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +231,7 @@ class Config:
     source: Path | None
     listen: Listen
     admin: AdminConfig
+    tls: ListenerTls | None = None  # the data plane's TLS; None: plain HTTP
     state: StateConfig
     baseline: UpstreamConfig
     candidate: UpstreamConfig

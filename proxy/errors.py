@@ -11,6 +11,7 @@
         ├── NotImplementedProtocol 501  WebSocket upgrades, HTTP/2 (not proxied in this version)
         └── UpstreamError               the upstream failed; .kind is the metric label
             ├── UpstreamConnectError  502  kind=connect   refused, unreachable, DNS
+            │   └── UpstreamTlsError  502  kind=connect   TLS handshake or certificate verification failed
             ├── UpstreamResetError    502  kind=reset     connection reset or closed early
             ├── UpstreamProtocolError 502  kind=protocol  not valid HTTP, bad framing
             ├── UpstreamContractError 502  kind=contract  the answer breaks the route's response contract
@@ -114,6 +115,13 @@ class UpstreamConnectError(UpstreamError):
     title = "Upstream unreachable"
     slug = "upstream-connect"
     kind = "connect"
+
+
+class UpstreamTlsError(UpstreamConnectError):
+    """The TLS handshake with the upstream failed; never retried over plain HTTP."""
+
+    title = "Upstream TLS failure"
+    slug = "upstream-tls"
 
 
 class UpstreamResetError(UpstreamError):

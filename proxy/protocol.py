@@ -37,9 +37,11 @@ Written against uvicorn 0.54 (pinned ``>=0.54,<0.55`` in pyproject.toml). It ove
 ``on_headers_complete``, ``on_response_complete`` and the private ``_start_asgi_task`` (its body
 repeated, to hold the task). It relies on: ``limit_concurrency`` being read only in
 ``on_headers_complete``; ``_start_asgi_task(cycle, app)`` being the one place a request's task starts,
-pipelined or not; ``on_message_begin`` resetting ``url`` and ``headers`` and ``on_header`` lowering
-names; ``cycle`` being the last request parsed, with ``more_body`` and ``response_complete``; the
-cycle calling ``on_response_complete`` after each response; and the attributes ``parser``,
+pipelined or not; ``on_message_begin`` resetting ``url`` and ``headers``, building ``scope`` (a TLS
+connection's ``extensions["tls"]`` is added to it, see ``tls_peer``) and ``on_header`` lowering names;
+``connection_made`` setting ``scheme`` to ``https`` on a TLS transport; ``cycle`` being the last
+request parsed, with ``more_body`` and ``response_complete``; the cycle calling
+``on_response_complete`` after each response; and the attributes ``parser``,
 ``transport``, ``flow``, ``loop``, ``config``, ``tasks``, ``server_state.default_headers`` and the
 private ``_unset_keepalive_if_required``, ``_should_upgrade``, ``_unsupported_upgrade_warning``.
 """
@@ -59,6 +61,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from .errors import BadRequest, NotImplementedProtocol, problem
 from .headers import request_id
+from .tls_peer import tls_extension
 
 __all__ = ["LINGER_SECONDS", "GuardedHttpToolsProtocol", "HeadLimits", "ListenerGuard", "OnReject"]
 
@@ -157,11 +160,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str, str] | None = None
         self._closing = False  # answered here: the connection only drains and closes
         self._deferred: bytes | None = None  # our answer, waiting for a pipelined response ahead of it
+        self._tls: dict[str, Any] | None = None  # the scope's TLS extension, built once per connection
 
     # -- connection ----------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        if self.scheme == "https":  # set by uvicorn from the transport; plain HTTP pays nothing here
+            self._tls = tls_extension(transport.get_extra_info("ssl_object"))
         # uvicorn arms no timer before the first request: an accepted socket that never sends would be
         # held forever. Nothing was asked, so nothing is answered (nginx does the same).
         self._timer = self.loop.call_later(self._head_timeout, self._on_timer)
@@ -216,6 +222,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._tls is not None:  # a copy per request: one app's change must not reach the next request
+            self.scope["extensions"] = {"tls": self._tls.copy()}  # type: ignore[dict-item]
         # Here rather than on any byte, as uvicorn does: stray CRLFs must not keep an idle connection.
         self._unset_keepalive_if_required()
         if self._timer is not None:  # the idle timer of a fresh connection

@@ -30,6 +30,7 @@ import importlib.resources
 import math
 import random
 import signal
+import ssl
 import sys
 import uuid
 from collections.abc import Sequence
@@ -340,19 +341,29 @@ class RunningModel:
         await self.close()
 
 
-async def start_sample_model(behavior: ModelBehavior, host: str = "127.0.0.1", port: int = 0) -> RunningModel:
-    """Serve a new :class:`SampleModel` on ``host:port`` (0 picks a free port), access log off."""
+async def start_sample_model(
+    behavior: ModelBehavior,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> RunningModel:
+    """Serve a new :class:`SampleModel` on ``host:port`` (0 picks a free port), access log off;
+    over HTTPS with ``ssl_context``."""
     model = SampleModel(behavior)
     runner = web.AppRunner(model.make_app(), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise
     bound_port = int(runner.addresses[0][1])
     url_host = f"[{host}]" if ":" in host else host
-    return RunningModel(url=f"http://{url_host}:{bound_port}", port=bound_port, model=model, runner=runner)
+    scheme = "https" if ssl_context is not None else "http"
+    return RunningModel(
+        url=f"{scheme}://{url_host}:{bound_port}", port=bound_port, model=model, runner=runner
+    )
 
 
 async def _serve(behavior: ModelBehavior, host: str, port: int) -> None:

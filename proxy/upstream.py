@@ -8,6 +8,7 @@ environment, and no headers of aiohttp's own (the client's headers are forwarded
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
@@ -25,7 +26,9 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamResetError,
     UpstreamTimeout,
+    UpstreamTlsError,
 )
+from .tls import client_context
 
 _NO_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
 
@@ -39,17 +42,54 @@ def translate(exc: BaseException, role: str, cfg: UpstreamConfig) -> UpstreamErr
         return UpstreamTimeout(f"{name}: read timeout ({cfg.read_timeout:g}s without data) fired", role=role)
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"{name}: request timeout ({cfg.timeout:g}s) fired", role=role)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        why = getattr(cert_error, "verify_message", None) or cert_error
+        return UpstreamTlsError(f"{name}: TLS verification failed: {why}", role=role)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamTlsError(f"{name}: TLS handshake failed: {_ssl_reason(exc.os_error)}", role=role)
+    if (
+        isinstance(exc, aiohttp.ClientConnectorError)
+        and isinstance(exc.os_error, ConnectionResetError | ConnectionAbortedError)
+        and cfg.url.startswith("https://")
+    ):
+        # Connected, then dropped before the connection was up: during the TLS handshake.
+        return UpstreamTlsError(
+            f"{name}: TLS handshake failed: the upstream closed the connection{_tls_hint(cfg)}", role=role
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamConnectError(f"{name}: cannot connect: {exc.os_error.strerror or exc}", role=role)
+        why = exc.os_error.strerror or exc
+        return UpstreamConnectError(f"{name}: cannot connect: {why}{_tls_hint(cfg)}", role=role)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamResetError(f"{name}: closed the connection before a complete response", role=role)
+        return UpstreamResetError(
+            f"{name}: closed the connection before a complete response{_tls_hint(cfg)}", role=role
+        )
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamResetError(f"{name}: response body cut short: {exc}", role=role)
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamProtocolError(f"{name}: invalid HTTP response: {exc.message}", role=role)
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError | OSError):
-        return UpstreamResetError(f"{name}: connection error: {exc}", role=role)
+        if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+            # A TLS alert after the handshake (TLS 1.3 servers judge the client certificate then).
+            reason = _ssl_reason(exc if isinstance(exc, ssl.SSLError) else exc.__cause__)
+            return UpstreamTlsError(f"{name}: TLS handshake failed: {reason}", role=role)
+        return UpstreamResetError(f"{name}: connection error: {exc}{_tls_hint(cfg)}", role=role)
     return UpstreamProtocolError(f"{name}: {type(exc).__name__}: {exc}", role=role)
+
+
+def _ssl_reason(err: BaseException | None) -> str:
+    reason = getattr(err, "reason", None)
+    return str(reason).lower().replace("_", " ") if reason else str(err)
+
+
+def _tls_hint(cfg: UpstreamConfig) -> str:
+    """Under TLS 1.3 a server judges the client certificate after our side of the handshake is done, and
+    many then just drop the connection: what the client sees is a reset, not a TLS alert."""
+    if not cfg.url.startswith("https://"):
+        return ""
+    if cfg.tls is None or cfg.tls.cert is None:
+        return f" (over TLS: does it require a client certificate? upstreams.{cfg.role}.tls.cert is not set)"
+    return " (over TLS: does it refuse the client certificate?)"
 
 
 class UpstreamPool:
@@ -63,6 +103,7 @@ class UpstreamPool:
             total=cfg.timeout, connect=cfg.connect_timeout, sock_read=cfg.read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._server_name = cfg.tls.server_name if cfg.tls is not None else None  # SNI and name checked
         self._connector: aiohttp.TCPConnector | None = None
         self.in_flight = 0
         self.breaker = CircuitBreaker(
@@ -78,8 +119,15 @@ class UpstreamPool:
         return f"<UpstreamPool {self.role} {self.cfg.url} {self.stats()}>"
 
     async def start(self) -> None:
+        # https:// is always verified: the configured CA bundle only, or the system store. (True is
+        # aiohttp's default, which plain http:// never uses.)
+        tls = client_context(self.cfg.tls) if self.cfg.url.startswith("https://") else True
         self._connector = aiohttp.TCPConnector(
-            limit=self.cfg.max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=30
+            limit=self.cfg.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=30,
+            keepalive_timeout=30,
+            ssl=tls,
         )
         self._session = aiohttp.ClientSession(
             connector=self._connector,
@@ -157,6 +205,7 @@ class UpstreamPool:
                 allow_redirects=False,
                 timeout=attempt_timeout,
                 compress=None,
+                server_hostname=self._server_name,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise translate(exc, self.role, self.cfg) from exc

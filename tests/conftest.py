@@ -104,8 +104,8 @@ class RunningProxy:
         return httpx.AsyncClient(base_url=self.admin_url, headers=headers, timeout=10)
 
 
-def _url(listen: Listen) -> str:
-    return f"http://{listen}"
+def _url(listen: Listen, tls: bool = False) -> str:
+    return f"{'https' if tls else 'http'}://{listen}"
 
 
 async def start_proxy(config: Config) -> tuple[RunningProxy, asyncio.Event, asyncio.Task[None]]:
@@ -119,7 +119,8 @@ async def start_proxy(config: Config) -> tuple[RunningProxy, asyncio.Event, asyn
     if task in done:
         task.result()  # raises the start-up error
     data, admin = ready.result()
-    return RunningProxy(config=config, data_url=_url(data), admin_url=_url(admin)), stop, task
+    data_url, admin_url = _url(data, config.tls is not None), _url(admin, config.admin.tls is not None)
+    return RunningProxy(config=config, data_url=data_url, admin_url=admin_url), stop, task
 
 
 @pytest.fixture

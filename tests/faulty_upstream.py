@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import enum
 import socket
+import ssl
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -99,8 +100,10 @@ class FaultyUpstream:
         huge_body_bytes: int = 8 * 1024 * 1024,
         partial_body_bytes: int = 1000,
         drip_interval: float = 0.05,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.fault = fault
+        self.ssl_context = ssl_context  # serve HTTPS with it; handlers run only after a good handshake
         self.huge_body_bytes = huge_body_bytes
         self.partial_body_bytes = partial_body_bytes
         self.drip_interval = drip_interval
@@ -115,14 +118,16 @@ class FaultyUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def open_connections(self) -> int:
         return len(self._conns)
 
     async def start(self) -> FaultyUpstream:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=_MAX_HEAD)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", 0, limit=_MAX_HEAD, ssl=self.ssl_context
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
