@@ -7,8 +7,9 @@ request at ``now`` is admitted when ``max(TAT, now) + T - now <= burst * T``, an
 ``T``: a token bucket of depth ``burst`` refilled at ``rate``, without a refill timer. A refused request
 learns when the next one would pass: ``max(TAT, now) + T - burst * T - now``.
 
-Keys live in an insertion-ordered dict used as an LRU: at ``max_keys`` the least recently seen key is
-forgotten, which can only ever grant that key a fresh burst, never refuse anyone wrongly. Pure: the
+Keys live in an insertion-ordered dict used as an LRU (admitted and refused requests both count as
+seen): at ``max_keys`` the least recently seen key is forgotten, which can only ever grant that key a
+fresh burst, never refuse anyone wrongly. Pure: the
 clock is injected, nothing here does I/O.
 """
 
@@ -57,11 +58,21 @@ class Gcra:
             del tats[next(iter(tats))]
         tats[key] = new_tat
 
+    def seen(self, key: str) -> None:
+        """A refused key is recent too: a client hammering past its limit must not age out and so
+        earn a fresh burst while quieter keys are kept."""
+        tats = self._tat
+        tat = tats.pop(key, None)
+        if tat is not None:
+            tats[key] = tat
+
     def acquire(self, key: str, now: float) -> float:
         """Admit (returns 0) or refuse (returns the seconds until a request would pass)."""
         wait, new_tat = self.peek(key, now)
         if wait == 0.0:
             self.commit(key, new_tat)
+        else:
+            self.seen(key)
         return wait
 
 
@@ -79,6 +90,9 @@ def acquire_all(limits: Sequence[tuple[Gcra, str]], now: float) -> float:
     if wait == 0.0:
         for (limit, key), new_tat in zip(limits, tats, strict=True):
             limit.commit(key, new_tat)
+    else:
+        for limit, key in limits:
+            limit.seen(key)
     return wait
 
 

@@ -1,0 +1,445 @@
+"""Client identity and per-route policy, pure: JWT matrix, API keys, mTLS peers, allow lists, config errors.
+
+Keys are generated here with ``cryptography``; configs go through the real loader (``build_config``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from proxy.config import Config, build_config
+from proxy.edge import EdgePolicy
+from proxy.errors import ConfigError, Forbidden, Unauthorized
+from tests.conftest import config_doc
+
+HS_SECRET = "hs256-secret-for-tests-0123456789abcdef"
+KEY_A = "rg_key-for-client-a-0123456789abcdefghij"
+KEY_B = "rg_key-for-client-b-0123456789abcdefghij"
+ISS, AUD = "https://idp.example.test", "rollguard"
+
+
+def sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def pem(public: Any) -> bytes:
+    return bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, Any]:
+    return {
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "rsa_other": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ec": ec.generate_private_key(ec.SECP256R1()),
+        "ec_jwks": ec.generate_private_key(ec.SECP256R1()),
+    }
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RG_TEST_JWT_SECRET", HS_SECRET)
+
+
+def _doc(tmp_path: Path, **over: Any) -> dict[str, Any]:
+    return config_doc(tmp_path, "http://127.0.0.1:9001", "http://127.0.0.1:9002", **over)
+
+
+def jwt_config(tmp_path: Path, keys: dict[str, Any]) -> Config:
+    (tmp_path / "rs.pem").write_bytes(pem(keys["rsa"].public_key()))
+    (tmp_path / "ec.pem").write_bytes(pem(keys["ec"].public_key()))
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(keys["ec_jwks"].public_key()))
+    jwk.update(kid="jwks-1", alg="ES256", use="sig")
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    doc = _doc(
+        tmp_path,
+        auth={
+            "required": True,
+            "jwt": {
+                "keys": [
+                    {"kid": "hs-1", "alg": "HS256", "secret": "env:RG_TEST_JWT_SECRET"},
+                    {"kid": "rs-1", "alg": "RS256", "public_key": "rs.pem"},
+                    {"alg": "ES256", "public_key": "ec.pem"},
+                ],
+                "jwks": "jwks.json",
+                "issuer": ISS,
+                "audience": AUD,
+                "leeway": "5s",
+            },
+        },
+    )
+    return build_config(doc, tmp_path)
+
+
+def claims(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    out: dict[str, Any] = {
+        "sub": "svc-checkout",
+        "roles": ["scorer"],
+        "iss": ISS,
+        "aud": AUD,
+        "exp": now + 300,
+    }
+    out.update(over)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def scope(headers: dict[str, str] | None = None, tls: dict[str, Any] | None = None) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "type": "http",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "client": ("10.0.0.7", 51234),
+    }
+    if tls is not None:
+        s["extensions"] = {"tls": tls}
+    return s
+
+
+def bearer(token: str) -> dict[str, Any]:
+    return scope({"authorization": f"Bearer {token}"})
+
+
+def admit(policy: EdgePolicy, s: dict[str, Any], route: str = "infer") -> dict[str, Any]:
+    log: dict[str, Any] = {}
+    policy.admit(s, route, log)
+    return log
+
+
+def unsigned(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return ".".join((b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()), b64(signature)))
+
+
+# -- JWT ----------------------------------------------------------------------------------------------
+
+
+def test_valid_tokens_of_each_algorithm_are_accepted(tmp_path: Path, keys: dict[str, Any], env: None) -> None:
+    failures: list[tuple[str, str]] = []
+    policy = EdgePolicy(jwt_config(tmp_path, keys), on_auth_failure=lambda r, why: failures.append((r, why)))
+    tokens = {
+        "HS256": jwt.encode(claims(), HS_SECRET, algorithm="HS256", headers={"kid": "hs-1"}),
+        "RS256": jwt.encode(claims(sub="rs-client"), keys["rsa"], algorithm="RS256", headers={"kid": "rs-1"}),
+        "ES256 (no kid)": jwt.encode(claims(sub="es-client"), keys["ec"], algorithm="ES256"),
+        "ES256 (JWKS)": jwt.encode(claims(sub="jwks-client"), keys["ec_jwks"], "ES256", {"kid": "jwks-1"}),
+    }
+    names = {label: admit(policy, bearer(tok))["client_name"] for label, tok in tokens.items()}
+    assert names == {
+        "HS256": "svc-checkout",
+        "RS256": "rs-client",
+        "ES256 (no kid)": "es-client",
+        "ES256 (JWKS)": "jwks-client",
+    }
+    assert failures == []
+
+
+def test_roles_claim_as_list_or_space_separated_string(
+    tmp_path: Path, keys: dict[str, Any], env: None
+) -> None:
+    policy = EdgePolicy(jwt_config(tmp_path, keys))
+    auth = policy.authenticator
+    assert auth is not None
+    listed = jwt.encode(claims(roles=["a", "b"]), HS_SECRET, algorithm="HS256", headers={"kid": "hs-1"})
+    spaced = jwt.encode(claims(roles="a b c"), HS_SECRET, algorithm="HS256", headers={"kid": "hs-1"})
+    none = jwt.encode(claims(roles=None), HS_SECRET, algorithm="HS256", headers={"kid": "hs-1"})
+    assert (c := auth.identify(bearer(listed))) is not None and c.roles == {"a", "b"}
+    assert (c := auth.identify(bearer(spaced))) is not None and c.roles == {"a", "b", "c"}
+    assert (c := auth.identify(bearer(none))) is not None and c.roles == frozenset()
+
+
+def _bad_tokens(keys: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    now = int(time.time())
+    rsa_pem = pem(keys["rsa"].public_key())
+    hs = {"kid": "hs-1"}
+    return {
+        "bad signature": (jwt.encode(claims(), "x" * 40, "HS256", hs), "bad_signature"),
+        "RS256 signed by another key": (
+            jwt.encode(claims(), keys["rsa_other"], "RS256", {"kid": "rs-1"}),
+            "bad_signature",
+        ),
+        "expired": (jwt.encode(claims(exp=now - 60), HS_SECRET, "HS256", hs), "expired"),
+        "expired, wrong key too": (jwt.encode(claims(exp=now - 60), "y" * 40, "HS256", hs), "bad_signature"),
+        "no exp": (jwt.encode(claims(exp=None), HS_SECRET, "HS256", hs), "claims"),
+        "not yet valid": (jwt.encode(claims(nbf=now + 120), HS_SECRET, "HS256", hs), "claims"),
+        "wrong audience": (jwt.encode(claims(aud="someone-else"), HS_SECRET, "HS256", hs), "claims"),
+        "no audience": (jwt.encode(claims(aud=None), HS_SECRET, "HS256", hs), "claims"),
+        "wrong issuer": (jwt.encode(claims(iss="https://evil.test"), HS_SECRET, "HS256", hs), "claims"),
+        "no sub": (jwt.encode(claims(sub=None), HS_SECRET, "HS256", hs), "claims"),
+        "alg none": (unsigned({"alg": "none", "typ": "JWT"}, claims()), "bad_alg"),
+        "alg none with a kid": (unsigned({"alg": "none", "kid": "hs-1"}, claims()), "bad_alg"),
+        # The classic confusion: an HS256 token whose HMAC secret is the RSA public key's PEM.
+        "HS/RS confusion by kid": (
+            unsigned(
+                {"alg": "HS256", "kid": "rs-1"}, claims(), _hmac(rsa_pem, {"alg": "HS256", "kid": "rs-1"})
+            ),
+            "bad_alg",
+        ),
+        "HS/RS confusion without kid": (
+            unsigned({"alg": "HS256"}, claims(), _hmac(rsa_pem, {"alg": "HS256"})),
+            "bad_signature",
+        ),
+        "RS256 header on the HS key": (jwt.encode(claims(), keys["rsa"], "RS256", hs), "bad_alg"),
+        "unknown kid": (jwt.encode(claims(), HS_SECRET, "HS256", {"kid": "nope"}), "unknown_kid"),
+        "unsupported alg": (jwt.encode(claims(), "z" * 64, "HS512"), "bad_alg"),
+        "malformed": ("aaa.bbb.ccc", "malformed"),
+        "not base64 json": ("eyJhbGciOi.%%%.xyz", "malformed"),
+    }
+
+
+def _hmac(secret: bytes, header: dict[str, Any]) -> bytes:
+    """The signature an attacker computes with the public PEM as the HMAC secret."""
+    import hmac
+
+    signing_input = unsigned(header, claims()).rsplit(".", 1)[0].encode()
+    return hmac.new(secret, signing_input, hashlib.sha256).digest()
+
+
+def test_bad_tokens_are_401_with_a_reason_and_never_echo_the_token(
+    tmp_path: Path, keys: dict[str, Any], env: None
+) -> None:
+    failures: list[str] = []
+    policy = EdgePolicy(jwt_config(tmp_path, keys), on_auth_failure=lambda r, why: failures.append(why))
+    got = {}
+    for label, (token, _reason) in _bad_tokens(keys).items():
+        with pytest.raises(Unauthorized) as info:
+            admit(policy, bearer(token))
+        exc = info.value
+        got[label] = exc.reason
+        assert exc.status == 401
+        challenge = dict(exc.headers)[b"www-authenticate"].decode()
+        assert challenge.startswith('Bearer realm="rollguard", error="invalid_token", error_description="')
+        for part in token.split("."):
+            if len(part) > 3:
+                assert part not in exc.detail and part not in challenge
+    assert got == {label: reason for label, (_, reason) in _bad_tokens(keys).items()}
+    assert failures == list(got.values())
+
+
+def test_leeway_admits_small_clock_skew(tmp_path: Path, keys: dict[str, Any], env: None) -> None:
+    policy = EdgePolicy(jwt_config(tmp_path, keys))  # leeway 5s
+    now = int(time.time())
+    skewed = jwt.encode(claims(nbf=now + 2, exp=now - 2), HS_SECRET, "HS256", {"kid": "hs-1"})
+    assert admit(policy, bearer(skewed))["client_name"] == "svc-checkout"
+
+
+# -- API keys, peers, allow lists ---------------------------------------------------------------------
+
+
+def mixed_config(tmp_path: Path, **auth_over: Any) -> Config:
+    routes = [
+        {"name": "infer", "path": "/v1/infer", "auth": {"roles": ["scorer"]}},
+        {"name": "batch", "path": "/v1/batch", "auth": {"clients": ["batch"]}},
+        {"name": "public", "path": "/v1/public", "auth": {"required": False}},
+        {"name": "plain", "path": "/v1/plain"},
+    ]
+    auth: dict[str, Any] = {
+        "api_keys": [
+            {"name": "checkout", "roles": ["scorer"], "key_sha256": sha(KEY_A)},
+            {"name": "reporting", "roles": ["reader"], "key_sha256": sha(KEY_B)},
+        ],
+        "peers": [{"name": "batch", "roles": ["scorer"], "peer": "batch.internal"}],
+    }
+    auth.update(auth_over)
+    return build_config(_doc(tmp_path, routes=routes, auth=auth), tmp_path)
+
+
+def test_api_key_by_bearer_or_header(tmp_path: Path) -> None:
+    policy = EdgePolicy(mixed_config(tmp_path))
+    assert admit(policy, bearer(KEY_A))["client_name"] == "checkout"
+    assert admit(policy, scope({"x-api-key": KEY_A}))["client_name"] == "checkout"
+    with pytest.raises(Unauthorized) as info:
+        admit(policy, bearer(KEY_A + "x"))
+    assert info.value.reason == "unknown_key" and KEY_A not in info.value.detail
+    with pytest.raises(Unauthorized) as info:
+        admit(policy, scope({"x-api-key": "wrong"}))
+    assert info.value.reason == "unknown_key"
+
+
+def test_configurable_api_key_header(tmp_path: Path) -> None:
+    policy = EdgePolicy(mixed_config(tmp_path, api_key_header="X-Client-Key"))
+    assert admit(policy, scope({"x-client-key": KEY_A}))["client_name"] == "checkout"
+    with pytest.raises(Unauthorized) as info:  # x-api-key is now an ordinary header: no credential
+        admit(policy, scope({"x-api-key": KEY_A}))
+    assert info.value.reason == "missing"
+    assert dict(info.value.headers)[b"www-authenticate"] == b'Bearer realm="rollguard"'
+
+
+def test_allow_lists_per_route(tmp_path: Path) -> None:
+    failures: list[tuple[str, str]] = []
+    policy = EdgePolicy(mixed_config(tmp_path), on_auth_failure=lambda r, why: failures.append((r, why)))
+    batch_peer = scope(
+        tls={"client_cert_name": "CN=batch.internal", "client_cert_identities": ["batch.internal"]}
+    )
+    assert admit(policy, bearer(KEY_A), "infer")["client_name"] == "checkout"  # role scorer
+    assert admit(policy, batch_peer, "infer")["client_name"] == "batch"  # role scorer, by peer
+    assert admit(policy, batch_peer, "batch")["client_name"] == "batch"  # by name
+    with pytest.raises(Forbidden) as info:
+        admit(policy, bearer(KEY_B), "infer")  # reporting has role reader only
+    assert info.value.status == 403 and "reporting" in info.value.detail
+    with pytest.raises(Forbidden):
+        admit(policy, bearer(KEY_A), "batch")
+    with pytest.raises(Unauthorized):
+        admit(policy, scope(), "infer")
+    # Open routes: anonymous passes; credentials still name the client; bad ones are still refused.
+    assert admit(policy, scope(), "public") == {}
+    assert admit(policy, scope(), "plain") == {}
+    assert admit(policy, scope(), "unmatched") == {}
+    assert admit(policy, bearer(KEY_B), "public")["client_name"] == "reporting"
+    with pytest.raises(Unauthorized):
+        admit(policy, bearer("not-a-key-at-all-0123456789"), "public")
+    assert failures == [
+        ("infer", "forbidden"),
+        ("batch", "forbidden"),
+        ("infer", "missing"),
+        ("public", "unknown_key"),
+    ]
+
+
+def test_global_required_covers_plain_routes_and_unmatched_paths(tmp_path: Path) -> None:
+    policy = EdgePolicy(mixed_config(tmp_path, required=True))
+    for route in ("plain", "unmatched"):
+        with pytest.raises(Unauthorized):
+            admit(policy, scope(), route)
+        assert admit(policy, bearer(KEY_B), route)["client_name"] == "reporting"  # any client
+    assert admit(policy, scope(), "public") == {}  # the route's own auth block wins
+
+
+def test_peer_identity_from_the_tls_extension(tmp_path: Path) -> None:
+    policy = EdgePolicy(mixed_config(tmp_path))
+    auth = policy.authenticator
+    assert auth is not None
+    san = scope(tls={"client_cert_identities": ["other.example", "batch.internal", "spiffe://x/y"]})
+    unknown = scope(tls={"client_cert_identities": ["stranger.example"]})
+    no_cert = scope(tls={"client_cert_name": None, "client_cert_identities": []})
+    assert (c := auth.identify(san)) is not None and (c.name, c.via) == ("batch", "peer")
+    assert auth.identify(unknown) is None
+    assert auth.identify(no_cert) is None
+    assert auth.identify(scope()) is None
+    # An explicit credential wins over the certificate.
+    both = scope({"x-api-key": KEY_B}, tls={"client_cert_identities": ["batch.internal"]})
+    assert (c := auth.identify(both)) is not None and c.name == "reporting"
+
+
+def test_other_authorization_schemes_are_not_ours(tmp_path: Path) -> None:
+    policy = EdgePolicy(mixed_config(tmp_path))
+    assert admit(policy, scope({"authorization": "Basic dXNlcjpwYXNz"}), "public") == {}
+    with pytest.raises(Unauthorized) as info:
+        admit(policy, scope({"authorization": "Bearer "}), "public")
+    assert info.value.reason == "malformed"
+
+
+def test_nothing_configured_means_no_policy(tmp_path: Path) -> None:
+    assert EdgePolicy.from_config(build_config(_doc(tmp_path), tmp_path)) is None
+
+
+def test_repr_never_shows_key_material(tmp_path: Path, keys: dict[str, Any], env: None) -> None:
+    text = repr(mixed_config(tmp_path).auth) + repr(jwt_config(tmp_path, keys).auth)
+    assert sha(KEY_A) not in text and "key_sha256" not in text and HS_SECRET not in text
+
+
+# -- config errors name the key path ------------------------------------------------------------------
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "short hash",
+        {"auth": {"api_keys": [{"name": "a", "key_sha256": "abc"}]}},
+        "auth.api_keys[0].key_sha256",
+    ),
+    (
+        "same key twice",
+        {
+            "auth": {
+                "api_keys": [{"name": "a", "key_sha256": sha(KEY_A)}, {"name": "b", "key_sha256": sha(KEY_A)}]
+            }
+        },
+        "auth.api_keys[1].key_sha256",
+    ),
+    ("required without credentials", {"auth": {"required": True}}, "auth.required"),
+    ("bad alg", {"auth": {"jwt": {"keys": [{"alg": "none", "secret": "env:X"}]}}}, "auth.jwt.keys[0].alg"),
+    (
+        "missing pem",
+        {"auth": {"jwt": {"keys": [{"alg": "RS256", "public_key": "nope.pem"}]}}},
+        "auth.jwt.keys[0].public_key",
+    ),
+    (
+        "secret for RS",
+        {"auth": {"jwt": {"keys": [{"alg": "RS256", "secret": "env:RG_TEST_JWT_SECRET"}]}}},
+        "auth.jwt.keys[0]",
+    ),
+    (
+        "short secret",
+        {"auth": {"jwt": {"keys": [{"alg": "HS256", "secret": "env:RG_SHORT"}]}}},
+        "auth.jwt.keys[0].secret",
+    ),
+    (
+        "unset secret",
+        {"auth": {"jwt": {"keys": [{"alg": "HS256", "secret": "env:RG_UNSET_X"}]}}},
+        "auth.jwt.keys[0].secret",
+    ),
+    (
+        "inline secret",
+        {"auth": {"jwt": {"keys": [{"alg": "HS256", "secret": "hunter2"}]}}},
+        "auth.jwt.keys[0].secret",
+    ),
+    ("missing jwks", {"auth": {"jwt": {"jwks": "missing.json"}}}, "auth.jwt.jwks"),
+    ("no jwt keys", {"auth": {"jwt": {"issuer": "x"}}}, "auth.jwt"),
+    (
+        "reserved header",
+        {"auth": {"api_key_header": "Authorization", "peers": [{"name": "p", "peer": "p"}]}},
+        "auth.api_key_header",
+    ),
+    ("bad rate", {"rate_limits": [{"route": "infer", "rate": "100/day"}]}, "rate_limits[0].rate"),
+    ("zero rate", {"rate_limits": [{"route": "infer", "rate": "0/s"}]}, "rate_limits[0].rate"),
+    ("unknown route", {"rate_limits": [{"route": "nope", "rate": "1/s"}]}, "rate_limits[0].route"),
+    ("bad per", {"rate_limits": [{"route": "infer", "rate": "1/s", "per": "user"}]}, "rate_limits[0].per"),
+    ("zero burst", {"rate_limits": [{"route": "infer", "rate": "1/s", "burst": 0}]}, "rate_limits[0].burst"),
+    (
+        "duplicate rule",
+        {"rate_limits": [{"route": "*", "rate": "1/s"}, {"route": "*", "rate": "2/s"}]},
+        "rate_limits[1].route",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "over", "path"), BAD, ids=[b[0] for b in BAD])
+def test_bad_edge_config_names_the_key_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label: str, over: dict[str, Any], path: str
+) -> None:
+    monkeypatch.setenv("RG_TEST_JWT_SECRET", HS_SECRET)
+    monkeypatch.setenv("RG_SHORT", "short")
+    with pytest.raises(ConfigError) as info:
+        build_config(_doc(tmp_path, **over), tmp_path)
+    assert info.value.path == path, str(info.value)
+    assert str(info.value).startswith(path + ":")
+
+
+def test_route_auth_errors_name_the_route(tmp_path: Path) -> None:
+    route = {"name": "infer", "path": "/v1/infer"}
+    with pytest.raises(ConfigError) as info:  # an auth block but nothing to authenticate with
+        build_config(_doc(tmp_path, routes=[{**route, "auth": {"roles": ["x"]}}]), tmp_path)
+    assert info.value.path == "routes[0].auth"
+    peers = {"peers": [{"name": "batch", "roles": ["scorer"], "peer": "b"}]}
+    with pytest.raises(ConfigError) as info:
+        build_config(_doc(tmp_path, routes=[{**route, "auth": {"roles": ["scorre"]}}], auth=peers), tmp_path)
+    assert info.value.path == "routes[0].auth.roles[0]" and "scorre" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        build_config(_doc(tmp_path, routes=[{**route, "auth": {"clients": ["bach"]}}], auth=peers), tmp_path)
+    assert info.value.path == "routes[0].auth.clients[0]"
+
+
+def test_api_key_header_is_stripped_from_mirrors(tmp_path: Path) -> None:
+    config = mixed_config(tmp_path, api_key_header="x-client-key")
+    assert {"x-client-key", "x-api-key"} <= config.shadow.credential_headers
