@@ -40,10 +40,10 @@ class _Rule:
         self.limit = limit
         self.gcra = Gcra(limit.rate, limit.burst, max_keys=limit.max_keys)
 
-    def key(self, client: Client | None, address: str) -> str:
+    def key(self, route: str, client: Client | None, address: str) -> str:
         per = self.limit.per
         if per == "route":
-            return ""
+            return route  # with route "*": each route its own shared limit
         if per == "client" and client is not None:
             return "c:" + client.name
         return "a:" + address
@@ -112,7 +112,7 @@ class EdgePolicy:
         if rules:
             peer = scope.get("client")
             address = peer[0] if peer else ""
-            wait = acquire_all([(r.gcra, r.key(client, address)) for r in rules], self.clock())
+            wait = acquire_all([(r.gcra, r.key(route, client, address)) for r in rules], self.clock())
             if wait > 0.0:
                 self.on_rate_limited(route)
                 limited = RateLimited(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from proxy.config import Config, build_config
 from proxy.edge import EdgePolicy
-from proxy.errors import ConfigError, Forbidden, Unauthorized
+from proxy.errors import ConfigError, Forbidden, RateLimited, Unauthorized
 from tests.conftest import config_doc
 
 HS_SECRET = "hs256-secret-for-tests-0123456789abcdef"
@@ -443,3 +445,100 @@ def test_route_auth_errors_name_the_route(tmp_path: Path) -> None:
 def test_api_key_header_is_stripped_from_mirrors(tmp_path: Path) -> None:
     config = mixed_config(tmp_path, api_key_header="x-client-key")
     assert {"x-client-key", "x-api-key"} <= config.shadow.credential_headers
+
+
+# -- rate limits through the policy, on an injected clock ---------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limits_by_client_address_and_route(tmp_path: Path) -> None:
+    routes = [{"name": "infer", "path": "/v1/infer"}, {"name": "other", "path": "/v1/other"}]
+    doc = _doc(
+        tmp_path,
+        routes=routes,
+        auth={"api_keys": [{"name": "checkout", "key_sha256": sha(KEY_A)}]},
+        rate_limits=[
+            {"route": "infer", "per": "client", "rate": "2/s", "burst": 2},
+            {"route": "*", "per": "route", "rate": "60/m", "burst": 6},
+        ],
+    )
+    clock = FakeClock()
+    limited: list[str] = []
+    policy = EdgePolicy(build_config(doc, tmp_path), clock=clock, on_rate_limited=limited.append)
+
+    def codes(s: dict[str, Any], route: str, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            try:
+                admit(policy, s, route)
+                out.append(200)
+            except RateLimited as exc:
+                assert exc.retry_after is not None and exc.retry_after >= 1
+                out.append(429)
+        return out
+
+    def anon(last: int) -> dict[str, Any]:
+        s = scope()
+        s["client"] = (f"10.0.0.{last}", 4000)
+        return s
+
+    assert codes(bearer(KEY_A), "infer", 3) == [200, 200, 429]  # checkout: burst 2
+    assert codes(anon(1), "infer", 3) == [200, 200, 429]  # anonymous: keyed by address
+    assert codes(anon(2), "infer", 3) == [200, 200, 429]  # another address has its own room...
+    # ...but the route's shared limit (6 at once) is now spent, whoever asks.
+    with pytest.raises(RateLimited) as info:
+        admit(policy, anon(3), "infer")
+    assert info.value.retry_after == 1  # one per second on the shared limit
+    assert dict(info.value.headers) == {}  # no body declared: the connection is kept
+    # "*" per route: unmatched paths have a shared limit of their own.
+    assert codes(anon(4), "unmatched", 7) == [200] * 6 + [429]
+    clock.now += 1.0
+    assert codes(anon(3), "infer", 2) == [200, 429]
+    assert limited == ["infer"] * 4 + ["unmatched", "infer"]
+
+
+def test_refusals_of_large_or_unsized_bodies_close_the_connection(tmp_path: Path) -> None:
+    policy = EdgePolicy(mixed_config(tmp_path))
+    for headers, closes in (
+        ({"content-length": "10"}, False),
+        ({"content-length": str(10 * 1024 * 1024)}, True),
+        ({"transfer-encoding": "chunked"}, True),
+    ):
+        with pytest.raises(Unauthorized) as info:
+            admit(policy, scope(headers), "infer")
+        assert (dict(info.value.headers).get(b"connection") == b"close") is closes, headers
+
+
+# -- rollguard hash-key ---------------------------------------------------------------------------------
+
+
+def _hash_key(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "hash-key", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_hash_key_generates_or_reads_a_key() -> None:
+    made = _hash_key("--generate", "--name", "checkout")
+    assert made.returncode == 0, made.stderr
+    lines = dict(line.split(": ", 1) for line in made.stdout.splitlines())
+    key = lines["key"]
+    assert key.startswith("rg_") and len(key) >= 40
+    assert lines["key_sha256"] == sha(key)
+    assert f"name: checkout, roles: [], key_sha256: {sha(key)}" in lines["config"]
+    read = _hash_key(stdin=KEY_A + "\n")
+    assert read.returncode == 0 and f"key_sha256: {sha(KEY_A)}" in read.stdout
+    assert KEY_A not in read.stdout  # a key read from stdin is not echoed
+    short = _hash_key(stdin="hunter2\n")
+    assert short.returncode == 2 and "at least 24" in short.stderr
