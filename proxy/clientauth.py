@@ -18,6 +18,8 @@ Errors name what was wrong ("the token has expired"), never the credential. Pure
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,11 +53,13 @@ class Client:
 
 
 class ClientAuthenticator:
-    def __init__(self, cfg: AuthConfig) -> None:
+    """``wall_clock`` (epoch seconds) judges JWT time claims; injected by tests."""
+
+    def __init__(self, cfg: AuthConfig, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._keys = {c.key_sha256: Client(name=c.name, roles=c.roles, via="api_key") for c in cfg.api_keys}
         self._header = cfg.api_key_header.encode()
         self._peers = [(p.peer, Client(name=p.name, roles=p.roles, via="peer")) for p in cfg.peers]
-        self._jwt = JwtVerifier(cfg.jwt) if cfg.jwt is not None else None
+        self._jwt = JwtVerifier(cfg.jwt, clock=wall_clock) if cfg.jwt is not None else None
 
     def identify(self, scope: dict[str, Any]) -> Client | None:
         key = bearer = None
@@ -100,10 +104,23 @@ class ClientAuthenticator:
 
 
 class JwtVerifier:
-    """Verifies compact JWS tokens against keys bound to one algorithm each (see ``jwt_keys``)."""
+    """Verifies compact JWS tokens against keys bound to one algorithm each (see ``jwt_keys``).
 
-    def __init__(self, cfg: JwtConfig) -> None:
+    PyJWT checks the signature, ``iss`` and ``aud``; the time claims (``exp`` required, ``nbf``,
+    ``iat``) are checked here against the injected ``clock`` (epoch seconds), with ``leeway``. A token
+    that verified is remembered until its ``exp`` (a bounded cache of ``cache_size`` tokens): clients
+    send the same token for minutes, and verifying it costs tens of microseconds (RS256, ES256 more)
+    where a dict probe costs one. Only verified tokens are cached, and a hit re-checks ``exp``;
+    ``cache_size=0`` turns the cache off.
+    """
+
+    def __init__(
+        self, cfg: JwtConfig, *, clock: Callable[[], float] = time.time, cache_size: int = 4096
+    ) -> None:
         self.cfg = cfg
+        self.clock = clock
+        self.cache_size = cache_size
+        self._verified: dict[bytes, tuple[Client, float]] = {}
         self._by_kid = {k.kid: k for k in cfg.keys if k.kid is not None}
         self._by_alg: dict[str, list[JwtKey]] = {}
         for k in sorted(cfg.keys, key=lambda k: k.kid is not None):  # keys without a kid are tried first
@@ -116,12 +133,29 @@ class JwtVerifier:
         self._options: Any = {
             "require": required,
             "verify_aud": bool(cfg.audience),
+            "verify_exp": False,  # checked in _check_times against the injected clock
+            "verify_nbf": False,
+            "verify_iat": False,
             "enforce_minimum_key_length": True,
         }
 
     def verify(self, token: bytes) -> Client:
         if len(token) > _MAX_CREDENTIAL:
             raise Unauthorized("the token is too long", reason="malformed")
+        now = self.clock()
+        hit = self._verified.get(token)
+        if hit is not None:
+            if now <= hit[1]:
+                return hit[0]
+            del self._verified[token]
+        client, until = self._verify(token, now)
+        if self.cache_size > 0:
+            if len(self._verified) >= self.cache_size:
+                del self._verified[next(iter(self._verified))]  # the oldest entry: bounded memory
+            self._verified[token] = (client, until)
+        return client
+
+    def _verify(self, token: bytes, now: float) -> tuple[Client, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -160,7 +194,27 @@ class JwtVerifier:
                 raise _explain(exc) from None
         if claims is None:
             raise Unauthorized("the token's signature does not verify", reason="bad_signature")
-        return Client(name=self._name(claims), roles=self._roles(claims), via="jwt")
+        until = self._check_times(claims, now)
+        return Client(name=self._name(claims), roles=self._roles(claims), via="jwt"), until
+
+    def _check_times(self, claims: dict[str, Any], now: float) -> float:
+        """RFC 7519 §4.1.4-6 with leeway; returns the last instant the token is acceptable."""
+        leeway = self.cfg.leeway
+        times = {}
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise Unauthorized(f"the token's {name} claim is not a number", reason="claims")
+            times[name] = value
+        exp = times["exp"]
+        assert exp is not None  # PyJWT enforced "require"
+        if now > exp + leeway:
+            raise Unauthorized("the token has expired", reason="expired")
+        for name in ("nbf", "iat"):
+            value = times[name]
+            if value is not None and now < value - leeway:
+                raise Unauthorized(f"the token is not valid yet ({name} in the future)", reason="claims")
+        return float(exp) + leeway
 
     def _name(self, claims: dict[str, Any]) -> str:
         name = claims.get(self.cfg.name_claim)

@@ -18,6 +18,7 @@ attribute check.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,9 +58,11 @@ class EdgePolicy:
         on_auth_failure: OnAuthFailure | None = None,
         on_rate_limited: OnRateLimited | None = None,
         clock: Clock = MONOTONIC,
+        wall_clock: Clock = time.time,
     ) -> None:
+        """``clock`` paces the rate limits; ``wall_clock`` (epoch seconds) judges JWT time claims."""
         auth = config.auth
-        self.authenticator = ClientAuthenticator(auth) if auth.enabled else None
+        self.authenticator = ClientAuthenticator(auth, wall_clock=wall_clock) if auth.enabled else None
         default = _ANY_CLIENT if auth.required else None
         self._policy: dict[str, RouteAuth | None] = {"unmatched": default}
         for r in config.routes:

@@ -237,6 +237,37 @@ def test_leeway_admits_small_clock_skew(tmp_path: Path, keys: dict[str, Any], en
     assert admit(policy, bearer(skewed))["client_name"] == "svc-checkout"
 
 
+def test_time_claims_follow_the_injected_clock_even_for_remembered_tokens(
+    tmp_path: Path, keys: dict[str, Any], env: None
+) -> None:
+    config = jwt_config(tmp_path, keys)  # leeway 5s
+    wall = FakeClock()
+    wall.now = 2_000_000_000.0
+    policy = EdgePolicy(config, wall_clock=wall)
+    t0 = int(wall.now)
+    token = jwt.encode(claims(nbf=t0 + 60, exp=t0 + 120), HS_SECRET, "HS256", {"kid": "hs-1"})
+    with pytest.raises(Unauthorized) as info:
+        admit(policy, bearer(token))
+    assert info.value.reason == "claims" and "not valid yet" in info.value.detail
+    wall.now = t0 + 56.0  # within the leeway of nbf
+    assert admit(policy, bearer(token))["client_name"] == "svc-checkout"
+    wall.now = t0 + 125.0  # past exp, within the leeway: the remembered verdict still holds
+    assert admit(policy, bearer(token))["client_name"] == "svc-checkout"
+    wall.now = t0 + 125.5
+    with pytest.raises(Unauthorized) as info:  # past exp + leeway: refused although it verified before
+        admit(policy, bearer(token))
+    assert info.value.reason == "expired"
+    future_iat = jwt.encode(claims(iat=t0 + 600, exp=t0 + 900), HS_SECRET, "HS256", {"kid": "hs-1"})
+    wall.now = t0
+    with pytest.raises(Unauthorized) as info:
+        admit(policy, bearer(future_iat))
+    assert info.value.reason == "claims"
+    text_exp = jwt.encode(claims(exp="soon"), HS_SECRET, "HS256", {"kid": "hs-1"})
+    with pytest.raises(Unauthorized) as info:
+        admit(policy, bearer(text_exp))
+    assert info.value.reason == "claims"
+
+
 # -- API keys, peers, allow lists ---------------------------------------------------------------------
 
 
