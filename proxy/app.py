@@ -27,6 +27,7 @@ from .admin import AdminApi
 from .clock import utc_now
 from .config import Config, LimitsConfig, Listen
 from .controller import Controller
+from .edge import EdgePolicy
 from .forward import Forwarder
 from .logs import AccessLog
 from .manifest import Verdict, load_public_key, verify
@@ -166,6 +167,9 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             mirror=mirror,
             recorder=controller.recorder,
             candidate_allowed=verdict.ok,
+            edge=EdgePolicy.from_config(
+                config, on_auth_failure=metrics.auth_failure, on_rate_limited=metrics.rate_limit
+            ),
         )
 
         async def decisions_text() -> str:

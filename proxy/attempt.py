@@ -231,6 +231,7 @@ async def send_problem(
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", rid.encode()),
         *(extra or []),
+        *exc.headers,
     ]
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(exc.retry_after).encode()))

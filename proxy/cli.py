@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the candidate version it must be for (default: the manifest's own)",
     )
 
+    hk = sub.add_parser(
+        "hash-key",
+        help="make a data-plane API key (--generate) or hash one read from stdin, for auth.api_keys",
+    )
+    hk.add_argument("--generate", action="store_true", help="generate a new random key and print it too")
+    hk.add_argument("--name", default="CLIENT", help="client name for the printed config line")
+
     report = sub.add_parser(
         "report", help="write the rollout artifacts (shadow_eval.json, ...) into a folder"
     )
@@ -250,6 +257,32 @@ def _manifest_command(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+_MIN_KEY_CHARS = 24
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    """SHA-256 of an API key. Generated keys carry 256 random bits; read keys must not be short."""
+    import hashlib
+    import secrets
+
+    if args.generate:
+        key = "rg_" + secrets.token_urlsafe(32)
+    else:
+        key = sys.stdin.readline().strip()
+        if len(key) < _MIN_KEY_CHARS:
+            return _die(
+                f"the key must be at least {_MIN_KEY_CHARS} characters of random text "
+                "(use --generate for a new one)",
+                2,
+            )
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if args.generate:
+        print(f"key: {key}")
+    print(f"key_sha256: {digest}")
+    print(f"config: - {{name: {args.name}, roles: [], key_sha256: {digest}}}")
+    return 0
+
+
 def _num(x: Any) -> str:
     return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -284,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("keygen", "sign", "verify"):
         return _manifest_command(args)
+    if args.command == "hash-key":
+        return _hash_key(args)
     if args.command == "demo":
         from .demo import run_demo
 

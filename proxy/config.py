@@ -19,6 +19,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from .config_edge import build_auth, build_rate_limits, route_auth
 from .config_tls import listener_tls, upstream_tls
 from .config_types import (
     AdminConfig,
@@ -175,6 +176,7 @@ def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> 
         response_mode=raw.get("response_mode", "observe"),
         retry_idempotency_key=bool(raw.get("retry_idempotency_key", False)),
         deadline=parse_duration(raw["deadline"]) if "deadline" in raw else default_deadline,
+        auth=route_auth(raw.get("auth")),
     )
 
 
@@ -293,7 +295,7 @@ def _pii(raw: dict[str, Any], base: Path) -> PiiConfig:
     )
 
 
-def _shadow(raw: dict[str, Any], limits: LimitsConfig) -> ShadowConfig:
+def _shadow(raw: dict[str, Any], limits: LimitsConfig, api_key_header: str) -> ShadowConfig:
     tol = raw.get("numeric_tolerance", {})
     noise = raw.get("noise", {})
     max_body = parse_size(raw["max_body_bytes"]) if "max_body_bytes" in raw else limits.replay_body_bytes
@@ -308,9 +310,11 @@ def _shadow(raw: dict[str, Any], limits: LimitsConfig) -> ShadowConfig:
         methods=frozenset(raw.get("methods", defaults.methods)),
         max_body_bytes=max_body,
         forward_credentials=bool(raw.get("forward_credentials", False)),
+        # The data plane's API-key header is a credential too: never mirrored unless asked for.
         credential_headers=frozenset(
             h.lower() for h in raw.get("credential_headers", defaults.credential_headers)
-        ),
+        )
+        | {api_key_header},
         noise_sample=float(raw.get("noise_sample", defaults.noise_sample)),
         abs_tolerance=float(tol.get("abs", defaults.abs_tolerance)),
         rel_tolerance=float(tol.get("rel", defaults.rel_tolerance)),
@@ -388,7 +392,8 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
     if abs(weight * 100 - round(weight * 100)) > 1e-6:
         raise ConfigError("canary.weight", f"{weight} has more than two decimals (resolution is 0.01)")
     canary_raw = doc.get("canary", {})
-    shadow = _shadow(doc.get("shadow", {}), limits)
+    auth = build_auth(doc.get("auth", {}), base, routes, lambda v, at: resolve_secret(v, at, base))
+    shadow = _shadow(doc.get("shadow", {}), limits, auth.api_key_header)
     state_ref = doc.get("state", {}).get("url", "file:./var/rollguard-state.json")
     log_raw = doc.get("logging", {})
     access_log = log_raw.get("access_log", "stdout")
@@ -419,6 +424,8 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
             sample_success=float(log_raw.get("sample_success", 1.0)),
             pii=_pii(log_raw.get("pii", {}), base),
         ),
+        auth=auth,
+        rate_limits=build_rate_limits(doc.get("rate_limits", []), routes),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["baseline", "candidate"]
 AdminRole = Literal["viewer", "operator"]
@@ -106,6 +106,21 @@ class StickyKey:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RouteAuth:
+    """Who may use a route. A client is allowed when it has one of ``roles`` or is named in ``clients``;
+    both empty: any authenticated client."""
+
+    required: bool = True  # false: open to anonymous clients even when auth.required is true
+    roles: frozenset[str] = frozenset()
+    clients: frozenset[str] = frozenset()
+
+    def allows(self, name: str, roles: frozenset[str]) -> bool:
+        if not self.roles and not self.clients:
+            return True
+        return name in self.clients or not self.roles.isdisjoint(roles)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteConfig:
     name: str
     path: str  # exact, or a prefix ending in "*"
@@ -120,6 +135,7 @@ class RouteConfig:
     response_mode: Literal["enforce", "observe"] = "observe"  # a baseline breach: 502, or count and pass
     deadline: float = 4.0  # whole client request, fallback included; default: the two timeouts added
     retry_idempotency_key: bool = False  # a non-idempotent request with an Idempotency-Key may be retried
+    auth: RouteAuth | None = None  # None: auth.required decides
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +243,61 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyClient:
+    name: str  # the client's name: access log, allow lists, rate-limit key
+    roles: frozenset[str] = frozenset()
+    key_sha256: bytes = field(repr=False)  # SHA-256 digest of the key; the key itself is never stored
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerClient:
+    name: str
+    roles: frozenset[str] = frozenset()
+    peer: str  # a subject CN, DNS or URI subjectAltName of the verified client certificate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtKey:
+    kid: str | None  # None: tried for tokens without a kid (and only those)
+    alg: Literal["HS256", "RS256", "ES256"]  # the one algorithm this key verifies
+    key: Any = field(repr=False)  # a jwt.PyJWK bound to ``alg``
+    source: str  # where it came from, for messages (a file path or "env:NAME")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtConfig:
+    keys: tuple[JwtKey, ...]
+    issuer: str | None = None  # checked (and required in the token) when set
+    audience: tuple[str, ...] = ()  # the token's aud must name one of these, when set
+    leeway: float = 30.0  # seconds of clock skew allowed on exp and nbf
+    name_claim: str = "sub"  # the claim that names the client
+    roles_claim: str = "roles"  # a list of strings, or one space-separated string
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    required: bool = False  # routes without their own auth block (and unmatched paths) need a client
+    api_key_header: str = "x-api-key"  # also accepted: Authorization: Bearer <key>
+    api_keys: tuple[ApiKeyClient, ...] = ()
+    peers: tuple[PeerClient, ...] = ()
+    jwt: JwtConfig | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_keys or self.peers or self.jwt is not None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    route: str  # a route name, "unmatched", or "*" for every request
+    per: Literal["client", "address", "route"] = "client"  # client: name, or address when anonymous
+    rate: float  # requests per second
+    burst: int  # requests admitted at once from idle
+    max_keys: int = 100_000  # keys tracked; the least recently seen is forgotten beyond this
+    text: str = ""  # the rate as configured ("100/s"), for messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     source: Path | None
     listen: Listen
@@ -242,6 +313,8 @@ class Config:
     shadow: ShadowConfig = ShadowConfig()
     security: SecurityConfig = SecurityConfig()
     logging: LoggingConfig = LoggingConfig()
+    auth: AuthConfig = AuthConfig()
+    rate_limits: tuple[RateLimit, ...] = ()
 
     def upstream(self, role: Role) -> UpstreamConfig:
         return self.baseline if role == "baseline" else self.candidate

@@ -7,6 +7,9 @@
     │   └── IllegalTransition  409      the move is not legal in the current phase
     └── ProxyError                      anything the data plane answers itself, with an HTTP status
         ├── BadRequest         400      unreadable or invalid client request
+        ├── Unauthorized       401      missing or invalid client credentials (WWW-Authenticate)
+        ├── Forbidden          403      a known client the route's allow list does not name
+        ├── RateLimited        429      over a rate limit of the client or route (Retry-After)
         ├── BodyTooLarge       413      client body over ``limits.max_body_bytes``
         ├── NotImplementedProtocol 501  WebSocket upgrades, HTTP/2 (not proxied in this version)
         └── UpstreamError               the upstream failed; .kind is the metric label
@@ -72,6 +75,7 @@ class ProxyError(RollguardError):
     title: ClassVar[str] = "Internal proxy error"
     slug: ClassVar[str] = "internal"
     retry_after: int | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (WWW-Authenticate)
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -82,6 +86,46 @@ class BadRequest(ProxyError):
     status = 400
     title = "Bad request"
     slug = "bad-request"
+
+
+class Unauthorized(ProxyError):
+    """No credentials, or credentials that do not verify. ``reason`` is the bounded metric label;
+    ``detail`` says what was wrong and never carries the credential itself."""
+
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str, *, reason: str, error: str | None = "invalid_token") -> None:
+        super().__init__(detail)
+        self.reason = reason
+        # RFC 6750 §3: no error code when no credentials were presented; invalid_token otherwise.
+        challenge = 'Bearer realm="rollguard"'
+        if error is not None:
+            challenge += f', error="{error}", error_description="{_quotable(detail)}"'
+        self.headers = ((b"www-authenticate", challenge.encode()),)
+
+
+class Forbidden(ProxyError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+    headers = ((b"www-authenticate", b'Bearer realm="rollguard", error="insufficient_scope"'),)
+
+
+class RateLimited(ProxyError):
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+def _quotable(text: str) -> str:
+    """RFC 6750 error_description: printable ASCII without quote or backslash."""
+    return "".join(c for c in text if 0x20 <= ord(c) <= 0x7E and c not in '"\\')
 
 
 class BodyTooLarge(ProxyError):

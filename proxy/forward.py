@@ -23,6 +23,7 @@ from .body import Body, ClientGone, Receive, declared_length, read_body
 from .config import Config
 from .contracts import MISSING, InvalidJSON, parse_json
 from .controller import Recorder
+from .edge import EdgePolicy
 from .errors import BadRequest, BodyTooLarge, NotImplementedProtocol, ProxyError, UpstreamError
 from .headers import TrustedPeers, request_id, upstream_request_headers
 from .logs import AccessLog
@@ -56,6 +57,7 @@ class Forwarder:
         mirror: Mirror | None = None,
         recorder: Recorder | None = None,
         candidate_allowed: bool = True,
+        edge: EdgePolicy | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
@@ -70,6 +72,7 @@ class Forwarder:
         # of any kind (weighted, forced) reaches it; the mirror is told the same.
         self.candidate_allowed = candidate_allowed
         self.rand = rand
+        self.edge = edge  # client auth and rate limits; None when neither is configured
         self.table = RouteTable(config.routes)
         self.compiled = {
             r.name: CompiledRoute.build(r, config.limits.inspect_body_bytes) for r in config.routes
@@ -109,6 +112,8 @@ class Forwarder:
         try:
             if scope.get("http_version") == "2" or _is_upgrade(headers):
                 raise NotImplementedProtocol("WebSocket upgrades and HTTP/2 are not proxied by this version")
+            if self.edge is not None:  # before the body: an unknown client cannot make us buffer one
+                self.edge.admit(scope, route_name, log)
             limits = self.config.limits
             body = await read_body(
                 receive,

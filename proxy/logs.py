@@ -23,7 +23,8 @@ import orjson
 from ._tasks import TaskSet
 from .pii import Masker
 
-_MASKED_ACCESS_FIELDS = ("path", "query", "error", "client", "request_id")
+# client_name: a JWT's sub claim may be an email address; configured names pass through unchanged.
+_MASKED_ACCESS_FIELDS = ("path", "query", "error", "client", "client_name", "request_id")
 _MASK_CACHE_SIZE = 4096
 _OWN_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -201,6 +201,20 @@ class ProxyMetrics:
             ["reason"],
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "rollguard_auth_failures",
+            "Data-plane requests refused by client authentication (401) or authorization (403), "
+            "by a bounded reason (missing, malformed, unknown_key, unknown_kid, bad_alg, bad_signature, "
+            "expired, claims, forbidden).",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "rollguard_rate_limited",
+            "Data-plane requests refused with 429 by a rate limit.",
+            ["route"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], ExchangeMetrics] = {}
         self._codes: dict[tuple[str, str, str, int], Counter] = {}
 
@@ -233,6 +247,12 @@ class ProxyMetrics:
 
     def local_response(self, route: str, code: int) -> None:
         self.local_responses.labels(route, str(code)).inc()
+
+    def auth_failure(self, route: str, reason: str) -> None:
+        self.auth_failures.labels(route, reason).inc()
+
+    def rate_limit(self, route: str) -> None:
+        self.rate_limited.labels(route).inc()
 
     def fallback(self, route: str, reason: str) -> None:
         self.fallbacks.labels(route, reason).inc()

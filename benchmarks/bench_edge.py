@@ -1,0 +1,166 @@
+"""Edge policy micro-benchmark: what client authentication and rate limiting cost per request.
+
+    .venv/bin/python benchmarks/bench_edge.py [--out FILE]
+
+Times ``EdgePolicy.admit`` (the one call the forwarder makes per request when auth or rate limits are
+configured) for each kind of credential, with and without a per-client rate limit, in microseconds per
+call (``timeit``, ~0.1 s a run, best of 5). Keys are generated at start. A client sends the same JWT
+until it expires, so the JWT rows of ``admit`` hit the verified-token cache; the "first sight" rows
+time a full verification (signature and claims) with the cache off. Nothing is asserted about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from proxy.clientauth import JwtVerifier  # noqa: E402 - the repo root goes on sys.path first
+from proxy.config import build_config  # noqa: E402
+from proxy.edge import EdgePolicy  # noqa: E402
+
+REPEAT = 5
+API_KEY = "rg_bench-key-0123456789abcdefghijklmnopqrstuvwxyz"
+HS_SECRET = "bench-hs256-secret-0123456789abcdef0123456789"
+
+
+def best_us(fn: Callable[[], object]) -> tuple[float, int]:
+    timer = timeit.Timer(fn)
+    number = max(1, timer.autorange()[0] // 2)
+    return min(timer.repeat(repeat=REPEAT, number=number)) / number * 1e6, number
+
+
+def _pem(key: Any) -> bytes:
+    return bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def policy(work: Path, *, limited: bool) -> tuple[EdgePolicy, dict[str, str], JwtVerifier]:
+    rs, es = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    (work / "rs.pem").write_bytes(_pem(rs))
+    (work / "es.pem").write_bytes(_pem(es))
+    (work / "hs.secret").write_text(HS_SECRET)
+    doc: dict[str, Any] = {
+        "state": {"url": f"file:{work}/state.json"},
+        "upstreams": {
+            "baseline": {"url": "http://127.0.0.1:9001", "version": "v1"},
+            "candidate": {"url": "http://127.0.0.1:9002", "version": "v2"},
+        },
+        "routes": [{"name": "infer", "path": "/v1/infer", "auth": {"roles": ["scorer"]}}],
+        "auth": {
+            "api_keys": [
+                {
+                    "name": "checkout",
+                    "roles": ["scorer"],
+                    "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+                }
+            ],
+            "peers": [{"name": "batch", "roles": ["scorer"], "peer": "batch.internal"}],
+            "jwt": {
+                "keys": [
+                    {"kid": "hs", "alg": "HS256", "secret": f"file:{work}/hs.secret"},
+                    {"kid": "rs", "alg": "RS256", "public_key": "rs.pem"},
+                    {"kid": "es", "alg": "ES256", "public_key": "es.pem"},
+                ],
+                "audience": "rollguard",
+            },
+        },
+    }
+    if limited:
+        # High enough that the timed loop never hits it: the cost of an admitted request.
+        doc["rate_limits"] = [{"route": "infer", "per": "client", "rate": "100000000/s", "burst": 1000000}]
+    tokens = {
+        alg: jwt.encode(
+            {"sub": "svc", "roles": ["scorer"], "aud": "rollguard", "exp": int(time.time()) + 3600},
+            key,
+            alg,
+            {"kid": kid},
+        )
+        for alg, key, kid in (("HS256", HS_SECRET, "hs"), ("RS256", rs, "rs"), ("ES256", es, "es"))
+    }
+    config = build_config(doc, work)
+    assert config.auth.jwt is not None
+    uncached = JwtVerifier(config.auth.jwt, cache_size=0)
+    return EdgePolicy(config), tokens, uncached
+
+
+def scope(headers: dict[str, str], tls: list[str] | None = None) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "type": "http",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()]
+        + [
+            (b"content-type", b"application/json"),
+            (b"host", b"api.example.com"),
+            (b"user-agent", b"bench/1"),
+        ],
+        "client": ("10.0.0.7", 40000),
+    }
+    if tls is not None:
+        s["extensions"] = {"tls": {"client_cert_identities": tls}}
+    return s
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    results: list[dict[str, Any]] = []
+    print(f"{'what':<44} {'µs/call':>9} {'loops':>8}")
+    print("-" * 63)
+    with tempfile.TemporaryDirectory() as tmp:
+        for limited in (False, True):
+            pol, tokens, uncached = policy(Path(tmp), limited=limited)
+            cases = {
+                "API key (x-api-key)": scope({"x-api-key": API_KEY}),
+                "mTLS peer identity": scope({}, ["batch.internal"]),
+                **{f"JWT {alg}": scope({"authorization": f"Bearer {tok}"}) for alg, tok in tokens.items()},
+            }
+            for name, s in cases.items():
+                log: dict[str, Any] = {}
+                pol.admit(s, "infer", log)
+                assert log["client_name"] in ("checkout", "batch", "svc"), log  # admitted, or timing is moot
+                label = f"{name}{' + rate limit' if limited else ''}"
+                us, number = best_us(lambda s=s, pol=pol: pol.admit(s, "infer", {}))
+                results.append({"what": label, "us_per_call": round(us, 3), "loops": number})
+                print(f"{label:<44} {us:>9.2f} {number:>8}")
+            if limited:
+                continue
+            for alg, tok in tokens.items():  # a token seen for the first time: full verification
+                label = f"JWT {alg}, first sight (signature verified)"
+                raw = tok.encode()
+                us, number = best_us(lambda t=raw, v=uncached: v.verify(t))
+                results.append({"what": label, "us_per_call": round(us, 3), "loops": number})
+                print(f"{label:<44} {us:>9.2f} {number:>8}")
+    print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
+    if args.out is not None:
+        import machine  # benchmarks/machine.py
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"machine": machine.info(REPO), "results": results}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
