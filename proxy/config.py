@@ -19,6 +19,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from .config_tracing import tracing_config
 from .config_types import (
     AdminConfig,
     AdminRole,
@@ -37,6 +38,7 @@ from .config_types import (
     ShadowConfig,
     StateConfig,
     StickyKey,
+    TracingConfig,
     TripwireConfig,
     TrustedKey,
     UpstreamConfig,
@@ -63,6 +65,7 @@ __all__ = [
     "ShadowConfig",
     "StateConfig",
     "StickyKey",
+    "TracingConfig",
     "TrustedKey",
     "UpstreamConfig",
     "build_config",
@@ -408,6 +411,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
             sample_success=float(log_raw.get("sample_success", 1.0)),
             pii=_pii(log_raw.get("pii", {}), base),
         ),
+        tracing=tracing_config(doc.get("tracing", {}), base),
     )
 
 
