@@ -851,7 +851,7 @@ ROWS += (
     ),
     *(
         Row(
-            f"rollguard_tracing_{ratio:g}",
+            f"rollguard_tracing_{ratio}",
             f"the same, tracing on: OTLP/HTTP to a loopback sink, sample_ratio {ratio:g}",
             tracing_row(ratio),
             "tracing",

@@ -26,7 +26,7 @@ from proxy.config import load_config
 from proxy.errors import ConfigError
 from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, RunningProxy, config_doc, start_proxy, write_config
 from tests.faulty_upstream import refused_url
-from tests.helpers import VALID_BODY
+from tests.helpers import VALID_BODY, raw_http_server
 
 ANSWER = orjson.dumps({"score": 0.7, "decision": True, "model_version": "x"})
 ROUTE = {"name": "infer", "path": "/v1/infer", "methods": ["POST"]}
@@ -414,6 +414,32 @@ async def test_an_unreachable_collector_never_touches_traffic(
     assert len(lines) == 30 and all(len(line["trace_id"]) == 32 for line in lines)  # tracing was on
     # The shutdown's flush gives up within tracing.timeout instead of holding the exit.
     assert asyncio.get_running_loop().time() - started < 15
+
+
+async def test_a_hung_collector_drops_spans_without_holding_requests(
+    tmp_path: Path, upstreams: tuple[Upstream, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    baseline, candidate = upstreams
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the export, never answers; returns when the exporter gives up
+
+    async with raw_http_server(hang) as hung:
+        tracing = {
+            "exporter": "otlp",
+            "endpoint": f"{hung}/v1/traces",
+            "sample_ratio": 1.0,
+            "timeout": "1s",
+            "queue_size": 1,
+        }
+        async with running(tmp_path, baseline.url, candidate.url, tracing=tracing) as proxy:
+            async with httpx.AsyncClient(base_url=proxy.data_url) as c:
+                answers = [await c.post("/v1/infer", json=VALID_BODY) for _ in range(20)]
+    assert [a.status_code for a in answers] == [200] * 20
+    # 40 spans through a queue of 1 behind a stuck export: most are dropped, and the SDK says so once, not
+    # once per span (a line per request on stderr would itself load an overloaded proxy).
+    drops = [r for r in caplog.records if r.getMessage().startswith("Queue full")]
+    assert len(drops) == 1
 
 
 # -- config ---------------------------------------------------------------------------------------
