@@ -223,11 +223,16 @@ async def test_an_incoming_sampled_traceparent_is_continued_and_replaced_upstrea
     # ratio 0: only the client's sampled flag can make these spans recorded.
     async with running(tmp_path, baseline.url, candidate.url, tracing=otlp(collector, 0.0)) as proxy:
         async with httpx.AsyncClient(base_url=proxy.data_url) as c:
-            headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "tracestate": "vendor=abc"}
+            headers = {
+                "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+                "tracestate": "vendor=abc",
+                "x-request-id": "ana@example.com",  # well-formed, so kept: masked in the span as in the log
+            }
             r = await c.post("/v1/infer", json=VALID_BODY, headers=headers)
     assert r.status_code == 200
     server = collector.one("POST infer")
     assert (server.trace_id, server.parent) == (CLIENT_TRACE, CLIENT_SPAN)
+    assert server.attrs["rollguard.request_id"].startswith("<email:")
     client = collector.one("POST infer baseline")
     seen = baseline.seen[0]
     assert traceparent(seen["traceparent"]) == (CLIENT_TRACE, client.span_id, True)
