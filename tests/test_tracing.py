@@ -441,10 +441,11 @@ async def test_a_hung_collector_drops_spans_without_holding_requests(
             async with httpx.AsyncClient(base_url=proxy.data_url) as c:
                 answers = [await c.post("/v1/infer", json=VALID_BODY) for _ in range(20)]
     assert [a.status_code for a in answers] == [200] * 20
-    # 40 spans through a queue of 1 behind a stuck export: most are dropped, and the SDK says so once, not
-    # once per span (a line per request on stderr would itself load an overloaded proxy).
+    # 40 spans through a queue of 1 behind a stuck export: most are dropped, and the SDK says so at most
+    # once per 20 s window of its own (two if the test straddles one), never once per span: a line per
+    # request on stderr would itself load an overloaded proxy.
     drops = [r for r in caplog.records if r.getMessage().startswith("Queue full")]
-    assert len(drops) == 1
+    assert len(drops) <= 2
 
 
 # -- config ---------------------------------------------------------------------------------------
