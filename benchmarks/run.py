@@ -88,6 +88,9 @@ OVERLOAD_ROWS = ("rollguard_overload_shed", "rollguard_overload_noshed")
 OVERLOAD_FACTOR = 3
 OVERLOAD_NO_LIMIT = 100_000  # max_concurrency of the no-shedding row: never reached
 OVERLOAD_MAX_P99_RATIO = 2.0  # admitted p99 under overload over the normal row's, with shedding
+TRACING_BASE = "rollguard_tracing_off"  # the tracing rows' base: rollguard_bare's config, tracing off
+TRACING_RATIOS = (0.0, 0.01, 1.0)  # tracing.sample_ratio of the rows that export to the loopback sink
+
 RSS_SAMPLE_S = 1.0
 RSS_KEYS = ("rss_start_mib", "rss_end_mib", "rss_growth_mib", "rss_late_growth_mib")
 # Signs in rollguard's stderr that the command itself is missing, as opposed to failing on our config.
@@ -310,6 +313,7 @@ def rollguard_config(
     pii_key_file: Path | None = None,
     canary: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    tracing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """PRODUCT.md §2, only the keys a deployment must set; everything else stays at rollguard's defaults.
     Shadow rows add a `shadow:` section and may point the candidate at the hung server.
@@ -317,7 +321,7 @@ def rollguard_config(
     `contracts` is what the route checks: "response" (response schema + score: the core and shadow rows),
     "none", or "all" (request schema too). `access_log` False is `logging.access_log: "off"`; a
     `pii_key_file` is read by rollguard as `logging.pii.key: file:...`. `canary` adds canary keys,
-    `limits` a `limits:` section."""
+    `limits` a `limits:` section, `tracing` a `tracing:` section."""
     assert ctx.upstreams is not None
     up, work = ctx.upstreams, ctx.tmp
     checks: dict[str, Any] = {}
@@ -352,6 +356,8 @@ def rollguard_config(
         config["shadow"] = shadow
     if limits is not None:
         config["limits"] = limits
+    if tracing is not None:
+        config["tracing"] = tracing
     return config
 
 
@@ -548,6 +554,73 @@ def overload_row(shed: bool | None) -> Callable[[RunContext, contextlib.ExitStac
     return start
 
 
+def tracing_row(ratio: float | None) -> Callable[[RunContext, contextlib.ExitStack], Target]:
+    """rollguard_bare's config (all traffic to the baseline, no contracts, access log off) with tracing off
+    (`ratio` None), or exporting over OTLP/HTTP to a loopback sink that counts and discards, at that
+    `tracing.sample_ratio` (0: every request gets a trace id and a traceparent, nothing is recorded)."""
+
+    def start(ctx: RunContext, stack: contextlib.ExitStack) -> Target:
+        tracing, sink = None, None
+        if ratio is not None:
+            sink = start_otlp_sink(ctx, stack)
+            tracing = {
+                "exporter": "otlp",
+                "endpoint": f"http://{procs.HOST}:{sink}/v1/traces",
+                "sample_ratio": ratio,
+            }
+        target = start_rollguard(
+            ctx,
+            stack,
+            canary_weight=0,
+            shadow=shadow_section(0.0),
+            contracts="none",
+            access_log=False,
+            tracing=tracing,
+        )
+        if sink is not None:
+            window = SinkWindow(sink, target.after_window)
+            target.before_window, target.after_window = window.before, window.after
+        return target
+
+    return start
+
+
+def start_otlp_sink(ctx: RunContext, stack: contextlib.ExitStack) -> int:
+    """The loopback OTLP/HTTP collector of the tracing rows, on the load generator's CPU; returns its port."""
+    [port] = procs.free_ports(1)
+    cmd = procs.pin(ctx.pinning.load_cpu) + [
+        sys.executable,
+        str(BENCH_DIR / "anchors" / "otlp_sink.py"),
+        "--port",
+        str(port),
+    ]
+    server = _serve(ctx, stack, "otlp_sink", cmd)
+    procs.wait_until(lambda: procs.accepts(port), [server], READY_TIMEOUT_S, "the OTLP sink accepted")
+    return port
+
+
+class SinkWindow:
+    """What the OTLP sink received during the measured window: its counters after minus before. Spans
+    still queued in rollguard's exporter at either edge (up to a batch, or its 5 s schedule) blur short
+    windows; over a full-length window the count settles."""
+
+    def __init__(self, port: int, then: Callable[[], dict[str, Any]] | None) -> None:
+        self.port, self.then = port, then
+        self.start: dict[str, int] = {}
+
+    def _read(self) -> dict[str, int]:
+        status, body = procs.http_call(self.port, "GET", "/stats")
+        return json.loads(body) if status == 200 else {}
+
+    def before(self) -> None:
+        self.start = self._read()
+
+    def after(self) -> dict[str, Any]:
+        end = self._read()
+        counts = {k: end[k] - self.start.get(k, 0) for k in end} if end else {"error": "GET /stats failed"}
+        return (self.then() if self.then else {}) | {"otlp_sink": counts}
+
+
 def refusing_url(stack: contextlib.ExitStack) -> str:
     """A URL whose port refuses connections: a socket bound to it but never listening, held for the row,
     so nobody else on a shared machine can take the port meanwhile (a connect gets RST, not a timeout)."""
@@ -579,6 +652,7 @@ def start_rollguard(
     limits: dict[str, Any] | None = None,
     admitted_window: bool = False,
     probe_may_fail: bool = False,
+    tracing: dict[str, Any] | None = None,
 ) -> Target:
     exe = Path(sys.executable).parent / "rollguard"
     if not exe.exists():
@@ -597,6 +671,7 @@ def start_rollguard(
         pii_key_file=pii_key_file,
         canary=canary,
         limits=limits,
+        tracing=tracing,
     )
     config_path = work / "rollguard.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -769,10 +844,25 @@ ROWS = (
         load_factor=OVERLOAD_FACTOR,
     ),
 )
+ROWS += (
+    # Tracing rows: rollguard_bare's config, tracing off, then exporting to a loopback OTLP sink.
+    Row(
+        TRACING_BASE, "rollguard_bare's config, tracing off (the tracing base)", tracing_row(None), "tracing"
+    ),
+    *(
+        Row(
+            f"rollguard_tracing_{ratio}",
+            f"the same, tracing on: OTLP/HTTP to a loopback sink, sample_ratio {ratio:g}",
+            tracing_row(ratio),
+            "tracing",
+        )
+        for ratio in TRACING_RATIOS
+    ),
+)
 ROW_NAMES = tuple(row.name for row in ROWS)
 GROUPS = {
     group: tuple(r.name for r in ROWS if group in r.groups)
-    for group in ("core", "shadow", "contracts", "fallback", "overload")
+    for group in ("core", "shadow", "contracts", "fallback", "overload", "tracing")
 }
 
 
@@ -948,6 +1038,11 @@ def compute_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | No
         ratios[f"p99_vs_{CONTRACTS_BASE}"] = over(p99, CONTRACTS_BASE, contracts)
     if fallback and (base := fallback_base(rows)) is not None:
         ratios.setdefault(f"p99_vs_{base}", {}).update(over(p99, base, fallback))
+    if tracing := [r["name"] for r in rows if "tracing" in r["groups"]]:
+        cpu = {r["name"]: r["proxy_cpu_us_per_request"] for r in ok if r["proxy_cpu_us_per_request"]}
+        ratios[f"vs_{TRACING_BASE}"] = over(rps, TRACING_BASE, tracing)
+        ratios[f"p99_vs_{TRACING_BASE}"] = over(p99, TRACING_BASE, tracing)
+        ratios[f"cpu_vs_{TRACING_BASE}"] = over(cpu, TRACING_BASE, tracing)
     return ratios
 
 
@@ -1203,6 +1298,8 @@ def render_table(
     if any(r["name"] in (OVERLOAD_BASE, *OVERLOAD_ROWS) for r in rows):
         lines += ["", *_overload_table(rows, overloaded or {"base": OVERLOAD_BASE, "rows": {}})]
         lines += _target_lines(targets.get("overload", []))
+    if tracing := [r for r in rows if "tracing" in r["groups"]]:
+        lines += ["", *_tracing_table(tracing, ratios)]
     if any(_noisy(r) for r in rows):
         lines.append(
             f"* other processes used over {NOISE_CPU_SHARE:.0%} of a CPU during this row: "
@@ -1295,6 +1392,37 @@ def _contracts_table(
             f"{_fmt(log_lines, ','):>11}"
         )
     return lines + _target_lines(targets)
+
+
+def _tracing_table(rows: list[dict[str, Any]], ratios: dict[str, dict[str, float | None]]) -> list[str]:
+    """Tracing rows against tracing off: throughput, p99, the proxy's CPU per request (and what tracing
+    adds to it), and the spans the sink received per request answered."""
+    rps, p99 = ratios.get(f"vs_{TRACING_BASE}", {}), ratios.get(f"p99_vs_{TRACING_BASE}", {})
+    cpu = ratios.get(f"cpu_vs_{TRACING_BASE}", {})
+    base = next((r for r in rows if r["name"] == TRACING_BASE and r["status"] == "ok"), None)
+    base_cpu = base["proxy_cpu_us_per_request"] if base else None
+    w = _name_width(rows)
+    header = (
+        f"{'tracing row':<{w}}{'req/s':>10}{'x req/s':>9}{'p99 ms':>9}{'x p99':>8}{'cpu us/req':>12}"
+        f"{'+us/req':>9}{'spans/req':>11}"
+    )
+    lines = [f"vs {TRACING_BASE}; all traffic to the baseline", header, "-" * len(header)]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"{r['name']:<{w}}{r['status']}")
+            continue
+        own = r["proxy_cpu_us_per_request"]
+        added = own - base_cpu if own is not None and base_cpu is not None else None
+        sink = r.get("otlp_sink", {})
+        requests = r["requests_per_s"] * r["duration_s"] if r["requests_per_s"] else None
+        per_req = sink["spans"] / requests if "spans" in sink and requests else None
+        lines.append(
+            f"{r['name']:<{w}}{r['requests_per_s']:>10,.0f}{_fmt(rps.get(r['name']), '.3f'):>9}"
+            f"{_fmt(r['p99_ms'], '.2f'):>9}{_fmt(p99.get(r['name']), '.2f'):>8}"
+            f"{_fmt(own, '.0f'):>12}{_fmt(added, '+.1f'):>9}{_fmt(per_req, '.3f'):>11}"
+            + (f"  x cpu {_fmt(cpu.get(r['name']), '.3f')}" if r["name"] != TRACING_BASE else "")
+        )
+    return lines
 
 
 def _fallback_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry, disable_created_metrics
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from ._tasks import TaskSet
 from .admin import AdminApi
@@ -41,6 +41,7 @@ from .routing import Role, weight_to_bp
 from .shadow import ShadowBook
 from .store import FileStateStore, open_store
 from .tls import ServerTls
+from .tracing import Tracing
 from .upstream import UpstreamPool
 
 log = logging.getLogger("rollguard")
@@ -58,7 +59,8 @@ class Runtime:
     access_log: AccessLog
     tasks: TaskSet
     forwarder: Forwarder
-    admin: Starlette
+    admin: ASGIApp  # the Starlette admin app; wrapped by OpenTelemetry's ASGI middleware when tracing
+    tracing: Tracing | None = None
 
 
 def check_candidate(config: Config) -> Verdict:
@@ -131,6 +133,11 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         )
         access_log.start(tasks)
         stack.push_async_callback(access_log.close)
+        tracing = None
+        if config.tracing.enabled:
+            tracing = Tracing(config.tracing, mask=masker.mask_text)
+            # Closed after the mirrors below have drained, so their spans are flushed too.
+            stack.push_async_callback(tracing.close)
 
         book = ShadowBook(config, metrics, masker=masker.mask_text)
         book.start_rollout(store.current.rollout_id)
@@ -145,6 +152,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             tasks=shadow_tasks,
             on_pair=book.observe,
             candidate_allowed=verdict.ok,
+            tracing=tracing,
         )
         await mirror.start()
         stack.push_async_callback(mirror.close)
@@ -170,6 +178,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             edge=EdgePolicy.from_config(
                 config, on_auth_failure=metrics.auth_failure, on_rate_limited=metrics.rate_limit
             ),
+            tracing=tracing,
         )
 
         async def decisions_text() -> str:
@@ -201,7 +210,8 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             access_log=access_log,
             tasks=tasks,
             forwarder=forwarder,
-            admin=admin,
+            admin=admin if tracing is None else tracing.instrument_admin(admin),
+            tracing=tracing,
         )
 
 

@@ -21,6 +21,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .config_edge import build_auth, build_rate_limits, route_auth
 from .config_tls import listener_tls, upstream_tls
+from .config_tracing import tracing_config
 from .config_types import (
     AdminConfig,
     AdminRole,
@@ -40,6 +41,7 @@ from .config_types import (
     ShadowConfig,
     StateConfig,
     StickyKey,
+    TracingConfig,
     TripwireConfig,
     TrustedKey,
     UpstreamConfig,
@@ -68,6 +70,7 @@ __all__ = [
     "ShadowConfig",
     "StateConfig",
     "StickyKey",
+    "TracingConfig",
     "TrustedKey",
     "UpstreamConfig",
     "UpstreamTls",
@@ -426,6 +429,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         ),
         auth=auth,
         rate_limits=build_rate_limits(doc.get("rate_limits", []), routes),
+        tracing=tracing_config(doc.get("tracing", {}), base),
     )
 
 

@@ -298,6 +298,29 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TracingConfig:
+    exporter: Literal["none", "otlp"] = "none"  # none: no tracer at all, nothing on the hot path
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP/HTTP (protobuf) traces endpoint
+    sample_ratio: float = 0.01  # share of new traces recorded; a sampled incoming traceparent always is
+    service_name: str = "rollguard"  # the resource's service.name
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # resolved secrets, never printed
+    timeout: float = 5.0  # one export to the collector, retries included
+    queue_size: int = 2048  # finished spans waiting for export; beyond it spans are dropped, never queued
+
+    @property
+    def enabled(self) -> bool:
+        return self.exporter != "none"
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{k}=***" for k, _ in self.headers)
+        return (
+            f"TracingConfig(exporter={self.exporter!r}, endpoint={self.endpoint!r}, "
+            f"sample_ratio={self.sample_ratio}, service_name={self.service_name!r}, headers=[{names}], "
+            f"timeout={self.timeout}, queue_size={self.queue_size})"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     source: Path | None
     listen: Listen
@@ -315,6 +338,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     auth: AuthConfig = AuthConfig()
     rate_limits: tuple[RateLimit, ...] = ()
+    tracing: TracingConfig = TracingConfig()
 
     def upstream(self, role: Role) -> UpstreamConfig:
         return self.baseline if role == "baseline" else self.candidate

@@ -32,6 +32,7 @@ from .mirror import Mirror, MirrorRequest
 from .retry import RetryBudget, retryable
 from .routing import Role, RouteTable, choose, sticky_value
 from .store import StateStore
+from .tracing import RequestTrace, Tracing
 from .upstream import UpstreamPool
 
 Scope = dict[str, Any]
@@ -59,6 +60,7 @@ class Forwarder:
         candidate_allowed: bool = True,
         edge: EdgePolicy | None = None,
         rand: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
@@ -73,6 +75,7 @@ class Forwarder:
         self.candidate_allowed = candidate_allowed
         self.rand = rand
         self.edge = edge  # client auth and rate limits; None when neither is configured
+        self.tracing = tracing  # None when tracing is off: one `is None` check per request
         self.table = RouteTable(config.routes)
         self.compiled = {
             r.name: CompiledRoute.build(r, config.limits.inspect_body_bytes) for r in config.routes
@@ -107,6 +110,7 @@ class Forwarder:
         client = scope.get("client")
         if client:
             log["client"] = client[0]
+        trace = self.tracing.begin(headers, method, route, rid, log) if self.tracing is not None else None
         status = 500
         answered: Attempt | None = None
         try:
@@ -131,7 +135,7 @@ class Forwarder:
             if isinstance(doc, InvalidJSON):
                 doc = MISSING  # observe mode forwards it; nothing downstream can use it
             answered = await self._exchange(
-                scope, receive, send, compiled, route_name, role, body, doc, rid, log
+                scope, receive, send, compiled, route_name, role, body, doc, rid, log, trace
             )
             status = answered.status
         except ClientGone:
@@ -152,6 +156,8 @@ class Forwarder:
                 # Answered by the proxy before any model was involved: never counts against a version.
                 self.metrics.local_response(route_name, status)
             log.update(status=status, latency_ms=round(elapsed * 1000, 3))
+            if trace is not None:
+                trace.end(status, log)
             self.access_log.record(log)
 
     def _parse_request(self, compiled: CompiledRoute | None, body: Body) -> Any:
@@ -221,6 +227,7 @@ class Forwarder:
         doc: Any,
         rid: str,
         log: dict[str, Any],
+        trace: RequestTrace | None,
     ) -> Attempt:
         """One attempt, a fallback if the candidate's fails, then the answer to the client."""
         client = scope.get("client")
@@ -266,6 +273,7 @@ class Forwarder:
                     headers=out_headers,
                     body=body.data,
                     doc=doc,
+                    link=trace.span_context if trace is not None else None,
                 )
             )
             if outcome is not None:
@@ -273,7 +281,7 @@ class Forwarder:
         answer: Attempt | None = None
         try:
             answer = await self._attempt(
-                role, compiled, route, method, target, out_headers, body, deadline, started
+                role, compiled, route, method, target, out_headers, body, deadline, started, trace
             )
             if answer.failed and role == "candidate" and self._fallback and body.held:
                 self._account(route, answer, compiled)
@@ -282,7 +290,16 @@ class Forwarder:
                 answer.release()
                 left = None if deadline is None else max(deadline - (time.perf_counter() - started), 0.001)
                 answer = await self._attempt(
-                    "baseline", compiled, route, method, target, out_headers, body, left, time.perf_counter()
+                    "baseline",
+                    compiled,
+                    route,
+                    method,
+                    target,
+                    out_headers,
+                    body,
+                    left,
+                    time.perf_counter(),
+                    trace,
                 )
             try:
                 await send_answer(answer, send, compiled, progress, rid)
@@ -321,6 +338,7 @@ class Forwarder:
         body: Body,
         deadline: float | None,
         started: float,
+        trace: RequestTrace | None = None,
     ) -> Attempt:
         """One attempt, retried while it is safe, the deadline allows it and the retry budget has room.
 
@@ -331,7 +349,11 @@ class Forwarder:
         """
         pool = self.pools[role]
         left = deadline
-        att = await attempt(pool, compiled, method, target, headers, body, left)
+        att = await (
+            attempt(pool, compiled, method, target, headers, body, left)
+            if trace is None
+            else trace.attempt(0, pool, compiled, method, target, headers, body, left)
+        )
         tries = 0
         while (
             att.failed
@@ -354,7 +376,11 @@ class Forwarder:
                 self.metrics.retries.labels(route, role, att.failure_kind or "unknown").inc()
                 att.release()
                 await asyncio.sleep(delay)
-                att = await attempt(pool, compiled, method, target, headers, body, left)
+                att = await (
+                    attempt(pool, compiled, method, target, headers, body, left)
+                    if trace is None
+                    else trace.attempt(tries + 1, pool, compiled, method, target, headers, body, left)
+                )
             finally:
                 self.budget.release()
             tries += 1

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._tasks import TaskSet
 from .attempt import Attempt, CompiledRoute, attempt
@@ -30,6 +30,11 @@ from .metrics import ProxyMetrics
 from .rollout import Phase
 from .store import StateStore
 from .upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
+    from .tracing import Tracing
 
 log = logging.getLogger("rollguard.shadow")
 
@@ -44,6 +49,7 @@ class MirrorRequest:
     headers: list[tuple[str, str]]  # as sent to the baseline (hop-by-hop dropped, forwarding added)
     body: bytes
     doc: Any  # the parsed request body, or MISSING
+    link: SpanContext | None = None  # the client's SERVER span, when tracing is on
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ class Mirror:
         on_pair: PairObserver,
         candidate_allowed: bool = True,
         rand: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -98,6 +105,7 @@ class Mirror:
         self.on_pair = on_pair
         self.candidate_allowed = candidate_allowed  # an unverified candidate gets no mirrored traffic either
         self.rand = rand
+        self.tracing = tracing
         self.candidate = UpstreamPool(_shadow_upstream(candidate, cfg))
         self.noise = UpstreamPool(_shadow_upstream(baseline, cfg))
         self.in_flight = 0
@@ -164,15 +172,22 @@ class Mirror:
         return handle, "sent"
 
     async def _run(self, req: MirrorRequest, handle: ShadowHandle, noise: bool) -> None:
+        span = None
         try:
             headers = [(k, v) for k, v in req.headers if k.lower() not in self._strip]
             headers.append(("x-rollguard-shadow", "1"))
+            if self.tracing is not None and req.link is not None:
+                span = self.tracing.mirror(req.link, req.method, req.route.route.name, self.candidate.version)
+                headers = span.headers(headers)
             body = Body(data=req.body, length=len(req.body))
             target = req.target.encode("latin-1")
             sends = [attempt(self.candidate, req.route, req.method, target, headers, body, None)]
             if noise:
                 sends.append(attempt(self.noise, req.route, req.method, target, headers, body, None))
             answers = await asyncio.gather(*sends)
+            if span is not None:
+                span.end(answers[0])  # the candidate's attempt, not the wait for the client's answer below
+                span = None
             for att in answers:
                 att.release()
                 self._account(req.route.route.name, att)
@@ -189,6 +204,8 @@ class Mirror:
                 log.exception("shadow comparison failed for route %s", req.route.route.name)
         finally:
             self.in_flight -= 1
+            if span is not None:
+                span.end(None)  # cancelled before the candidate answered
 
     def _account(self, route: str, att: Attempt) -> None:
         version = att.pool.version

@@ -1,0 +1,112 @@
+"""Tracing micro-benchmark: what tracing adds to one request on the event loop, in microseconds.
+
+    .venv/bin/python benchmarks/bench_tracing.py [--out FILE]
+
+One "request" is what the data path does when tracing is on: extract the client's traceparent, start the
+SERVER span, write its trace id into the access-log entry, start one attempt's CLIENT span and build the
+upstream headers with its traceparent, then end both spans with their attributes. Rows: sample ratio 0
+(nothing recorded: the price every request pays once tracing is on), ratio 1 (recorded: span objects,
+attributes, the batch queue), and an incoming sampled traceparent. Exporting happens in the SDK's
+thread and is not in these numbers (the `tracing` rows of run.py measure it under load); the exporter
+points at a closed port, so the queue fills and spans are dropped at the same per-span cost.
+Each row: ``timeit`` with autorange, best of 5. Tracing off costs one ``is None`` check and is not a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import socket
+import sys
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from proxy.config_types import RouteConfig, TracingConfig, UpstreamConfig  # noqa: E402
+from proxy.tracing import Tracing  # noqa: E402
+from proxy.upstream import UpstreamPool  # noqa: E402
+
+REPEAT = 5
+ROUTE = RouteConfig(name="infer", path="/v1/infer")
+ASGI_HEADERS = [
+    (b"host", b"api.example.com"),
+    (b"content-type", b"application/json"),
+    (b"content-length", b"160"),
+    (b"x-user-id", b"u-20394"),
+]
+UPSTREAM_HEADERS = [(k.decode(), v.decode()) for k, v in ASGI_HEADERS] + [("x-request-id", "0" * 32)]
+SAMPLED_PARENT = (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def one_request(
+    tracing: Tracing, pool: UpstreamPool, headers: list[tuple[bytes, bytes]]
+) -> Callable[[], None]:
+    def run() -> None:
+        log: dict[str, Any] = {}
+        trace = tracing.begin(headers, "POST", ROUTE, "a25ded7a6e30326d4d854e408656cc41", log)
+        trace.open_attempt(0, pool, "POST", UPSTREAM_HEADERS)
+        log.update(role="baseline", version="v1")
+        trace.end(200, log)
+
+    return run
+
+
+def best_us(fn: Callable[[], object]) -> tuple[float, int]:
+    timer = timeit.Timer(fn)
+    number = max(1, timer.autorange()[0] // 2)
+    return min(timer.repeat(repeat=REPEAT, number=number)) / number * 1e6, number
+
+
+async def measure() -> list[dict[str, Any]]:
+    endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
+    pool = UpstreamPool(UpstreamConfig(role="baseline", url="http://127.0.0.1:9", version="v1"))
+    rows = [
+        ("sample_ratio 0, no traceparent", 0.0, ASGI_HEADERS),
+        ("sample_ratio 0.01, no traceparent", 0.01, ASGI_HEADERS),
+        ("sample_ratio 1, no traceparent", 1.0, ASGI_HEADERS),
+        ("sample_ratio 0, sampled traceparent", 0.0, [*ASGI_HEADERS, SAMPLED_PARENT]),
+    ]
+    results = []
+    for name, ratio, headers in rows:
+        tracing = Tracing(TracingConfig(exporter="otlp", endpoint=endpoint, sample_ratio=ratio, timeout=0.5))
+        try:
+            us, number = best_us(one_request(tracing, pool, headers))
+        finally:
+            await tracing.close()
+        results.append({"what": name, "us_per_request": round(us, 2), "loops": number})
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    results = asyncio.run(measure())
+    print(f"{'what':<40} {'µs/request':>11} {'loops':>8}")
+    print("-" * 61)
+    for r in results:
+        print(f"{r['what']:<40} {r['us_per_request']:>11.2f} {r['loops']:>8}")
+    print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
+    if args.out is not None:
+        import machine  # benchmarks/machine.py: what the numbers were measured on
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"machine": machine.info(REPO), "results": results}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
