@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .config_doc import resolve_secret
 from .config_types import ListenerTls, UpstreamTls
 from .errors import ConfigError
 from .tls import TlsError, client_context, server_context
@@ -18,8 +19,6 @@ __all__ = ["listener_tls", "upstream_tls"]
 
 
 def _secret(raw: dict[str, Any], at: str, base: Path) -> str | None:
-    from .config import resolve_secret  # config imports this module
-
     return resolve_secret(raw["key_password"], f"{at}.key_password", base) if "key_password" in raw else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .config_doc import resolve_secret
 from .config_types import TracingConfig
 from .units import parse_duration
 
@@ -12,8 +13,6 @@ from .units import parse_duration
 def tracing_config(raw: dict[str, Any], base: Path) -> TracingConfig:
     """Defaults for absent keys; header values are secrets (``env:NAME`` / ``file:PATH``), resolved here so
     a missing one fails at start-up (naming its key path), not at the first export."""
-    from .config import resolve_secret  # config imports this module: resolve at call time
-
     d = TracingConfig()
     headers = tuple(
         (name.lower(), resolve_secret(value, f"tracing.headers.{name}", base))
