@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from .body import Body
+from .body import Body, Receive
 from .config import RouteConfig
 from .contracts import MISSING, Contract, InvalidJSON, Violation, parse_json, score_of
 from .errors import UpstreamContractError, UpstreamError, problem_for
@@ -240,3 +240,15 @@ async def send_problem(
         await send({"type": "http.response.body", "body": body})
     except OSError:
         pass
+
+
+async def watch_disconnect(receive: Receive, exchange: asyncio.Task[Any] | None, progress: Progress) -> None:
+    """Cancel the exchange when the client disconnects; uvicorn would otherwise let it run on.
+
+    uvicorn also answers ``receive()`` with ``http.disconnect`` once the response is complete, hence
+    the ``finishing`` flag: only a disconnect before the last body message cancels anything.
+    """
+    message = await receive()
+    if message["type"] == "http.disconnect" and exchange is not None and not progress.finishing:
+        progress.client_gone = True
+        exchange.cancel()

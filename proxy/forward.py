@@ -11,20 +11,28 @@ the candidate (``mirror.py``) without the client ever waiting on it.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._tasks import TaskSet
-from .attempt import Attempt, CompiledRoute, Progress, attempt, send_answer, send_problem
+from .attempt import (
+    Attempt,
+    CompiledRoute,
+    Progress,
+    attempt,
+    send_answer,
+    send_problem,
+    watch_disconnect,
+)
 from .body import Body, ClientGone, Receive, declared_length, read_body
 from .config import Config
 from .contracts import MISSING, InvalidJSON, parse_json
 from .controller import Recorder
 from .edge import EdgePolicy
 from .errors import BadRequest, BodyTooLarge, NotImplementedProtocol, ProxyError, UpstreamError
+from .force import ForcedRole
 from .headers import TrustedPeers, request_id, upstream_request_headers
 from .logs import AccessLog
 from .metrics import ProxyMetrics
@@ -80,7 +88,7 @@ class Forwarder:
         self.compiled = {
             r.name: CompiledRoute.build(r, config.limits.inspect_body_bytes) for r in config.routes
         }
-        self._operator_tokens = [t.token.encode() for t in config.admin.tokens if t.role == "operator"]
+        self._forced = ForcedRole(t.token for t in config.admin.tokens if t.role == "operator")
         self._fallback = config.canary.fallback_to_baseline
         self._trusted = TrustedPeers(config.forwarded.trusted)
         self.budget = RetryBudget()
@@ -199,21 +207,6 @@ class Forwarder:
         sticky = compiled.route.sticky_key
         key = sticky_value(sticky, headers, doc) if sticky is not None else None
         return choose(state.weight_bp, state.rollout_id, key, self.rand)
-
-    def _forced(self, headers: list[tuple[bytes, bytes]]) -> Role | None:
-        """``x-rollguard-force`` counts only with a valid operator token; otherwise it is ignored."""
-        force = token = None
-        for k, v in headers:
-            if k == b"x-rollguard-force":
-                force = v
-            elif k == b"x-rollguard-token":
-                token = v
-        if force not in (b"baseline", b"candidate") or token is None:
-            return None
-        valid = False
-        for known in self._operator_tokens:
-            valid |= hmac.compare_digest(known, token)  # no early exit: constant time over the set
-        return ("candidate" if force == b"candidate" else "baseline") if valid else None
 
     async def _exchange(
         self,
@@ -389,7 +382,7 @@ class Forwarder:
     def _watch(self, receive: Receive, exchange: asyncio.Task[Any] | None, progress: Progress) -> None:
         if not progress.finishing:
             progress.watcher = self.tasks.spawn(
-                _watch_disconnect(receive, exchange, progress), name="disconnect-watch"
+                watch_disconnect(receive, exchange, progress), name="disconnect-watch"
             )
 
     def _account(self, route: str, att: Attempt, compiled: CompiledRoute | None) -> None:
@@ -412,18 +405,6 @@ class Forwarder:
 
 def _is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k == b"upgrade" for k, _ in headers)
-
-
-async def _watch_disconnect(receive: Receive, exchange: asyncio.Task[Any] | None, progress: Progress) -> None:
-    """Cancel the exchange when the client disconnects; uvicorn would otherwise let it run on.
-
-    uvicorn also answers ``receive()`` with ``http.disconnect`` once the response is complete, hence
-    the ``finishing`` flag: only a disconnect before the last body message cancels anything.
-    """
-    message = await receive()
-    if message["type"] == "http.disconnect" and exchange is not None and not progress.finishing:
-        progress.client_gone = True
-        exchange.cancel()
 
 
 def _closing(exc: ProxyError) -> list[tuple[bytes, bytes]]:
