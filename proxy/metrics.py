@@ -67,7 +67,16 @@ SCORE_DELTA_BUCKETS = (
 
 
 # The bounded label values of the counters that alerts watch (PRODUCT §7), primed at 0 by ``prime``.
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "reset", "protocol", "http_5xx", "contract", "circuit_open", "pool_full")
+UPSTREAM_ERROR_KINDS = (
+    "connect",
+    "timeout",
+    "reset",
+    "protocol",
+    "http_5xx",
+    "contract",
+    "circuit_open",
+    "pool_full",
+)
 SHADOW_OUTCOMES = ("sent", "dropped", "failed", "skipped")
 ROLLBACK_REASONS = ("gates", "tripwire", "operator")
 

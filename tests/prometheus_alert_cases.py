@@ -1,4 +1,4 @@
-"""The promtool unit tests of every rollguard alert, as a table; writes config/prometheus/tests/alerts_test.yml.
+"""promtool unit tests of every rollguard alert, as a table; writes config/prometheus/tests/alerts_test.yml.
 
 promtool compares an alert's annotations verbatim, so the expected annotations are the rule's own templates
 rendered here with the labels and the formatted values each case states by hand (``{{ $labels.x }}`` from the
@@ -92,11 +92,13 @@ def _attempts(instance: str, role: str, version: str, attempts: int, errors: int
 
 CASES: list[Case] = [
     Case(
-        "RollguardDown: a fires after a minute unscraped; b stays up; the target exists, so nothing is absent.",
+        "RollguardDown: a fires after a minute unscraped; b stays up; a target exists, so none is absent.",
         [s("up", "1 1 0 0 0 0 0", instance="a:9901"), s("up", "1x6", instance="b:9901")],
         [
             Check("2m", "RollguardDown", []),  # pending: down for less than `for: 1m`
-            Check("4m", "RollguardDown", [Fired({"job": "rollguard", "instance": "a:9901", "severity": "page"})]),
+            Check(
+                "4m", "RollguardDown", [Fired({"job": "rollguard", "instance": "a:9901", "severity": "page"})]
+            ),
             Check("6m", "RollguardMetricsAbsent", []),
         ],
     ),
@@ -168,7 +170,12 @@ CASES: list[Case] = [
         "RollguardRollback: the gates rolled back at 3m (primed series, so the first rollback shows); "
         "the tripwire series never moves; ten minutes later it is over.",
         [
-            s("rollguard_rollbacks_total", "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1", instance="a:9901", reason="gates"),
+            s(
+                "rollguard_rollbacks_total",
+                "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+                instance="a:9901",
+                reason="gates",
+            ),
             s("rollguard_rollbacks_total", "0x16", instance="a:9901", reason="tripwire"),
         ],
         [
@@ -185,9 +192,27 @@ CASES: list[Case] = [
         "RollguardShadowDrops: a drops 5 of 100 mirrors a minute for over ten minutes; b drops 1 in 1000.",
         [
             s("rollguard_shadow_requests_total", "0+95x20", instance="a:9901", route="infer", outcome="sent"),
-            s("rollguard_shadow_requests_total", "0+5x20", instance="a:9901", route="infer", outcome="dropped"),
-            s("rollguard_shadow_requests_total", "0+999x20", instance="b:9901", route="infer", outcome="sent"),
-            s("rollguard_shadow_requests_total", "0+1x20", instance="b:9901", route="infer", outcome="dropped"),
+            s(
+                "rollguard_shadow_requests_total",
+                "0+5x20",
+                instance="a:9901",
+                route="infer",
+                outcome="dropped",
+            ),
+            s(
+                "rollguard_shadow_requests_total",
+                "0+999x20",
+                instance="b:9901",
+                route="infer",
+                outcome="sent",
+            ),
+            s(
+                "rollguard_shadow_requests_total",
+                "0+1x20",
+                instance="b:9901",
+                route="infer",
+                outcome="dropped",
+            ),
         ],
         [
             Check("8m", "RollguardShadowDrops", []),
@@ -325,7 +350,9 @@ def build() -> str:
                         "exp_annotations": {k: _render(v, fired) for k, v in annotations.items()},
                     }
                 )
-            alert_tests.append({"eval_time": check.eval_time, "alertname": check.alertname, "exp_alerts": exp})
+            alert_tests.append(
+                {"eval_time": check.eval_time, "alertname": check.alertname, "exp_alerts": exp}
+            )
         tests.append(
             {
                 "name": case.comment,
