@@ -5,14 +5,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from tests.helpers import VALID_BODY, metric_samples
+from tests.helpers import metric_samples
 from tests.prometheus_alert_cases import OUT as ALERT_TESTS
 from tests.prometheus_alert_cases import build
-from tests.promql import PROM_DIR, RULES, SCRAPE_SERIES, exported_names, metric_names, promtool
+from tests.promql import (
+    PROM_DIR,
+    RULES,
+    SCRAPE_SERIES,
+    exported_names,
+    live_exposition,
+    metric_names,
+    promtool,
+)
 
 SLI_TESTS = PROM_DIR / "tests" / "sli_test.yml"
 
@@ -86,21 +93,10 @@ def test_slo_parameters_match_the_default_gates() -> None:
     assert params["rollguard:slo_min_samples:count"] == f"vector({defaults.min_samples})"
 
 
-async def _live_exposition(proxy_factory: Any) -> str:
-    proxy = await proxy_factory(shadow={"sample": 1.0})
-    async with proxy.admin_client() as admin, httpx.AsyncClient(base_url=proxy.data_url) as data:
-        assert (await admin.put("/weights", json={"canary": 50})).status_code == 200
-        for i in range(20):
-            await data.post("/v1/infer", json=VALID_BODY, headers={"x-user-id": f"user-{i}"})
-        await data.get("/not-a-route")
-        assert (await admin.post("/rollout/rollback", json={"reason": "lint"})).status_code == 200
-        return (await admin.get("/metrics")).text
-
-
 async def test_a_live_proxys_metrics_pass_promtool_lint_and_cover_every_name_the_rules_use(
     proxy_factory: Any,
 ) -> None:
-    text = await _live_exposition(proxy_factory)
+    text = await live_exposition(proxy_factory)
     r = promtool("check", "metrics", stdin=text)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
 

@@ -21,7 +21,7 @@ import httpx
 from proxy.sample_model import ModelBehavior, features_generator
 from tests.conftest import Models
 from tests.prometheus_server import PrometheusServer, by_label
-from tests.promql import RULES
+from tests.promql import RULES, dashboard, dashboard_queries, substitute
 
 ROUTED = 'job="rollguard", route!="unmatched", role=~"baseline|candidate"'
 REQUESTS = 360
@@ -132,3 +132,11 @@ async def test_promql_over_scraped_series_agrees_with_status(
                 assert gap <= 1, f"{role} {q}: PromQL {promql[role]:.4f}s vs /status {status_s:.4f}s"
         # The candidate is clearly slower: the comparison is not between two tiny numbers.
         assert promql["candidate"] > 2 * promql["baseline"]
+
+        # Every dashboard query runs against the scraped data; the version panels show both versions.
+        values = {"job": "rollguard", "instance": ".+", "route": ".+", "gate": ".+"}
+        for where, expr in dashboard_queries(dashboard()):
+            result = await prom.query(substitute(expr, values))
+            if "by (role, version" in expr:
+                roles = {s["metric"].get("role") for s in result}
+                assert {"baseline", "candidate"} <= roles, f"{where}: {result}"
