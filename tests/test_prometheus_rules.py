@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from tests.helpers import metric_samples
 from tests.prometheus_alert_cases import OUT as ALERT_TESTS
 from tests.prometheus_alert_cases import build
 from tests.promql import (
+    DASHBOARD,
     PROM_DIR,
+    ROOT,
     RULES,
     SCRAPE_SERIES,
     exported_names,
@@ -35,9 +38,40 @@ def test_promtool_check_rules_accepts_the_rules() -> None:
     assert f"SUCCESS: {len(_rules())} rules found" in r.stdout
 
 
-def test_promtool_check_config_accepts_the_example_scrape_config() -> None:
-    r = promtool("check", "config", str(PROM_DIR / "prometheus.yml"))
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-docker.yml"])
+def test_promtool_check_config_accepts_the_scrape_configs(name: str) -> None:
+    r = promtool("check", "config", str(PROM_DIR / name))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "rollguard-rules.yml" in r.stdout  # the rules are loaded, not just the scrape job
+
+
+def test_compose_prometheus_and_grafana_use_the_shipped_files() -> None:
+    """No Docker engine here: check what docker compose would mount and read, by construction."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    mounts: dict[str, dict[str, Path]] = {}
+    for name in ("prometheus", "grafana"):
+        mounts[name] = {}
+        for volume in services[name]["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), volume
+                mounts[name][target] = ROOT / source
+            else:
+                assert source in compose["volumes"], volume
+    config_flag = next(a for a in services["prometheus"]["command"] if a.startswith("--config.file="))
+    config_path = Path(config_flag.split("=", 1)[1])
+    host = mounts["prometheus"][str(config_path.parent)] / config_path.name
+    scrape = yaml.safe_load(host.read_text(encoding="utf-8"))
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["rollguard:9901"]
+    docker_admin = yaml.safe_load((ROOT / "config" / "docker.yaml").read_text(encoding="utf-8"))["admin"]
+    assert docker_admin["listen"].endswith(":9901") and not docker_admin["listen"].startswith("127.")
+    provider = yaml.safe_load(
+        (ROOT / "config" / "grafana" / "provisioning" / "dashboards" / "rollguard.yml").read_text()
+    )
+    dash_dir = provider["providers"][0]["options"]["path"]
+    assert mounts["grafana"][f"{dash_dir}/rollguard-dashboard.json"] == DASHBOARD
+    assert mounts["grafana"]["/etc/grafana/provisioning"] == ROOT / "config" / "grafana" / "provisioning"
 
 
 def test_promtool_unit_tests_pass() -> None:
