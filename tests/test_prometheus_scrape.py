@@ -60,7 +60,7 @@ async def test_promql_over_scraped_series_agrees_with_status(
     proxy_factory: Any, models: Models, tmp_path: Path
 ) -> None:
     models.baseline.model.set_behavior(
-        ModelBehavior(version="v1", latency_ms=6, latency_jitter_ms=5, seed=11)
+        ModelBehavior(version="v1", latency_ms=6, latency_jitter_ms=5, error_rate=0.02, seed=11)
     )
     models.candidate.model.set_behavior(
         ModelBehavior(version="v2", latency_ms=45, latency_jitter_ms=40, error_rate=0.08, seed=12)
@@ -82,7 +82,8 @@ async def test_promql_over_scraped_series_agrees_with_status(
         window = (await admin.get("/status")).json()["controller"]["window"]
         base, cand = window["baseline"], window["candidate"]
         # Fallbacks answered the candidate's failures: the baseline's attempts include them.
-        assert cand["failures"] > 5 and cand["requests"] > 80 and base["requests"] > 150, window
+        assert cand["failures"] > 5 and cand["requests"] > 80, window
+        assert base["failures"] > 0 and base["requests"] > 150, window
 
         counts = 'sum by (route, role) (rollguard_upstream_duration_seconds_count{job="rollguard"})'
         want = {
@@ -119,7 +120,10 @@ async def test_promql_over_scraped_series_agrees_with_status(
             }
         )
         assert 0.12 in bounds  # the default latency gate is a bucket edge
-        for q in ("p50", "p95", "p99"):
+        # /status reads the quantile at rank floor(q * (n - 1)), PromQL interpolates at rank q * n:
+        # neighbouring order statistics. Where samples are dense (p50, p95) they share a bucket or touch;
+        # a p99 of ~130 samples rests on the top one or two, which may lie buckets apart: not compared.
+        for q in ("p50", "p95"):
             promql = by_label(
                 await prom.query(
                     f'rollguard:version_upstream_duration_seconds:{q}_rate5m{{job="rollguard"}}'
