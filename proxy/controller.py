@@ -196,7 +196,7 @@ class Controller:
         self, state: RolloutState, decision: Decision, gates: tuple[GateResult, ...] | list[GateResult]
     ) -> None:
         self.last, self.last_gates = decision, tuple(gates)
-        self._publish_gates(gates)
+        self._publish_gates(gates, shadow=state.phase is Phase.SHADOW)
         now, ts = utc_now(), self.clock()
         p = decision.progress
         changes: dict[str, Callable[[RolloutState], RolloutState]] = {
@@ -268,11 +268,12 @@ class Controller:
         self.metrics.rollbacks.labels("tripwire").inc()
         log.warning("trip-wire rolled back the candidate: %s", reason)
 
-    def _publish_gates(self, gates: Any) -> None:
+    def _publish_gates(self, gates: Any, *, shadow: bool) -> None:
         version = self.config.candidate.version
         for g in gates:
-            if g.value is not None:
-                self.metrics.gate_value.labels(g.gate, version).set(g.value)
+            value = _gauge_value(g, shadow=shadow)
+            if value is not None:
+                self.metrics.gate_value.labels(g.gate, version).set(value)
             if g.threshold is not None:
                 self.metrics.gate_threshold.labels(g.gate, version).set(g.threshold)
 
@@ -307,6 +308,17 @@ def _guarded(
         return change(current)
 
     return apply
+
+
+def _gauge_value(g: GateResult, *, shadow: bool) -> float | None:
+    """The gate's value in its threshold's units, so a dashboard or alert compares the two gauges directly.
+
+    In canary ``decision_delta`` carries both versions' positive-decision shares; its threshold is the
+    distance between them in percentage points. The shadow gate already reports paired divergence in pp.
+    """
+    if g.gate == "decision_delta" and not shadow and g.value is not None and g.baseline is not None:
+        return abs(g.value - g.baseline) * 100.0
+    return g.value
 
 
 def _gate_json(g: GateResult) -> dict[str, Any]:

@@ -66,6 +66,21 @@ SCORE_DELTA_BUCKETS = (
 )
 
 
+# The bounded label values of the counters that alerts watch (PRODUCT §7), primed at 0 by ``prime``.
+UPSTREAM_ERROR_KINDS = (
+    "connect",
+    "timeout",
+    "reset",
+    "protocol",
+    "http_5xx",
+    "contract",
+    "circuit_open",
+    "pool_full",
+)
+SHADOW_OUTCOMES = ("sent", "dropped", "failed", "skipped")
+ROLLBACK_REASONS = ("gates", "tripwire", "operator")
+
+
 def latency_buckets(gate_thresholds_s: Iterable[float] = ()) -> tuple[float, ...]:
     return tuple(sorted(set(BASE_BUCKETS) | {round(t, 6) for t in gate_thresholds_s}))
 
@@ -185,7 +200,8 @@ class ProxyMetrics:
         )
         self.gate_value = Gauge(
             "rollguard_gate_value",
-            "The candidate's value of each gate at the last window.",
+            "The candidate's value of each gate at the last window, in the threshold's units "
+            "(decision_delta: percentage points between the versions' positive-decision rates).",
             ["gate", "version"],
             registry=registry,
         )
@@ -271,7 +287,25 @@ class ProxyMetrics:
             self.rollout_phase.labels(p.value).set(1 if p is phase else 0)
 
     def prime(self, routes: Iterable[str], versions: dict[str, str]) -> None:
-        """Create the zero-valued series for every known label set, so rate() has a start point."""
-        for route in [*routes, "unmatched"]:
+        """Create the zero-valued series for every known label set, so rate() has a start point.
+
+        A counter series born at 1 hides its first increment from rate() and increase(): the first
+        rollback, the first open circuit or the first dropped mirror would never alert. So every
+        bounded label set of the counters that alerts watch exists at 0 from the start.
+        """
+        configured = list(routes)
+        for route in [*configured, "unmatched"]:
             for role, version in versions.items():
                 self.exchange(route, role, version)
+                for kind in UPSTREAM_ERROR_KINDS:
+                    self.upstream_errors.labels(route, role, version, kind)
+        for route in configured:
+            if "candidate" in versions:
+                for kind in UPSTREAM_ERROR_KINDS:
+                    self.upstream_errors.labels(route, "shadow", versions["candidate"], kind)
+            for outcome in SHADOW_OUTCOMES:
+                self.shadow_requests.labels(route, outcome)
+            for outcome in ("match", "mismatch"):
+                self.shadow_comparisons.labels(route, outcome)
+        for reason in ROLLBACK_REASONS:
+            self.rollbacks.labels(reason)
