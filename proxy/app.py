@@ -149,7 +149,6 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             controller.reconfigure(cfg)
             api.reconfigure(cfg, pools=gen.pools, candidate=gen.verdict)
             access_log.sample_success = cfg.logging.sample_success
-            logging.getLogger().setLevel(cfg.logging.level.upper())
             if tracing is not None:
                 tracing.set_sample_ratio(cfg.tracing.sample_ratio)
 

@@ -265,6 +265,9 @@ class Reloader:
                 self._tasks.spawn(self._retire(old, stale), name="retire-generation")
             for fn in self._applied:
                 fn(gen)
+            if config.logging.level != old.config.logging.level:
+                # Only when it changed: an embedding process keeps the level it chose for itself.
+                logging.getLogger().setLevel(config.logging.level.upper())
             self._reload_tls(config)
             self.generation += 1
             self.loaded_at = time.time()
