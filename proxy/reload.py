@@ -231,33 +231,27 @@ class Reloader:
         """Apply the config file as it is now; raises :class:`ReloadFailed` when nothing was applied."""
         async with self._lock:
             old = self.plane.current
+            gen: Generation | None = None
             try:
                 new = await self._read(old.config)
-            except ReloadFailed as exc:
+                restart = restart_keys(old.config, new)
+                config = effective(old.config, new)
+                changed = changed_sections(old.config, config)
+                verdict = await asyncio.to_thread(check_candidate, config)
+                gen = await open_generation(config, verdict, self.shared, previous=old)
+                # Before the swap: a new candidate never sees a request at the old rollout's weight.
+                reset = await reconcile_state(config, self.shared.store, verdict)
+            except Exception as exc:  # whatever failed, nothing is in use yet: the running config stays
+                if gen is not None:
+                    running = {id(r) for r in old.resources()}
+                    for r in gen.resources():
+                        if id(r) not in running:
+                            await r.close()
                 self._reload_tls(old.config)  # the listeners' certificates follow SIGHUP regardless
                 await self._record(actor, "error", error=str(exc))
                 log.error("config reload failed, the running config stays in force: %s", exc)
-                raise
-            restart = restart_keys(old.config, new)
-            config = effective(old.config, new)
-            changed = changed_sections(old.config, config)
-            try:
-                verdict = await asyncio.to_thread(check_candidate, config)
-                gen = await open_generation(config, verdict, self.shared, previous=old)
-            except (ConfigError, OSError, ValueError) as exc:
-                self._reload_tls(old.config)
-                await self._record(actor, "error", error=str(exc))
-                log.error("config reload failed, the running config stays in force: %s", exc)
                 raise ReloadFailed(str(exc)) from exc
-            kept, running = {id(r) for r in gen.resources()}, {id(r) for r in old.resources()}
-            try:
-                # Before the swap: a new candidate never sees a request at the old rollout's weight.
-                reset = await reconcile_state(config, self.shared.store, verdict)
-            except BaseException:
-                for r in gen.resources():
-                    if id(r) not in running:
-                        await r.close()
-                raise
+            kept = {id(r) for r in gen.resources()}
             self.plane.current = gen
             stale = [r for r in old.resources() if id(r) not in kept]
             if stale:

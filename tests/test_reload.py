@@ -222,6 +222,26 @@ async def test_same_candidate_keeps_the_rollout_a_new_one_resets_it(live: Any) -
     ) in samples
 
 
+async def test_a_shorter_interval_applies_to_the_window_in_progress(live: Any) -> None:
+    rl: Live = await live(
+        canary={"weight": 0, "shadow_samples": 0, "interval": "1h"}, logging={"access_log": "off"}
+    )
+    async with rl.proxy.admin_client() as admin:
+        assert (await admin.post("/rollout/start")).json()["phase"] == "canary"
+    doc = copy.deepcopy(rl.doc)
+    doc["canary"]["interval"] = "100ms"
+    rl.rewrite(doc)
+    await rl.reload()
+    async with rl.proxy.admin_client() as admin, asyncio.timeout(10):
+        while True:  # the hour-long window was cut short: a decision within a fraction of a second
+            controller = (await admin.get("/status")).json()["controller"]
+            if controller["last_decision"] is not None:
+                break
+            await asyncio.sleep(0.05)
+    assert controller["interval_s"] == 0.1
+    assert controller["last_decision"]["action"] == "HOLD"  # no samples yet: inconclusive
+
+
 async def test_restart_only_keys_are_named_and_the_rest_applies(
     live: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
