@@ -31,6 +31,7 @@ from .errors import IllegalTransition, RevisionMismatch, problem
 from .manifest import Verdict
 from .openapi import document as openapi_document
 from .pii import Masker
+from .reload import Reloader, ReloadFailed
 from .rollout import RolloutState, set_shadow_sample, set_weight
 from .routing import Role, weight_to_bp
 from .status_page import StatusPage
@@ -144,6 +145,7 @@ class AdminApi:
         on_rollback: Callable[[str], None] | None = None,
         candidate: Verdict | None = None,
         started_at: float | None = None,
+        config_reload: Reloader | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -159,6 +161,14 @@ class AdminApi:
         self.auth = Authenticator(config.admin.tokens)
         self.started_at = started_at or time.time()
         self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
+        self.config_reload = config_reload
+
+    def reconfigure(self, config: Config, *, pools: Mapping[Role, UpstreamPool], candidate: Verdict) -> None:
+        """A reloaded config: tokens, steps, pools and the candidate's verdict; the failure throttle stays."""
+        self.config = config
+        self.pools = pools
+        self.candidate = candidate
+        self.auth = Authenticator(config.admin.tokens, throttle=self.auth.throttle)
 
     def app(self) -> Starlette:
         def guard(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -187,6 +197,7 @@ class AdminApi:
             Route("/shadow", guard(self.put_shadow), methods=["PUT"]),
             Route("/reports/{name}", guard(self.report), methods=["GET"]),
             Route("/rollout/{action}", guard(self.rollout_action), methods=["POST"]),
+            Route("/config/reload", guard(self.reload_config), methods=["POST"]),
         ]
 
         async def http_error(request: Request, exc: Exception) -> Response:
@@ -237,6 +248,8 @@ class AdminApi:
         if self.controller is not None:
             doc["controller"] = self.controller.status()
         doc["candidate"] = {"allowed": self.candidate.ok, "manifest": self.candidate.to_json()}
+        if self.config_reload is not None:
+            doc["config"] = self.config_reload.status()
         return json_response(doc, headers={"ETag": f'"{state.revision}"'})
 
     async def rollout_action(self, request: Request) -> Response:
@@ -273,6 +286,18 @@ class AdminApi:
         if action == "rollback" and self.on_rollback is not None:
             self.on_rollback("operator")
         return response
+
+    async def reload_config(self, request: Request) -> Response:
+        """``POST /config/reload``: what SIGHUP does, answered with the outcome; a bad file is 422."""
+        actor = self.auth.require(request, "operator")
+        _only(await _json_body(request))
+        if self.config_reload is None:
+            raise ApiError(409, "this proxy was not started from a config file it can reload")
+        try:
+            outcome = await self.config_reload.reload(actor.name)
+        except ReloadFailed as exc:  # nothing changed; the message names the key path
+            raise ApiError(422, f"config not reloaded, the running config stays in force: {exc}") from exc
+        return json_response(outcome)
 
     async def put_weights(self, request: Request) -> Response:
         actor = self.auth.require(request, "operator")

@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -24,81 +25,42 @@ from starlette.types import ASGIApp
 
 from ._tasks import TaskSet
 from .admin import AdminApi
+from .candidate import check_candidate, load_state
 from .clock import utc_now
 from .config import Config, LimitsConfig, Listen
 from .controller import Controller
-from .edge import EdgePolicy
-from .forward import Forwarder
 from .logs import AccessLog
-from .manifest import Verdict, load_public_key, verify
 from .metrics import Listener, ProxyMetrics
-from .mirror import Mirror
 from .pii import Masker, MaskerConfig
 from .protocol import HeadLimits, ListenerGuard, OnReject
+from .reload import DataPlane, Generation, Reloader, Shared, open_generation
 from .reports import canary_plan, rollout_decisions
-from .rollout import initial, reconcile_candidate
-from .routing import Role, weight_to_bp
 from .shadow import ShadowBook
 from .store import FileStateStore, open_store
 from .tls import ServerTls
 from .tracing import Tracing
-from .upstream import UpstreamPool
 
 log = logging.getLogger("rollguard")
 
 
 @dataclass(slots=True)
 class Runtime:
-    """Everything a running proxy holds; built by :func:`build`."""
+    """Everything a running proxy holds; built by :func:`build`. The data-plane parts built from the
+    config (forwarder, pools, mirror) are ``data.current`` and change on a reload."""
 
-    config: Config
     registry: CollectorRegistry
     metrics: ProxyMetrics
     store: FileStateStore
-    pools: dict[Role, UpstreamPool]
     access_log: AccessLog
     tasks: TaskSet
-    forwarder: Forwarder
+    data: DataPlane  # the data listener's ASGI app
     admin: ASGIApp  # the Starlette admin app; wrapped by OpenTelemetry's ASGI middleware when tracing
+    reloader: Reloader
     tracing: Tracing | None = None
 
-
-def check_candidate(config: Config) -> Verdict:
-    """The candidate's release manifest, when one is configured or required (PRODUCT §12)."""
-    if config.candidate.manifest is None:
-        return Verdict(ok=not config.security.require_signed_candidate, reason="no manifest configured")
-    trusted = {k.name: load_public_key(k.key) for k in config.security.trusted_keys}
-    verdict = verify(config.candidate.manifest, trusted, expected_version=config.candidate.version)
-    if not config.security.require_signed_candidate and not verdict.ok:
-        # Recorded and shown, but only enforced when security.require_signed_candidate says so.
-        return Verdict(ok=True, reason=f"not enforced: {verdict.reason}", digest=verdict.digest)
-    return verdict
-
-
-async def _load_state(config: Config, store: FileStateStore, verdict: Verdict) -> None:
-    """Load (or create) the rollout state; a different candidate (or manifest) resets it to idle."""
-    digest = verdict.digest
-    state = await store.load(
-        lambda: initial(config.candidate.version, weight_to_bp(config.canary.weight), utc_now(), digest)
-    )
-    reset = reconcile_candidate(state, config.candidate.version, utc_now(), digest)
-    if reset is not None:
-        log.warning("%s", reset.reason)
-        await store.update(
-            lambda s: reconcile_candidate(s, config.candidate.version, utc_now(), digest) or s,
-            {"ts": utc_now(), "actor": "rollguard", "action": "reset", "reason": reset.reason},
-        )
-    if not verdict.ok:
-        log.error("candidate %s blocked: %s", config.candidate.version, verdict.reason)
-        await store.append(
-            {
-                "ts": utc_now(),
-                "actor": "rollguard",
-                "action": "candidate_blocked",
-                "reason": verdict.reason,
-                "manifest": verdict.to_json(),
-            }
-        )
+    @property
+    def config(self) -> Config:
+        return self.data.current.config
 
 
 @asynccontextmanager
@@ -109,24 +71,17 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         registry = CollectorRegistry()
         metrics = ProxyMetrics(registry)
-        metrics.prime(
-            [r.name for r in config.routes],
-            {"baseline": config.baseline.version, "candidate": config.candidate.version},
-        )
+        metrics.config_reload_success.set(time.time())
+        prime(metrics, config)
         store = open_store(config.state.path)
         store.subscribe(lambda s: metrics.set_rollout(s.weight, s.phase))
         verdict = check_candidate(config)
-        await _load_state(config, store, verdict)
+        await load_state(config, store, verdict)
 
-        pools: dict[Role, UpstreamPool] = {}
-        for role in ("baseline", "candidate"):
-            pool = UpstreamPool(config.upstream(role))
-            await pool.start()
-            stack.push_async_callback(pool.close)
-            pools[role] = pool
-
+        # Last out: every generation's upstream and mirror pools, once nothing can use them any more.
+        pools = await stack.enter_async_context(AsyncExitStack())
         tasks = TaskSet("background")
-        stack.push_async_callback(tasks.drain, 5.0)  # last: after the log below has stopped its flusher
+        stack.push_async_callback(tasks.drain, 5.0)  # after the log below has stopped its flusher
         masker = build_masker(config)
         access_log = AccessLog(
             config.logging.access_log, masker=masker, sample_success=config.logging.sample_success
@@ -143,76 +98,80 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         book.start_rollout(store.current.rollout_id)
         store.subscribe(lambda s: book.start_rollout(s.rollout_id))
         shadow_tasks = TaskSet("shadow")
-        mirror = Mirror(
-            config.shadow,
-            candidate=config.candidate,
-            baseline=config.baseline,
-            store=store,
-            metrics=metrics,
-            tasks=shadow_tasks,
-            on_pair=book.observe,
-            candidate_allowed=verdict.ok,
-            tracing=tracing,
-        )
-        await mirror.start()
-        stack.push_async_callback(mirror.close)
-        # Mirrors in flight get a short grace at shutdown, then are cancelled: never the client's wait.
-        stack.push_async_callback(shadow_tasks.drain, config.shadow.timeout)
-
         controller = Controller(
             config, store=store, metrics=metrics, tasks=tasks, shadow_report=lambda: book.report(utc_now())
         )
-        loop_task = tasks.spawn(controller.run(), name="controller")
-        stack.callback(loop_task.cancel)  # first out: no decision is taken while the rest shuts down
-
-        forwarder = Forwarder(
-            config=config,
-            pools=pools,
+        shared = Shared(
             store=store,
             metrics=metrics,
             access_log=access_log,
             tasks=tasks,
-            mirror=mirror,
+            shadow_tasks=shadow_tasks,
             recorder=controller.recorder,
-            candidate_allowed=verdict.ok,
-            edge=EdgePolicy.from_config(
-                config, on_auth_failure=metrics.auth_failure, on_rate_limited=metrics.rate_limit
-            ),
+            on_pair=book.observe,
             tracing=tracing,
         )
+        data = DataPlane(await open_generation(config, verdict, shared))
+        reloader = Reloader(data, shared)
+        pools.push_async_callback(reloader.close)
+        # Mirrors in flight get a short grace at shutdown, then are cancelled: never the client's wait.
+        stack.push_async_callback(lambda: shadow_tasks.drain(data.current.config.shadow.timeout))
+        loop_task = tasks.spawn(controller.run(), name="controller")
+        stack.callback(loop_task.cancel)  # first out: no decision is taken while the rest shuts down
 
         async def decisions_text() -> str:
             return rollout_decisions(await store.decisions(10_000))
 
-        admin = AdminApi(
+        api = AdminApi(
             config=config,
             store=store,
-            pools=pools,
+            pools=data.current.pools,
             registry=registry,
             reports={
                 "shadow_eval.json": lambda: book.report(utc_now()),
-                "canary_plan.md": lambda: canary_plan(config),
+                "canary_plan.md": lambda: canary_plan(data.current.config),
                 "rollout_decision.txt": decisions_text,
             },
             audit=access_log.audit,
             masker=masker,
-            shadow_stats=mirror.stats,
+            shadow_stats=lambda: data.current.mirror.stats(),
             controller=controller,
             on_rollback=lambda reason: metrics.rollbacks.labels(reason).inc(),
             candidate=verdict,
-        ).app()
+            config_reload=reloader,
+        )
+
+        def applied(gen: Generation) -> None:
+            """What a reload tells the parts that outlive generations."""
+            cfg = gen.config
+            prime(metrics, cfg)
+            book.config = cfg
+            controller.reconfigure(cfg)
+            api.reconfigure(cfg, pools=gen.pools, candidate=gen.verdict)
+            access_log.sample_success = cfg.logging.sample_success
+            if tracing is not None:
+                tracing.set_sample_ratio(cfg.tracing.sample_ratio)
+
+        reloader.subscribe(applied)
+        admin = api.app()
         yield Runtime(
-            config=config,
             registry=registry,
             metrics=metrics,
             store=store,
-            pools=pools,
             access_log=access_log,
             tasks=tasks,
-            forwarder=forwarder,
+            data=data,
             admin=admin if tracing is None else tracing.instrument_admin(admin),
+            reloader=reloader,
             tracing=tracing,
         )
+
+
+def prime(metrics: ProxyMetrics, config: Config) -> None:
+    metrics.prime(
+        [r.name for r in config.routes],
+        {"baseline": config.baseline.version, "candidate": config.candidate.version},
+    )
 
 
 def build_masker(config: Config) -> Masker:
@@ -271,6 +230,7 @@ def _uvicorn(
     )
     cfg = uvicorn.Config(
         app,
+        interface="asgi3",  # not guessed: the data plane's app is a function that returns a coroutine
         http=guard.protocol,
         ws="none",
         lifespan="off",
@@ -298,7 +258,8 @@ async def serve(
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
 ) -> None:
-    """Run the data plane and the admin listener until SIGTERM/SIGINT (or ``stop`` is set).
+    """Run the data plane and the admin listener until SIGTERM/SIGINT (or ``stop`` is set); SIGHUP
+    reloads the config (``reload.py``) and the listeners' TLS material.
 
     ``handle_signals=False`` leaves signal handling to the caller (an embedding process, the demo, tests).
     """
@@ -311,10 +272,11 @@ async def serve(
         data_tls = ServerTls(config.tls) if config.tls is not None else None
         admin_tls = ServerTls(config.admin.tls) if config.admin.tls is not None else None
         async with build(config) as rt:
-            limits = rt.config.limits
+            rt.reloader.attach_tls(data=data_tls, admin=admin_tls)
+            limits = config.limits  # listener-level: a reload leaves these as they started
             servers = [
                 _uvicorn(
-                    rt.forwarder,
+                    rt.data,
                     graceful=10,
                     limits=limits,
                     name="data",
@@ -335,7 +297,7 @@ async def serve(
             for sig in signals[:2]:
                 loop.add_signal_handler(sig, stop.set)
             if handle_signals:
-                loop.add_signal_handler(signal.SIGHUP, reload_tls, data_tls, admin_tls)
+                loop.add_signal_handler(signal.SIGHUP, rt.reloader.on_signal)
             try:
                 await servers[0].startup(sockets=[data_sock])
                 await servers[1].startup(sockets=[admin_sock])
@@ -356,17 +318,6 @@ async def serve(
                         if getattr(s, "servers", None) is not None
                     )
                 )
-
-
-def reload_tls(*listeners: ServerTls | None) -> None:
-    """SIGHUP: re-read the listeners' certificates, keys and client CAs; nothing else is reloaded."""
-    log.warning(
-        "SIGHUP: live config reload is not available in this version; restart to apply"
-        " (TLS certificates, keys and client CAs are reloaded)"
-    )
-    for tls in listeners:
-        if tls is not None:
-            tls.reload()
 
 
 def tune_gc() -> None:

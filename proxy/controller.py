@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,23 @@ class Recorder:
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
         self.started = time.monotonic()
 
+    def reconfigure(self, config: Config) -> None:
+        """Take new costs and trip-wire settings; the evidence so far is kept (same step, same samples).
+        A changed trip-wire starts its count afresh, as it would at a new step."""
+        t = config.canary.tripwire
+        policy = TripwirePolicy(
+            consecutive_failures=t.consecutive_failures,
+            alpha=t.alpha,
+            beta=t.beta,
+            failure_rate=t.failure_rate,
+        )
+        if policy != self.tripwire.policy:
+            self.tripwire = Tripwire(policy)
+        self._costs = {
+            "baseline": (config.baseline.cost_per_request, config.baseline.cost_per_second),
+            "candidate": (config.candidate.cost_per_request, config.candidate.cost_per_second),
+        }
+
     def reset(self, *, armed: bool) -> None:
         """Start afresh: a new step or phase is judged on its own samples only."""
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
@@ -141,6 +159,7 @@ class Controller:
         self.last: Decision | None = None
         self.last_gates: tuple[GateResult, ...] = ()
         self._tripping = False
+        self._reconfigured = asyncio.Event()
         self._marker = self._key(store.current)
         self.recorder.reset(armed=self._armed(store.current))
         store.subscribe(self._on_state)
@@ -160,10 +179,29 @@ class Controller:
             self.recorder.reset(armed=self._armed(state))
             self._tripping = False
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: new gates, steps, interval, trip-wire and costs; the rollout and the evidence
+        of the current step are kept. A new interval applies to the window in progress."""
+        self.config = config
+        self.policy = gate_policy(config)
+        self.steps = step_policy(config)
+        self.recorder.reconfigure(config)
+        self._reconfigured.set()
+
+    async def _next_window(self) -> None:
+        """Sleep until one ``canary.interval`` after the last window closed, following interval changes."""
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        while (left := opened + self.config.canary.interval - loop.time()) > 0:
+            self._reconfigured.clear()
+            try:
+                await asyncio.wait_for(self._reconfigured.wait(), left)
+            except TimeoutError:
+                return
+
     async def run(self) -> None:
-        interval = self.config.canary.interval
         while True:
-            await asyncio.sleep(interval)
+            await self._next_window()
             try:
                 await self.tick()
             except Exception:  # the loop must outlive a bad tick; the next one tries again
@@ -294,6 +332,8 @@ class Controller:
             "gates": [_gate_json(g) for g in self.last_gates],
             "tripwire": {**self.recorder.tripwire.state, "armed": self.recorder.armed},
             "interval_s": self.config.canary.interval,
+            "steps": list(self.config.canary.steps),
+            "thresholds": dataclasses.asdict(self.config.canary.gates),
         }
 
 

@@ -231,6 +231,19 @@ class ProxyMetrics:
             ["route"],
             registry=registry,
         )
+        self.config_reloads = Counter(
+            "rollguard_config_reloads",
+            "Config reloads (SIGHUP or POST /config/reload) by outcome: ok, or error (nothing applied).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("ok", "error"):
+            self.config_reloads.labels(outcome)
+        self.config_reload_success = Gauge(
+            "rollguard_config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded (start, or the last successful reload), Unix seconds.",
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], ExchangeMetrics] = {}
         self._codes: dict[tuple[str, str, str, int], Counter] = {}
 

@@ -150,6 +150,26 @@ def document(*, metrics_auth: bool) -> dict[str, Any]:
             ],
         }
     }
+    paths["/config/reload"] = {
+        "post": {
+            "summary": "re-read the config file, as SIGHUP does (operator); a file that does not validate "
+            "changes nothing and is 422 naming the key path",
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"type": "object", "additionalProperties": False}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "applied: the sections that changed and the keys that need a restart",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **{code: _PROBLEM for code in ("400", "401", "403", "409", "422", "429")},
+            },
+        }
+    }
     for action in ("start", "pause", "resume", "promote", "rollback", "rearm"):
         paths[f"/rollout/{action}"] = {"post": _mutation(f"{action} the rollout (operator)", _REASON)}
     return {

@@ -28,6 +28,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from random import getrandbits
 from typing import Any
 
@@ -108,6 +109,10 @@ class MirrorFollowingSampler(Sampler):
     def get_description(self) -> str:
         return f"MirrorFollowing{{{self._ratio.get_description()}}}"
 
+    def set_ratio(self, ratio: float) -> None:
+        """A reloaded ``tracing.sample_ratio``: one assignment, so a span never sees half a change."""
+        self._ratio = TraceIdRatioBased(ratio)
+
 
 def with_traceparent(headers: Headers, span: Span) -> Headers:
     """``headers`` with the client's traceparent/tracestate replaced by ``span``'s."""
@@ -137,8 +142,9 @@ class Tracing:
     def __init__(self, cfg: TracingConfig, *, mask: Callable[[str], str] | None = None) -> None:
         self.cfg = cfg
         self.mask = mask  # the PII masker's mask_text, for values a client chose (request ids, addresses)
+        self._sampler = MirrorFollowingSampler(cfg.sample_ratio)
         self.provider = TracerProvider(
-            sampler=ParentBased(root=MirrorFollowingSampler(cfg.sample_ratio)),
+            sampler=ParentBased(root=self._sampler),
             resource=Resource.create({SERVICE_NAME: cfg.service_name, SERVICE_VERSION: __version__}),
             shutdown_on_exit=False,  # the lifespan shuts it down; no process-global atexit hook
         )
@@ -155,6 +161,11 @@ class Tracing:
 
     def __repr__(self) -> str:
         return f"<Tracing {self.cfg.exporter} {self.cfg.endpoint} sample_ratio={self.cfg.sample_ratio}>"
+
+    def set_sample_ratio(self, ratio: float) -> None:
+        """Apply a reloaded ``tracing.sample_ratio`` to new traces (the exporter stays as started)."""
+        self._sampler.set_ratio(ratio)
+        self.cfg = replace(self.cfg, sample_ratio=ratio)
 
     async def close(self) -> None:
         """Flush what is queued (bounded by ``tracing.timeout``) off the event loop, then stop."""

@@ -250,6 +250,7 @@ async def test_the_admin_api_serves_its_openapi_document(proxy: Any) -> None:
         "/weights",
         "/shadow",
         "/reports/{name}",
+        "/config/reload",
         *(f"/rollout/{a}" for a in ("start", "pause", "resume", "promote", "rollback", "rearm")),
         "/ui",
         "/ui/bootstrap.json",
