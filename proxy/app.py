@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from ._tasks import TaskSet
 from .admin import AdminApi
+from .artifacts import ArtifactWriter
 from .clock import utc_now
 from .config import Config, LimitsConfig, Listen
 from .controller import Controller
@@ -39,6 +40,7 @@ from .reports import canary_plan, rollout_decisions
 from .rollout import initial, reconcile_candidate
 from .routing import Role, weight_to_bp
 from .shadow import ShadowBook
+from .staging import StagingBook
 from .store import FileStateStore, open_store
 from .tls import ServerTls
 from .tracing import Tracing
@@ -165,6 +167,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         loop_task = tasks.spawn(controller.run(), name="controller")
         stack.callback(loop_task.cancel)  # first out: no decision is taken while the rest shuts down
 
+        staging = StagingBook(config, metrics, masker=masker, store=store, candidate=verdict)
         forwarder = Forwarder(
             config=config,
             pools=pools,
@@ -179,21 +182,27 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
                 config, on_auth_failure=metrics.auth_failure, on_rate_limited=metrics.rate_limit
             ),
             tracing=tracing,
+            staging=staging,
         )
 
         async def decisions_text() -> str:
             return rollout_decisions(await store.decisions(10_000))
 
+        reports = {
+            "shadow_eval.json": lambda: book.report(utc_now()),
+            "staging_report.json": lambda: staging.report(utc_now()),
+            "canary_plan.md": lambda: canary_plan(config),
+            "rollout_decision.txt": decisions_text,
+        }
+        # Every artifact, written as one folder when a rollout is promoted or rolled back (PRODUCT §8).
+        writer = ArtifactWriter(config.reports_dir, reports, keep=config.reports.keep, tasks=tasks)
+        store.subscribe(writer.watch(store.current))
         admin = AdminApi(
             config=config,
             store=store,
             pools=pools,
             registry=registry,
-            reports={
-                "shadow_eval.json": lambda: book.report(utc_now()),
-                "canary_plan.md": lambda: canary_plan(config),
-                "rollout_decision.txt": decisions_text,
-            },
+            reports=reports,
             audit=access_log.audit,
             masker=masker,
             shadow_stats=mirror.stats,
