@@ -103,8 +103,9 @@ class StagingBook:
         masker: Masker,
         store: StateStore,
         candidate: Verdict,
-        seed: int | None = None,
+        rand: Callable[[], float] | None = None,
     ) -> None:
+        """``rand`` draws the reservoir's slots (floats in [0, 1)); default: a private ``random.Random``."""
         self.config = config
         self.metrics = metrics
         self.masker = masker
@@ -113,7 +114,7 @@ class StagingBook:
         self.started_at = utc_now()
         self.started = time.monotonic()
         self.observer_errors = 0
-        self._draw = random.Random(seed).random
+        self._draw = rand if rand is not None else random.Random().random
         samples = config.reports.samples
         self._routes = {r.name: _RouteBook(r.request_schema is not None, samples) for r in config.routes}
         self._routes["unmatched"] = _RouteBook(False, 0)

@@ -178,9 +178,11 @@ def test_artifacts_are_written_by_rollguard_report(runs: dict[str, Run], scenari
     assert re.search(rf"^\S+\s+{final}\s+by (controller|tripwire)", decisions, re.M), decisions
     assert re.search(r"^\S+\s+start\s+by demo", decisions, re.M), decisions
     assert json.loads((run.out / "shadow_eval.json").read_text())["versions"]["candidate"] == "v2"
-    assert not (run.out / "staging_report.json").exists()
-    assert re.search(r"^  staging_report.json\s+not available", run.stdout, re.M), run.text
-    for name in ("shadow_eval.json", "canary_plan.md", "rollout_decision.txt"):
+    staging = json.loads((run.out / "staging_report.json").read_text())
+    assert staging["versions"] == {"baseline": "v1", "candidate": "v2"}
+    assert staging["routes"]["infer"]["versions"]["candidate"]["upstream"]["attempts"] > 0
+    assert staging["rollout"]["phase"] == ("promoted" if scenario == "good" else "rolled_back")
+    for name in ("staging_report.json", "shadow_eval.json", "canary_plan.md", "rollout_decision.txt"):
         assert re.search(rf"^  {re.escape(name)}\s+{re.escape(str(run.out / name))}$", run.stdout, re.M)
 
 
