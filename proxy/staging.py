@@ -226,6 +226,7 @@ class StagingBook:
         schema = _index(m.schema_violations, "direction")
         local = _by_route(m.local_responses, "code")
         fallbacks = _by_route(m.fallbacks, "reason")
+        mirrored = _by_route(m.shadow_requests, "outcome")
         versions = {role: self.config.upstream(role).version for role in ROLES}
         routes: dict[str, Any] = {}
         for name, book in self._routes.items():
@@ -256,6 +257,18 @@ class StagingBook:
                 "versions": per_version,
                 "local_responses": {c: int(n) for c, n in sorted(local.get(name, {}).items()) if n},
                 "fallbacks": {r: int(n) for r, n in sorted(fallbacks.get(name, {}).items()) if n},
+                # Mirrors to the candidate (PRODUCT §4); their comparison is shadow_eval.json.
+                "shadow": {
+                    **{
+                        o: int(mirrored.get(name, {}).get(o, 0))
+                        for o in ("sent", "failed", "dropped", "skipped")
+                    },
+                    "errors": {
+                        k: int(n)
+                        for k, n in sorted(errors.get((name, "shadow", versions["candidate"]), {}).items())
+                        if n
+                    },
+                },
                 **self._contract(name, book),
             }
         state = self.store.current

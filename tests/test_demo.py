@@ -180,7 +180,9 @@ def test_artifacts_are_written_by_rollguard_report(runs: dict[str, Run], scenari
     assert json.loads((run.out / "shadow_eval.json").read_text())["versions"]["candidate"] == "v2"
     staging = json.loads((run.out / "staging_report.json").read_text())
     assert staging["versions"] == {"baseline": "v1", "candidate": "v2"}
-    assert staging["routes"]["infer"]["versions"]["candidate"]["upstream"]["attempts"] > 0
+    infer = staging["routes"]["infer"]
+    # Every scenario mirrors first; some roll back before the candidate answers a client.
+    assert infer["shadow"]["sent"] > 0 and infer["versions"]["baseline"]["requests"] > 0
     assert staging["rollout"]["phase"] == ("promoted" if scenario == "good" else "rolled_back")
     for name in ("staging_report.json", "shadow_eval.json", "canary_plan.md", "rollout_decision.txt"):
         assert re.search(rf"^  {re.escape(name)}\s+{re.escape(str(run.out / name))}$", run.stdout, re.M)

@@ -104,6 +104,7 @@ async def test_report_counts_match_the_traffic_and_samples_are_bounded_and_maske
     assert cand["upstream"]["latency_ms"]["p95"] is not None
     assert route["local_responses"] == {"400": BREACHES + NOT_JSON}
     assert route["fallbacks"] == {"http_5xx": FORCED}
+    assert route["shadow"] == {"sent": 0, "failed": 0, "dropped": 0, "skipped": 0, "errors": {}}
     assert route["contract"] == {
         "request_schema": True,
         "response_schema": True,
