@@ -184,7 +184,14 @@ def test_artifacts_are_written_by_rollguard_report(runs: dict[str, Run], scenari
     # Every scenario mirrors first; some roll back before the candidate answers a client.
     assert infer["shadow"]["sent"] > 0 and infer["versions"]["baseline"]["requests"] > 0
     assert staging["rollout"]["phase"] == ("promoted" if scenario == "good" else "rolled_back")
-    for name in ("staging_report.json", "shadow_eval.json", "canary_plan.md", "rollout_decision.txt"):
+    # The proxy wrote the same four files itself the moment the rollout ended (reports.dir's default).
+    ended = [
+        p for p in (run.out / "state" / "reports").iterdir() if p.name.endswith(staging["rollout"]["phase"])
+    ]
+    assert len(ended) == 1, ended
+    names = {"staging_report.json", "shadow_eval.json", "canary_plan.md", "rollout_decision.txt"}
+    assert {p.name for p in ended[0].iterdir()} == names
+    for name in sorted(names):
         assert re.search(rf"^  {re.escape(name)}\s+{re.escape(str(run.out / name))}$", run.stdout, re.M)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import random
 import sys
@@ -27,7 +28,16 @@ QUERY_EMAIL = "maria.souza@example.org"
 BREACH_EMAIL = "ana.lima@example.net"
 CPF = "529.982.247-25"
 CARD = "4111111111111111"
-RAW = [EMAIL, QUERY_EMAIL, BREACH_EMAIL, CPF, "52998224725", CARD, "4111 1111 1111 1111"]
+RAW = [
+    EMAIL,
+    QUERY_EMAIL,
+    "maria.souza%40example.org",
+    BREACH_EMAIL,
+    CPF,
+    "52998224725",
+    CARD,
+    "4111 1111 1111 1111",
+]
 
 VALID, FORCED, BREACHES, NOT_JSON = 12, 5, 4, 3
 LIMIT = 5
@@ -230,6 +240,46 @@ async def test_artifacts_are_written_when_a_rollout_ends(proxy_factory: Any, tmp
         assert "second thoughts" in (rolled_back / "rollout_decision.txt").read_text()
     # keep: 1 -> only the newest rollout's folder remains, and no temporary folder is left behind.
     assert [p.name for p in out.iterdir()] == [rolled_back.name]
+
+
+class _Watch(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged (from any thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.ERROR)
+        self.text = text
+        self.loop = asyncio.get_running_loop()
+        self.seen = asyncio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if self.text in record.getMessage():
+            self.loop.call_soon_threadsafe(self.seen.set)
+
+
+async def test_an_unwritable_reports_dir_is_logged_and_the_rollout_goes_on(
+    proxy_factory: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the reports folder should be")
+    proxy = await proxy_factory(reports={"dir": str(blocker / "reports")})
+    watch = _Watch("not written")
+    logger = logging.getLogger("rollguard.artifacts")
+    logger.addHandler(watch)
+    try:
+        async with proxy.admin_client() as admin:
+            assert (await admin.post("/rollout/start")).status_code == 200
+            assert (await admin.post("/rollout/rollback", json={"reason": "bad"})).status_code == 200
+            await asyncio.wait_for(watch.seen.wait(), 10)
+            status = (await admin.get("/status")).json()["rollout"]
+            assert status["phase"] == "rolled_back"
+            # Still served live, whatever happened on disk.
+            assert (await admin.get("/reports/staging_report.json")).status_code == 200
+    finally:
+        logger.removeHandler(watch)
+    assert any(str(blocker) in m for m in watch.messages), watch.messages
+    assert blocker.read_text().startswith("a file")
 
 
 def test_reports_dir_defaults_beside_the_state_file(tmp_path: Path) -> None:
