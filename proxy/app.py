@@ -25,6 +25,7 @@ from starlette.types import ASGIApp
 
 from ._tasks import TaskSet
 from .admin import AdminApi
+from .artifacts import ArtifactWriter
 from .candidate import check_candidate, load_state
 from .clock import utc_now
 from .config import Config, LimitsConfig, Listen
@@ -36,6 +37,7 @@ from .protocol import HeadLimits, ListenerGuard, OnReject
 from .reload import DataPlane, Generation, Reloader, Shared, open_generation
 from .reports import canary_plan, rollout_decisions
 from .shadow import ShadowBook
+from .staging import StagingBook
 from .store import FileStateStore, open_store
 from .tls import ServerTls
 from .tracing import Tracing
@@ -101,6 +103,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         controller = Controller(
             config, store=store, metrics=metrics, tasks=tasks, shadow_report=lambda: book.report(utc_now())
         )
+        staging = StagingBook(config, metrics, masker=masker, store=store, candidate=verdict)
         shared = Shared(
             store=store,
             metrics=metrics,
@@ -110,6 +113,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             recorder=controller.recorder,
             on_pair=book.observe,
             tracing=tracing,
+            staging=staging,
         )
         data = DataPlane(await open_generation(config, verdict, shared))
         reloader = Reloader(data, shared)
@@ -122,16 +126,21 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
         async def decisions_text() -> str:
             return rollout_decisions(await store.decisions(10_000))
 
+        reports = {
+            "shadow_eval.json": lambda: book.report(utc_now()),
+            "staging_report.json": lambda: staging.report(utc_now()),
+            "canary_plan.md": lambda: canary_plan(data.current.config),
+            "rollout_decision.txt": decisions_text,
+        }
+        # Every artifact, written as one folder when a rollout is promoted or rolled back (PRODUCT §8).
+        writer = ArtifactWriter(config.reports_dir, reports, keep=config.reports.keep, tasks=tasks)
+        store.subscribe(writer.watch(store.current))
         api = AdminApi(
             config=config,
             store=store,
             pools=data.current.pools,
             registry=registry,
-            reports={
-                "shadow_eval.json": lambda: book.report(utc_now()),
-                "canary_plan.md": lambda: canary_plan(data.current.config),
-                "rollout_decision.txt": decisions_text,
-            },
+            reports=reports,
             audit=access_log.audit,
             masker=masker,
             shadow_stats=lambda: data.current.mirror.stats(),
@@ -146,6 +155,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             cfg = gen.config
             prime(metrics, cfg)
             book.config = cfg
+            staging.reconfigure(cfg, gen.verdict)
             controller.reconfigure(cfg)
             api.reconfigure(cfg, pools=gen.pools, candidate=gen.verdict)
             access_log.sample_success = cfg.logging.sample_success

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     hk.add_argument("--name", default="CLIENT", help="client name for the printed config line")
 
     report = sub.add_parser(
-        "report", help="write the rollout artifacts (shadow_eval.json, ...) into a folder"
+        "report",
+        help="write the rollout artifacts (staging_report.json, shadow_eval.json, ...) into a folder",
     )
     report.add_argument("--out", required=True, help="folder to write into (created if missing)")
     client(report)
@@ -111,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# The artifacts of PRODUCT §8, fetched live from the admin API; those a version does not produce yet
-# answer 404 and are reported as not available.
+# The artifacts of PRODUCT §8, fetched live from the admin API; one a proxy does not serve (an older
+# version) answers 404 and is reported as not available.
 ARTIFACTS = ("shadow_eval.json", "staging_report.json", "canary_plan.md", "rollout_decision.txt")
 
 

@@ -34,6 +34,7 @@ from .config_types import (
     ListenerTls,
     LoggingConfig,
     PiiConfig,
+    ReportsConfig,
     Role,
     RouteConfig,
     SecurityConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "ListenerTls",
     "LoggingConfig",
     "PiiConfig",
+    "ReportsConfig",
     "Role",
     "RouteConfig",
     "SecurityConfig",
@@ -361,6 +363,16 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         auth=auth,
         rate_limits=build_rate_limits(doc.get("rate_limits", []), routes),
         tracing=tracing_config(doc.get("tracing", {}), base),
+        reports=_reports(doc.get("reports", {}), base),
+    )
+
+
+def _reports(raw: dict[str, Any], base: Path) -> ReportsConfig:
+    d = ReportsConfig()
+    return ReportsConfig(
+        dir=_path(raw["dir"], base) if "dir" in raw else None,
+        keep=int(raw.get("keep", d.keep)),
+        samples=int(raw.get("samples", d.samples)),
     )
 
 

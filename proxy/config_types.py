@@ -74,6 +74,13 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReportsConfig:
+    dir: Path | None = None  # artifacts written when a rollout ends; None: <state file's folder>/reports
+    keep: int = 20  # rollouts whose artifact folders are kept; the oldest beyond this are removed
+    samples: int = 5  # valid and (separately) invalid request samples per route in staging_report.json
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamConfig:
     role: Role
     url: str  # http(s)://host:port, no path
@@ -339,6 +346,12 @@ class Config:
     auth: AuthConfig = AuthConfig()
     rate_limits: tuple[RateLimit, ...] = ()
     tracing: TracingConfig = TracingConfig()
+    reports: ReportsConfig = ReportsConfig()
 
     def upstream(self, role: Role) -> UpstreamConfig:
         return self.baseline if role == "baseline" else self.candidate
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where the artifacts go when a rollout ends (``reports.dir``, default beside the state file)."""
+        return self.reports.dir if self.reports.dir is not None else self.state.path.parent / "reports"

@@ -17,8 +17,9 @@ What one run does, in order (everything on 127.0.0.1, free ports only):
    (:mod:`proxy.demo_view`): phase, step, weight, the gates, the controller's window, the shadow panel and
    the decision timeline, all from the admin API;
 6. stops traffic, reads ``GET /metrics`` and the decision log once, runs ``rollguard report --out <out>``
-   (``shadow_eval.json``, ``canary_plan.md``, ``rollout_decision.txt``), stops the proxy and the models,
-   prints a summary and writes ``<out>/demo-summary.json``.
+   (``staging_report.json``, ``shadow_eval.json``, ``canary_plan.md``, ``rollout_decision.txt``), stops
+   the proxy and the models, prints a summary and writes ``<out>/demo-summary.json``. The proxy also
+   writes the four files into ``<out>/state/reports/`` the moment the rollout ends (``reports.dir``).
 
 Exit code: 0 when the rollout ended as the scenario expects (``good`` promoted; the others rolled back for
 their own cause) and no client saw an error; 1 otherwise; 2 on bad usage; 130 on Ctrl-C.

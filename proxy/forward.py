@@ -28,7 +28,7 @@ from .attempt import (
 )
 from .body import Body, ClientGone, Receive, declared_length, read_body
 from .config import Config
-from .contracts import MISSING, InvalidJSON, parse_json
+from .contracts import MISSING, InvalidJSON, Violation, parse_json
 from .controller import Recorder
 from .edge import EdgePolicy
 from .errors import BadRequest, BodyTooLarge, NotImplementedProtocol, ProxyError, UpstreamError
@@ -39,6 +39,7 @@ from .metrics import ProxyMetrics
 from .mirror import Mirror, MirrorRequest
 from .retry import RetryBudget, retryable
 from .routing import Role, RouteTable, choose, sticky_value
+from .staging import StagingBook
 from .store import StateStore
 from .tracing import RequestTrace, Tracing
 from .upstream import UpstreamPool
@@ -69,6 +70,7 @@ class Forwarder:
         edge: EdgePolicy | None = None,
         rand: Callable[[], float] = random.random,
         tracing: Tracing | None = None,
+        staging: StagingBook | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
@@ -84,6 +86,7 @@ class Forwarder:
         self.rand = rand
         self.edge = edge  # client auth and rate limits; None when neither is configured
         self.tracing = tracing  # None when tracing is off: one `is None` check per request
+        self.staging = staging  # staging_report.json's latency sketches and request samples
         self.table = RouteTable(config.routes)
         self.compiled = {
             r.name: CompiledRoute.build(r, config.limits.inspect_body_bytes) for r in config.routes
@@ -121,6 +124,8 @@ class Forwarder:
         trace = self.tracing.begin(headers, method, route, rid, log) if self.tracing is not None else None
         status = 500
         answered: Attempt | None = None
+        body: Body | None = None
+        breach: Violation | None = None
         try:
             if scope.get("http_version") == "2" or _is_upgrade(headers):
                 raise NotImplementedProtocol("WebSocket upgrades and HTTP/2 are not proxied by this version")
@@ -139,7 +144,9 @@ class Forwarder:
             if not self.candidate_allowed:
                 role = "baseline"
             if compiled is not None:
-                self._check_request(compiled, doc, role)
+                breach = self._check_request(compiled, doc, role)
+                if breach is not None and compiled.route.mode == "enforce":
+                    raise BadRequest(f"request body breaks the route's contract at {breach}")
             if isinstance(doc, InvalidJSON):
                 doc = MISSING  # observe mode forwards it; nothing downstream can use it
             answered = await self._exchange(
@@ -164,6 +171,8 @@ class Forwarder:
                 # Answered by the proxy before any model was involved: never counts against a version.
                 self.metrics.local_response(route_name, status)
             log.update(status=status, latency_ms=round(elapsed * 1000, 3))
+            if self.staging is not None:
+                self.staging.request(route_name, scope, status, answered, elapsed, body, breach, rid)
             if trace is not None:
                 trace.end(status, log)
             self.access_log.record(log)
@@ -188,17 +197,17 @@ class Forwarder:
         except InvalidJSON as exc:
             return exc
 
-    def _check_request(self, compiled: CompiledRoute, doc: Any, role: Role) -> None:
-        """Enforce or count the request contract; a breach is charged to the version it was meant for."""
+    def _check_request(self, compiled: CompiledRoute, doc: Any, role: Role) -> Violation | None:
+        """Count a request-contract breach, charged to the version it was meant for, and return it."""
         contract = compiled.request_contract
         if contract is None or doc is MISSING:
-            return
-        where = f"/: not valid JSON: {doc}" if isinstance(doc, InvalidJSON) else contract.check(doc)
-        if where is None:
-            return
-        self.metrics.schema_violation(compiled.route.name, role, self.pools[role].version, "request")
-        if compiled.route.mode == "enforce":
-            raise BadRequest(f"request body breaks the route's contract at {where}")
+            return None
+        where = (
+            Violation("/", f"not valid JSON: {doc}") if isinstance(doc, InvalidJSON) else contract.check(doc)
+        )
+        if where is not None:
+            self.metrics.schema_violation(compiled.route.name, role, self.pools[role].version, "request")
+        return where
 
     def _choose(self, compiled: CompiledRoute | None, headers: list[tuple[bytes, bytes]], doc: Any) -> Role:
         if compiled is None:
@@ -395,6 +404,8 @@ class Forwarder:
             self.recorder.observe(
                 att.pool.role, att.elapsed, att.failure_kind, att.score, compiled.route.decision_threshold
             )
+        if self.staging is not None:
+            self.staging.attempt(route, att.pool.role, att.elapsed)
         version = att.pool.version
         self.metrics.exchange(route, att.pool.role, version).upstream_duration.observe(att.elapsed)
         if att.violation is not None:

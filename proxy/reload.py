@@ -39,6 +39,7 @@ from .metrics import ProxyMetrics
 from .mirror import Mirror, PairObserver
 from .reload_diff import changed_sections, effective, restart_keys, same_auth
 from .routing import Role
+from .staging import StagingBook
 from .store import StateStore
 from .tls import ServerTls, TlsError
 from .tracing import Tracing
@@ -66,6 +67,7 @@ class Shared:
     recorder: Recorder
     on_pair: PairObserver
     tracing: Tracing | None = None
+    staging: StagingBook | None = None
 
 
 @dataclass(slots=True)
@@ -167,6 +169,7 @@ async def open_generation(
             candidate_allowed=verdict.ok,
             edge=edge,
             tracing=shared.tracing,
+            staging=shared.staging,
         )
     except BaseException:
         for r in opened:

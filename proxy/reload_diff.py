@@ -92,6 +92,7 @@ def restart_keys(old: Config, new: Config) -> list[str]:
         out.append("logging.access_log")
     if old.logging.pii != new.logging.pii:
         out.append("logging.pii")
+    out += [f"reports.{k}" for k in ("dir", "keep") if getattr(old.reports, k) != getattr(new.reports, k)]
     out += [
         f"tracing.{f.name}"
         for f in fields(TracingConfig)
@@ -116,5 +117,6 @@ def effective(old: Config, new: Config) -> Config:
         state=old.state,
         limits=replace(new.limits, **{k: getattr(old.limits, k) for k in _LISTENER_LIMITS}),
         logging=replace(new.logging, access_log=old.logging.access_log, pii=old.logging.pii),
+        reports=replace(new.reports, dir=old.reports.dir, keep=old.reports.keep),
         tracing=replace(old.tracing, sample_ratio=new.tracing.sample_ratio),
     )

@@ -178,9 +178,20 @@ def test_artifacts_are_written_by_rollguard_report(runs: dict[str, Run], scenari
     assert re.search(rf"^\S+\s+{final}\s+by (controller|tripwire)", decisions, re.M), decisions
     assert re.search(r"^\S+\s+start\s+by demo", decisions, re.M), decisions
     assert json.loads((run.out / "shadow_eval.json").read_text())["versions"]["candidate"] == "v2"
-    assert not (run.out / "staging_report.json").exists()
-    assert re.search(r"^  staging_report.json\s+not available", run.stdout, re.M), run.text
-    for name in ("shadow_eval.json", "canary_plan.md", "rollout_decision.txt"):
+    staging = json.loads((run.out / "staging_report.json").read_text())
+    assert staging["versions"] == {"baseline": "v1", "candidate": "v2"}
+    infer = staging["routes"]["infer"]
+    # Every scenario mirrors first; some roll back before the candidate answers a client.
+    assert infer["shadow"]["sent"] > 0 and infer["versions"]["baseline"]["requests"] > 0
+    assert staging["rollout"]["phase"] == ("promoted" if scenario == "good" else "rolled_back")
+    # The proxy wrote the same four files itself the moment the rollout ended (reports.dir's default).
+    ended = [
+        p for p in (run.out / "state" / "reports").iterdir() if p.name.endswith(staging["rollout"]["phase"])
+    ]
+    assert len(ended) == 1, ended
+    names = {"staging_report.json", "shadow_eval.json", "canary_plan.md", "rollout_decision.txt"}
+    assert {p.name for p in ended[0].iterdir()} == names
+    for name in sorted(names):
         assert re.search(rf"^  {re.escape(name)}\s+{re.escape(str(run.out / name))}$", run.stdout, re.M)
 
 

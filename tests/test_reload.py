@@ -292,6 +292,7 @@ def test_effective_config_keeps_what_only_a_restart_changes(tmp_path: Path) -> N
     doc["limits"] = {"head_timeout": "3s", "max_header_bytes": "8KiB", "inspect_body_bytes": "4KiB"}
     doc["logging"] = {"access_log": "off", "sample_success": 0.5}
     doc["tracing"] = {"exporter": "otlp", "sample_ratio": 0.5}
+    doc["reports"] = {"dir": str(tmp_path / "elsewhere"), "samples": 9}
     new = load_config(write_config(tmp_path, doc, "b.yaml"))
     assert restart_keys(old, new) == [
         "admin.listen",
@@ -299,6 +300,7 @@ def test_effective_config_keeps_what_only_a_restart_changes(tmp_path: Path) -> N
         "limits.max_header_bytes",
         "limits.head_timeout",
         "logging.access_log",
+        "reports.dir",
         "tracing.exporter",
     ]
     applied = effective(old, new)
@@ -307,7 +309,8 @@ def test_effective_config_keeps_what_only_a_restart_changes(tmp_path: Path) -> N
     assert applied.limits.inspect_body_bytes == 4096
     assert applied.logging.access_log == old.logging.access_log and applied.logging.sample_success == 0.5
     assert not applied.tracing.enabled and applied.tracing.sample_ratio == 0.5
-    assert changed_sections(old, applied) == ["limits", "logging", "tracing"]
+    assert applied.reports.dir == old.reports.dir and applied.reports.samples == 9
+    assert changed_sections(old, applied) == ["limits", "logging", "tracing", "reports"]
     assert (
         changed_sections(
             old,
