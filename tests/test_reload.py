@@ -130,6 +130,19 @@ async def test_added_route_and_moved_baseline_apply_to_new_requests(live: Any) -
         assert sample(samples, "rollguard_config_reloads_total", outcome="ok") == 1
         status = await rl.status()
         assert status["routes"] == ["infer", "strict-echo"]
+        # The staging report follows: the new route has its own latency figures and contract samples.
+        async with rl.proxy.admin_client() as admin:
+            staging = (await admin.get("/reports/staging_report.json")).json()
+        echo = staging["routes"]["strict-echo"]
+        assert echo["contract"] == {
+            "request_schema": True,
+            "response_schema": False,
+            "mode": "enforce",
+            "checked": 2,
+            "valid": 1,
+            "invalid": 1,
+        }
+        assert echo["versions"]["baseline"]["upstream"]["attempts"] == 1
         assert status["upstreams"]["baseline"]["url"] == second.url
         assert status["config"]["generation"] == 2
     finally:
