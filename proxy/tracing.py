@@ -12,8 +12,9 @@ Spans of one client request::
     CLIENT "POST infer shadow"          a mirror: the root of its own trace with a link to the SERVER span,
                                         recorded only when the client's request is (same decision)
 
-Sampling is ``ParentBased(TraceIdRatioBased(sample_ratio))``: a sampled incoming traceparent is honoured,
-an unsampled one is too. Unsampled requests still get a trace id (for the access log) and propagate a
+Sampling: a new trace is recorded with probability ``sample_ratio``, drawn in ``Tracing.begin`` (an
+unsampled one never reaches the SDK); an incoming traceparent's decision is honoured, sampled or not
+(``ParentBased``). Unsampled requests still get a trace id (for the access log) and propagate a
 not-sampled traceparent; they record nothing.
 
 Attributes are treated like log fields (PRODUCT §9): configured route names and path patterns, statuses,
@@ -29,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from random import getrandbits
+from random import getrandbits, random
 from typing import Any
 
 from opentelemetry.context import Context
@@ -46,7 +47,17 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
@@ -63,6 +74,8 @@ _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 _OWN_ID = re.compile(r"[0-9a-f]{32}")
 _MIRROR_LINK = "rollguard.mirror_of"  # marks the link a mirror's sampling decision follows
+_ROOT_SAMPLED = "rollguard.root_sampled"  # marks a root span whose decision Tracing.begin already drew
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ADMIN_QUIET = "/metrics$,/healthz$,/readyz$"  # scrapes and probes: spans nobody reads
 _CLIENT_ADDRESS_KEYS = ("client.address", "net.peer.ip", "http.client_ip", "net.sock.peer.addr")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -100,6 +113,10 @@ class MirrorFollowingSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: Any = None,
     ) -> SamplingResult:
+        if attributes and _ROOT_SAMPLED in attributes:
+            # Tracing.begin already drew this root's decision (its fast path): honour it, drop the mark.
+            kept = {k: v for k, v in attributes.items() if k != _ROOT_SAMPLED}
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, kept)
         for link in links or ():
             if link.attributes and _MIRROR_LINK in link.attributes:
                 sampled = link.context.trace_flags.sampled
@@ -158,6 +175,7 @@ class Tracing:
             )
         )
         self.tracer = self.provider.get_tracer("rollguard", __version__)
+        self._ratio = cfg.sample_ratio
 
     def __repr__(self) -> str:
         return f"<Tracing {self.cfg.exporter} {self.cfg.endpoint} sample_ratio={self.cfg.sample_ratio}>"
@@ -166,6 +184,7 @@ class Tracing:
         """Apply a reloaded ``tracing.sample_ratio`` to new traces (the exporter stays as started)."""
         self._sampler.set_ratio(ratio)
         self.cfg = replace(self.cfg, sample_ratio=ratio)
+        self._ratio = ratio
 
     async def close(self) -> None:
         """Flush what is queued (bounded by ``tracing.timeout``) off the event loop, then stop."""
@@ -176,9 +195,21 @@ class Tracing:
     ) -> RequestTrace:
         """The SERVER span of one client request, continuing the client's trace when it sent one; the
         trace id goes into the access-log entry ``log`` whether or not the request is sampled."""
-        parent = _PROPAGATOR.extract(headers, getter=_GETTER)
         name = f"{_span_method(method)} {route.name if route is not None else 'unmatched'}"
-        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
+        if not any(k == b"traceparent" for k, _ in headers):
+            # A new trace (the common case): draw the decision here. Unsampled, the request gets an id
+            # and a non-recording span without the SDK's sampler, id generator and context machinery:
+            # that path is what every request pays at a small ratio (benchmarks/bench_tracing.py).
+            if random() >= self._ratio:
+                ctx = SpanContext(getrandbits(128) or 1, getrandbits(64) or 1, False, _NOT_SAMPLED)
+                log["trace_id"] = format(ctx.trace_id, "032x")
+                return RequestTrace(self, NonRecordingSpan(ctx), name)
+            span = self.tracer.start_span(
+                name, context=Context(), kind=SpanKind.SERVER, attributes={_ROOT_SAMPLED: True}
+            )
+        else:
+            parent = _PROPAGATOR.extract(headers, getter=_GETTER)
+            span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
         log["trace_id"] = format(span.get_span_context().trace_id, "032x")
         if span.is_recording():
             attrs: dict[str, str] = {
