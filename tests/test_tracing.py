@@ -261,6 +261,28 @@ async def test_unsampled_requests_export_nothing_but_log_and_propagate_their_tra
     assert sent[1][1] != CLIENT_SPAN  # our (unrecorded) span's id, not the client's
 
 
+async def test_a_partial_ratio_records_that_share_of_new_traces(
+    tmp_path: Path, collector: Collector, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    baseline, candidate = upstreams
+    n = 200
+    async with running(tmp_path, baseline.url, candidate.url, tracing=otlp(collector, 0.5)) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.data_url) as c:
+            for _ in range(n):
+                assert (await c.post("/v1/infer", json=VALID_BODY)).status_code == 200
+    servers = collector.named("POST infer")
+    # Binomial(200, 0.5): 100 +- 7.1; these bounds are 4.9 standard deviations out.
+    assert 65 <= len(servers) <= 135, len(servers)
+    logged = [line["trace_id"] for line in access_lines(tmp_path)]
+    assert len(set(logged)) == n  # every request its own trace, sampled or not
+    recorded = {s.trace_id for s in servers}
+    assert recorded <= set(logged)
+    # The upstream's traceparent carries each request's decision and trace id.
+    flags = {t: f for t, _, f in (traceparent(seen["traceparent"]) for seen in baseline.seen)}
+    assert {t for t, sampled in flags.items() if sampled} == recorded
+    assert set(flags) == set(logged)
+
+
 async def test_retries_are_separate_client_spans(tmp_path: Path, collector: Collector) -> None:
     flaky, candidate = Upstream("v1", fail_first=1), Upstream("v2")
     async with serving("/{tail:.*}", flaky.handle) as b, serving("/{tail:.*}", candidate.handle) as c:
