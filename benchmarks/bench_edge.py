@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import platform
 import sys
 import tempfile
@@ -154,11 +153,9 @@ def main() -> int:
                 print(f"{label:<44} {us:>9.2f} {number:>8}")
     print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
     if args.out is not None:
-        import machine  # benchmarks/machine.py
+        import machine  # benchmarks/machine.py: what the numbers were measured on
 
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"machine": machine.info(REPO), "results": results}, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        machine.write_result(args.out, REPO, results)
     return 0
 
 

@@ -127,9 +127,7 @@ def main() -> int:
     if args.out is not None:
         import machine  # benchmarks/machine.py: what the numbers were measured on
 
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"machine": machine.info(REPO), "results": results}, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        machine.write_result(args.out, REPO, results)
     return 0
 
 

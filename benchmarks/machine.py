@@ -277,3 +277,12 @@ def watch_rss(session: int, interval_s: float = 1.0) -> Iterator[RssWatch]:
         thread.join()
         watch.end_kib = read()
         watch.samples.append((time.monotonic() - started, sum(watch.end_kib.values())))
+
+
+def write_result(out: Path, repo: Path, results: list[dict[str, Any]]) -> None:
+    """A micro-benchmark's result file: the machine it ran on and its rows."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": info(repo), "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
