@@ -268,6 +268,39 @@ CASES: list[Case] = [
         ],
     ),
     Case(
+        "RollguardConfigReloadFailed: a refused a reload at 3m (primed at 0, so the first one shows) and "
+        "then reloaded fine; b only ever reloaded fine; fifteen minutes later it is over.",
+        [
+            s(
+                "rollguard_config_reloads_total",
+                "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+                instance="a:9901",
+                outcome="error",
+            ),
+            s(
+                "rollguard_config_reloads_total",
+                "0 0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+                instance="a:9901",
+                outcome="ok",
+            ),
+            s("rollguard_config_reloads_total", "0+1x19", instance="b:9901", outcome="ok"),
+            s("rollguard_config_reloads_total", "0x19", instance="b:9901", outcome="error"),
+        ],
+        [
+            Check("2m", "RollguardConfigReloadFailed", []),
+            Check(
+                "5m",
+                "RollguardConfigReloadFailed",
+                [
+                    Fired(
+                        {"job": "rollguard", "instance": "a:9901", "outcome": "error", "severity": "warning"}
+                    )
+                ],
+            ),
+            Check("19m", "RollguardConfigReloadFailed", []),
+        ],
+    ),
+    Case(
         "RollguardCircuitOpen: a's candidate circuit refused 3 attempts at 3m; b's never opened.",
         [
             s(
