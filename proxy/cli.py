@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from typing import Any
 
@@ -55,6 +56,24 @@ def _parser() -> argparse.ArgumentParser:
             help=f"admin URL (default {DEFAULT_ADMIN}, or $ROLLGUARD_ADMIN)",
         )
         parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        tls = parser.add_argument_group("TLS to an https:// admin listener")
+        tls.add_argument(
+            "--cacert",
+            default=os.environ.get("ROLLGUARD_CACERT"),
+            help="PEM bundle of the CAs to trust for the admin listener (default: the system store, or "
+            "$ROLLGUARD_CACERT)",
+        )
+        tls.add_argument(
+            "--cert",
+            default=os.environ.get("ROLLGUARD_CLIENT_CERT"),
+            help="client certificate (PEM) for an admin listener that requires one, or "
+            "$ROLLGUARD_CLIENT_CERT",
+        )
+        tls.add_argument(
+            "--key",
+            default=os.environ.get("ROLLGUARD_CLIENT_KEY"),
+            help="its private key (PEM; default: in the --cert file), or $ROLLGUARD_CLIENT_KEY",
+        )
 
     status = sub.add_parser("status", help="show the rollout's phase, weights and upstreams")
     client(status)
@@ -126,7 +145,7 @@ def _write_reports(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     written = 0
     try:
-        with httpx.Client(base_url=args.admin, timeout=30.0, headers=headers) as client:
+        with _http(args, 30.0, headers=headers) as client:
             for name in ARTIFACTS:
                 resp = client.get(f"/reports/{name}")
                 if resp.status_code == 404:
@@ -140,9 +159,20 @@ def _write_reports(args: argparse.Namespace) -> int:
                 tmp.replace(target)
                 written += 1
                 print(f"wrote {target}")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, OSError, ValueError) as exc:  # OSError: ssl.SSLError, an unreadable cert file
         return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
     return 0 if written else _die("no artifact was available", 1)
+
+
+def _http(args: argparse.Namespace, timeout: float, **kw: Any) -> httpx.Client:
+    """The admin client: verifies an https:// listener (against ``--cacert`` when given) and presents
+    ``--cert``/``--key`` to one that requires a client certificate. Never unverified."""
+    ctx = ssl.create_default_context(cafile=args.cacert) if args.cacert else ssl.create_default_context()
+    if args.cert:
+        ctx.load_cert_chain(args.cert, args.key)
+    elif args.key:
+        raise ValueError("--key needs --cert")
+    return httpx.Client(base_url=args.admin, timeout=timeout, verify=ctx, **kw)
 
 
 def _die(message: str, code: int) -> int:
@@ -160,7 +190,7 @@ def _request(
     content = orjson.dumps(body) if body is not None else None
     if content is not None:
         hdrs["Content-Type"] = "application/json"
-    with httpx.Client(base_url=args.admin, timeout=10.0) as client:
+    with _http(args, 10.0) as client:
         resp = client.request(method, path, content=content, headers=hdrs)
     try:
         doc = resp.json()
@@ -174,7 +204,7 @@ def _client_call(
 ) -> tuple[int, dict[str, Any]] | int:
     try:
         status, doc = _request(args, method, path, body, headers)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, OSError, ValueError) as exc:  # OSError: ssl.SSLError, an unreadable cert file
         return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
     if status >= 400:
         hint = " (set ROLLGUARD_TOKEN)" if status == 401 else ""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -151,6 +154,37 @@ async def test_mtls_on_the_admin_listener(proxy_factory: Any, pki: Pki) -> None:
     ctx = client_context(pki.server_ca, pki.client)
     async with httpx.AsyncClient(base_url=proxy.admin_url, verify=ctx, headers=headers) as c:
         assert (await c.get("/status")).status_code == 200
+
+
+def _cli(admin_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLGUARD_")}
+    env["ROLLGUARD_TOKEN"] = OPERATOR_TOKEN
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "status", "--json", "--admin", admin_url, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+
+
+async def test_the_cli_reaches_an_mtls_admin_listener(proxy_factory: Any, pki: Pki) -> None:
+    admin_tls = tls_block(pki.server, client_ca=str(pki.client_ca_file))
+    proxy = await proxy_factory(admin=admin_block(admin_tls))
+    server_ca = write_ca(pki.server_ca, pki.folder, "server-ca")
+    with_cert = ("--cacert", str(server_ca), "--cert", str(pki.client.cert), "--key", str(pki.client.key))
+    ok = await asyncio.to_thread(_cli, proxy.admin_url, *with_cert)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["rollout"]["phase"] == "idle"
+    # Without a client certificate the handshake is refused; without --cacert the listener is not trusted.
+    bare = await asyncio.to_thread(_cli, proxy.admin_url, "--cacert", str(server_ca))
+    assert bare.returncode == 1 and "cannot reach the admin API" in bare.stderr
+    untrusted = await asyncio.to_thread(_cli, proxy.admin_url, *with_cert[2:])
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    foreign = ("--cacert", str(server_ca), "--cert", str(pki.stranger.cert), "--key", str(pki.stranger.key))
+    assert (await asyncio.to_thread(_cli, proxy.admin_url, *foreign)).returncode == 1
+    missing = await asyncio.to_thread(_cli, proxy.admin_url, "--cert", str(pki.folder / "nope.crt"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
 # -- the scope's TLS extension, below the app ------------------------------------------------------------
