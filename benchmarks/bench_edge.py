@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import platform
 import sys
 import tempfile
 import time
-import timeit
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
+
 from proxy.clientauth import JwtVerifier  # noqa: E402 - the repo root goes on sys.path first
 from proxy.config import build_config  # noqa: E402
 from proxy.edge import EdgePolicy  # noqa: E402
 
-REPEAT = 5
 API_KEY = "rg_bench-key-0123456789abcdefghijklmnopqrstuvwxyz"
 HS_SECRET = "bench-hs256-secret-0123456789abcdef0123456789"
-
-
-def best_us(fn: Callable[[], object]) -> tuple[float, int]:
-    timer = timeit.Timer(fn)
-    number = max(1, timer.autorange()[0] // 2)
-    return min(timer.repeat(repeat=REPEAT, number=number)) / number * 1e6, number
 
 
 def _pem(key: Any) -> bytes:
@@ -151,11 +143,7 @@ def main() -> int:
                 us, number = best_us(lambda t=raw, v=uncached: v.verify(t))
                 results.append({"what": label, "us_per_call": round(us, 3), "loops": number})
                 print(f"{label:<44} {us:>9.2f} {number:>8}")
-    print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
-    if args.out is not None:
-        import machine  # benchmarks/machine.py: what the numbers were measured on
-
-        machine.write_result(args.out, REPO, results)
+    finish(args.out, REPO, results)
     return 0
 
 

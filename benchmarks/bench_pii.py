@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.pii import Masker, MaskerConfig  # noqa: E402 - the repo root goes on sys.path first
+from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
 
-REPEAT = 5
+from proxy.pii import Masker, MaskerConfig  # noqa: E402 - the repo root goes on sys.path first
 
 LINE = (
     "2026-11-26T10:52:09.343Z INFO rollguard.access request_id=a25ded7a6e30326d4d854e408656cc41 "
@@ -59,13 +57,6 @@ BODY = {
 }
 
 
-def best_us(fn: Callable[[], object]) -> tuple[float, int]:
-    """Best of REPEAT runs, in microseconds per call, and the loop count autorange chose."""
-    timer = timeit.Timer(fn)
-    number = max(1, timer.autorange()[0] // 2)  # ~0.1 s a run: the whole table stays well under 20 s
-    return min(timer.repeat(repeat=REPEAT, number=number)) / number * 1e6, number
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
@@ -97,12 +88,7 @@ def main() -> int:
         us, number = best_us(fn)
         results.append({"what": name, "chars": chars, "us_per_call": round(us, 3), "loops": number})
         print(f"{name:<34} {chars:>6} {us:>9.2f} {number:>8}")
-    print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
-
-    if args.out is not None:
-        import machine  # benchmarks/machine.py: what the numbers were measured on
-
-        machine.write_result(args.out, REPO, results)
+    finish(args.out, REPO, results)
     return 0
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import sys
 import tempfile
-import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # The repo root goes on sys.path first.
+from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
+
 from proxy.attempt import Attempt  # noqa: E402
 from proxy.body import Body  # noqa: E402
 from proxy.config import build_config  # noqa: E402
@@ -41,7 +41,6 @@ from proxy.staging import StagingBook  # noqa: E402
 from proxy.store import FileStateStore  # noqa: E402
 from proxy.upstream import UpstreamPool  # noqa: E402
 
-REPEAT = 5
 BODY = orjson.dumps(
     {
         "features": {"amount": 42.5, "tenure_months": 12, "txn_24h": 1, "region": "br-se"},
@@ -49,12 +48,6 @@ BODY = orjson.dumps(
     }
 )
 SCOPE = {"method": "POST", "query_string": b"lang=pt-BR&cpf=123.456.789-09"}
-
-
-def best_us(fn: Callable[[], object]) -> tuple[float, int]:
-    timer = timeit.Timer(fn)
-    number = max(1, timer.autorange()[0] // 2)
-    return min(timer.repeat(repeat=REPEAT, number=number)) / number * 1e6, number
 
 
 def build(tmp: Path, rand: Callable[[], float] | None = None) -> tuple[StagingBook, Attempt]:
@@ -122,12 +115,7 @@ def main() -> int:
             us, number = best_us(fn)
             results.append({"what": name, "us_per_call": round(us, 3), "loops": number})
             print(f"{name:<36} {us:>9.2f} {number:>9}")
-        print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
-
-    if args.out is not None:
-        import machine  # benchmarks/machine.py: what the numbers were measured on
-
-        machine.write_result(args.out, REPO, results)
+        finish(args.out, REPO, results)
     return 0
 
 

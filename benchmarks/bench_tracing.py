@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import socket
 import sys
-import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
+
 from proxy.config_types import RouteConfig, TracingConfig, UpstreamConfig  # noqa: E402
 from proxy.tracing import Tracing  # noqa: E402
 from proxy.upstream import UpstreamPool  # noqa: E402
 
-REPEAT = 5
 ROUTE = RouteConfig(name="infer", path="/v1/infer")
 ASGI_HEADERS = [
     (b"host", b"api.example.com"),
@@ -60,12 +59,6 @@ def one_request(
         trace.end(200, log)
 
     return run
-
-
-def best_us(fn: Callable[[], object]) -> tuple[float, int]:
-    timer = timeit.Timer(fn)
-    number = max(1, timer.autorange()[0] // 2)
-    return min(timer.repeat(repeat=REPEAT, number=number)) / number * 1e6, number
 
 
 async def measure() -> list[dict[str, Any]]:
@@ -97,11 +90,7 @@ def main() -> int:
     print("-" * 61)
     for r in results:
         print(f"{r['what']:<40} {r['us_per_request']:>11.2f} {r['loops']:>8}")
-    print(f"\nbest of {REPEAT}; Python {platform.python_version()} on {platform.machine()}")
-    if args.out is not None:
-        import machine  # benchmarks/machine.py: what the numbers were measured on
-
-        machine.write_result(args.out, REPO, results)
+    finish(args.out, REPO, results)
     return 0
 
 
