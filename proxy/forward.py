@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ._tasks import TaskSet
@@ -351,11 +351,7 @@ class Forwarder:
         """
         pool = self.pools[role]
         left = deadline
-        att = await (
-            attempt(pool, compiled, method, target, headers, body, left)
-            if trace is None
-            else trace.attempt(0, pool, compiled, method, target, headers, body, left)
-        )
+        att = await _send(trace, 0, pool, compiled, method, target, headers, body, left)
         tries = 0
         while (
             att.failed
@@ -378,11 +374,7 @@ class Forwarder:
                 self.metrics.retries.labels(route, role, att.failure_kind or "unknown").inc()
                 att.release()
                 await asyncio.sleep(delay)
-                att = await (
-                    attempt(pool, compiled, method, target, headers, body, left)
-                    if trace is None
-                    else trace.attempt(tries + 1, pool, compiled, method, target, headers, body, left)
-                )
+                att = await _send(trace, tries + 1, pool, compiled, method, target, headers, body, left)
             finally:
                 self.budget.release()
             tries += 1
@@ -412,6 +404,23 @@ class Forwarder:
             self.metrics.schema_violation(route, att.pool.role, version, "response")
         if att.failure_kind is not None:
             self.metrics.upstream_error(route, att.pool.role, version, att.failure_kind)
+
+
+def _send(
+    trace: RequestTrace | None,
+    resend: int,
+    pool: UpstreamPool,
+    compiled: CompiledRoute | None,
+    method: str,
+    target: bytes,
+    headers: list[tuple[str, str]],
+    body: Body,
+    budget: float | None,
+) -> Awaitable[Attempt]:
+    """One attempt; under its CLIENT span when the request is traced (``resend``: 0 first, then 1...)."""
+    if trace is None:
+        return attempt(pool, compiled, method, target, headers, body, budget)
+    return trace.attempt(resend, pool, compiled, method, target, headers, body, budget)
 
 
 def _is_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
