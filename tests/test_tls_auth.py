@@ -15,7 +15,26 @@ import trustme
 from proxy.config import load_config
 from tests.conftest import config_doc, start_proxy, write_config
 from tests.helpers import VALID_BODY
-from tests.pki import client_context, issue, write_ca, write_leaf
+from tests.pki import Files, client_context, issue, write_ca, write_leaf
+
+
+def mtls_doc(
+    tmp_path: Path, models: Any, server: Files, client_ca: trustme.CA, peers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A data plane on TLS that verifies client certificates from ``client_ca`` when presented, and
+    needs a client on every route; ``peers`` name the certificate identities it knows."""
+    return config_doc(
+        tmp_path,
+        models.baseline.url,
+        models.candidate.url,
+        tls={
+            "cert": str(server.cert),
+            "key": str(server.key),
+            "client_ca": str(write_ca(client_ca, server.cert.parent, "clients")),
+            "client_auth": "optional",
+        },
+        auth={"required": True, "peers": peers},
+    )
 
 
 async def test_a_verified_client_certificate_is_a_credential(tmp_path: Path, models: Any) -> None:
@@ -25,23 +44,15 @@ async def test_a_verified_client_certificate_is_a_credential(tmp_path: Path, mod
     scorer = issue(client_ca, folder, "scorer", common_name="svc-scorer", uris=("spiffe://ex.org/scorer",))
     reader = issue(client_ca, folder, "reader", common_name="svc-reader", dns=("reader.internal",))
     nobody = issue(client_ca, folder, "nobody", common_name="svc-unknown")
-    doc = config_doc(
+    doc = mtls_doc(
         tmp_path,
-        models.baseline.url,
-        models.candidate.url,
-        tls={
-            "cert": str(server.cert),
-            "key": str(server.key),
-            "client_ca": str(write_ca(client_ca, folder, "clients")),
-            "client_auth": "optional",
-        },
-        auth={
-            "required": True,
-            "peers": [
-                {"name": "scorer", "roles": ["scorer"], "peer": "spiffe://ex.org/scorer"},
-                {"name": "reader", "roles": ["reader"], "peer": "reader.internal"},
-            ],
-        },
+        models,
+        server,
+        client_ca,
+        [
+            {"name": "scorer", "roles": ["scorer"], "peer": "spiffe://ex.org/scorer"},
+            {"name": "reader", "roles": ["reader"], "peer": "reader.internal"},
+        ],
     )
     doc["routes"][0]["auth"] = {"roles": ["scorer"]}
     proxy, stop, task = await start_proxy(load_config(write_config(tmp_path, doc)))
@@ -76,17 +87,8 @@ async def test_a_certificate_from_another_ca_never_reaches_authorization(tmp_pat
     server = write_leaf(server_ca.issue_cert("127.0.0.1"), folder, "server")
     # The same identity as a configured peer, but signed by a CA nobody trusts.
     forged = issue(other_ca, folder, "forged", common_name="svc", uris=("spiffe://ex.org/scorer",))
-    doc = config_doc(
-        tmp_path,
-        models.baseline.url,
-        models.candidate.url,
-        tls={
-            "cert": str(server.cert),
-            "key": str(server.key),
-            "client_ca": str(write_ca(client_ca, folder, "clients")),
-            "client_auth": "optional",
-        },
-        auth={"required": True, "peers": [{"name": "s", "roles": ["r"], "peer": "spiffe://ex.org/scorer"}]},
+    doc = mtls_doc(
+        tmp_path, models, server, client_ca, [{"name": "s", "roles": ["r"], "peer": "spiffe://ex.org/scorer"}]
     )
     proxy, stop, task = await start_proxy(load_config(write_config(tmp_path, doc)))
     try:
