@@ -175,7 +175,6 @@ class Tracing:
             )
         )
         self.tracer = self.provider.get_tracer("rollguard", __version__)
-        self._ratio = cfg.sample_ratio
 
     def __repr__(self) -> str:
         return f"<Tracing {self.cfg.exporter} {self.cfg.endpoint} sample_ratio={self.cfg.sample_ratio}>"
@@ -184,7 +183,6 @@ class Tracing:
         """Apply a reloaded ``tracing.sample_ratio`` to new traces (the exporter stays as started)."""
         self._sampler.set_ratio(ratio)
         self.cfg = replace(self.cfg, sample_ratio=ratio)
-        self._ratio = ratio
 
     async def close(self) -> None:
         """Flush what is queued (bounded by ``tracing.timeout``) off the event loop, then stop."""
@@ -200,7 +198,7 @@ class Tracing:
             # A new trace (the common case): draw the decision here. Unsampled, the request gets an id
             # and a non-recording span without the SDK's sampler, id generator and context machinery:
             # that path is what every request pays at a small ratio (benchmarks/bench_tracing.py).
-            if random() >= self._ratio:
+            if random() >= self.cfg.sample_ratio:
                 ctx = SpanContext(getrandbits(128) or 1, getrandbits(64) or 1, False, _NOT_SAMPLED)
                 log["trace_id"] = format(ctx.trace_id, "032x")
                 return RequestTrace(self, NonRecordingSpan(ctx), name)
