@@ -28,12 +28,19 @@ sys.path.insert(0, str(REPO))
 
 from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
 
-from proxy.clientauth import JwtVerifier  # noqa: E402 - the repo root goes on sys.path first
-from proxy.config import build_config  # noqa: E402
-from proxy.edge import EdgePolicy  # noqa: E402
+from proxy.config.load import build_config
+from proxy.edge.clientauth import JwtVerifier
+from proxy.edge.policy import EdgePolicy
+from proxy.observe.exchange import Exchange
 
 API_KEY = "rg_bench-key-0123456789abcdefghijklmnopqrstuvwxyz"
 HS_SECRET = "bench-hs256-secret-0123456789abcdef0123456789"
+
+
+def exchange(s: dict[str, Any]) -> Exchange:
+    return Exchange(
+        request_id="bench", method="POST", path="/v1/infer", route_name="infer", route=None, scope=s
+    )
 
 
 def _pem(key: Any) -> bytes:
@@ -128,11 +135,11 @@ def main() -> int:
                 **{f"JWT {alg}": scope({"authorization": f"Bearer {tok}"}) for alg, tok in tokens.items()},
             }
             for name, s in cases.items():
-                log: dict[str, Any] = {}
-                pol.admit(s, "infer", log)
-                assert log["client_name"] in ("checkout", "batch", "svc"), log  # admitted, or timing is moot
+                ex = exchange(s)
+                pol.admit(ex)
+                assert ex.client_name in ("checkout", "batch", "svc"), ex  # admitted, or timing is moot
                 label = f"{name}{' + rate limit' if limited else ''}"
-                us, number = best_us(lambda s=s, pol=pol: pol.admit(s, "infer", {}))
+                us, number = best_us(lambda ex=ex, pol=pol: pol.admit(ex))
                 results.append({"what": label, "us_per_call": round(us, 3), "loops": number})
                 print(f"{label:<44} {us:>9.2f} {number:>8}")
             if limited:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
 
-from proxy.pii import Masker, MaskerConfig  # noqa: E402 - the repo root goes on sys.path first
+from proxy.content.pii import Masker, MaskerConfig
 
 LINE = (
     "2026-11-26T10:52:09.343Z INFO rollguard.access request_id=a25ded7a6e30326d4d854e408656cc41 "

@@ -29,17 +29,18 @@ sys.path.insert(0, str(REPO))
 # The repo root goes on sys.path first.
 from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
 
-from proxy.attempt import Attempt  # noqa: E402
-from proxy.body import Body  # noqa: E402
-from proxy.config import build_config  # noqa: E402
-from proxy.contracts import Violation  # noqa: E402
-from proxy.manifest import Verdict  # noqa: E402
-from proxy.metrics import ProxyMetrics  # noqa: E402
-from proxy.pii import Masker, MaskerConfig  # noqa: E402
-from proxy.rollout import initial  # noqa: E402
-from proxy.staging import StagingBook  # noqa: E402
-from proxy.store import FileStateStore  # noqa: E402
-from proxy.upstream import UpstreamPool  # noqa: E402
+from proxy.config.load import build_config
+from proxy.content.contracts import Violation
+from proxy.content.pii import Masker, MaskerConfig
+from proxy.observe.exchange import Exchange
+from proxy.observe.metrics import ProxyMetrics
+from proxy.reports.staging import StagingBook
+from proxy.rollout.manifest import ManifestVerdict
+from proxy.rollout.state import initial
+from proxy.rollout.store import FileStateStore
+from proxy.upstream.attempt import Attempt
+from proxy.upstream.body import Body
+from proxy.upstream.pool import UpstreamPool
 
 BODY = orjson.dumps(
     {
@@ -70,10 +71,22 @@ def build(tmp: Path, rand: Callable[[], float] | None = None) -> tuple[StagingBo
     metrics = ProxyMetrics(CollectorRegistry())
     masker = Masker(MaskerConfig(key=b"bench-key-0123456789abcdef"))
     book = StagingBook(
-        config, metrics, masker=masker, store=store, candidate=Verdict(ok=True, reason="-"), rand=rand
+        config, metrics, masker=masker, store=store, candidate=ManifestVerdict(ok=True, reason="-"), rand=rand
     )
     answered = Attempt(pool=UpstreamPool(config.baseline), started=0.0, status=200, elapsed=0.004)
     return book, answered
+
+
+def exchange(
+    route: str, status: int, answered: Attempt | None, body: Body, breach: Violation | None
+) -> Exchange:
+    """A finished request as the data plane hands it to the observers: one attempt, answered or not."""
+    ex = Exchange(request_id="r", method="POST", path="/v1/infer", route_name=route, route=None, scope=SCOPE)
+    ex.body, ex.breach, ex.status, ex.elapsed = body, breach, status, 0.005
+    if answered is not None:
+        ex.attempts.append(answered)
+        ex.answered = answered
+    return ex
 
 
 def main() -> int:
@@ -85,27 +98,20 @@ def main() -> int:
         book, answered = build(Path(folder))
         body = Body(data=BODY)
         breach = Violation("/features/region", "'mars' is not one of 'br-se', 'br-ne' or 3 other candidates")
+        plain = exchange("plain", 200, answered, body, None)
+        valid = exchange("infer", 200, answered, body, None)
         # Steady state: 100,000 requests seen, so a new one takes a sample slot with p = 5 / 1e5.
         for _ in range(100_000):
-            book.request("infer", SCOPE, 200, answered, 0.005, body, None, "rid")
+            book.on_exchange(valid)
         warm = book.report()["routes"]["infer"]["samples"]["valid"]
         assert warm and "maria" not in json.dumps(warm)  # samples were rendered, and masked
         # A draw of 0 puts every request in slot 0: each one is masked and rendered, the rare path.
         always, _ = build(Path(folder) / "always", rand=lambda: 0.0)
+        invalid = exchange("infer", 400, None, body, breach)
         rows: list[tuple[str, Callable[[], object]]] = [
-            ("attempt (one sketch add)", lambda: book.attempt("infer", "baseline", 0.004)),
-            (
-                "request, no contract",
-                lambda: book.request("plain", SCOPE, 200, answered, 0.005, body, None, "r"),
-            ),
-            (
-                "request, contract, steady state",
-                lambda: book.request("infer", SCOPE, 200, answered, 0.005, body, None, "r"),
-            ),
-            (
-                "request taking a sample (invalid)",
-                lambda: always.request("infer", SCOPE, 400, None, 0.005, body, breach, "r"),
-            ),
+            ("exchange, no contract", lambda: book.on_exchange(plain)),
+            ("exchange, contract, steady state", lambda: book.on_exchange(valid)),
+            ("exchange taking a sample (invalid)", lambda: always.on_exchange(invalid)),
             ("report() (on demand)", book.report),
         ]
         results: list[dict[str, Any]] = []

@@ -27,11 +27,14 @@ sys.path.insert(0, str(REPO))
 
 from micro import best_us, finish  # noqa: E402 - benchmarks/micro.py, beside this script
 
-from proxy.config_types import RouteConfig, TracingConfig, UpstreamConfig  # noqa: E402
-from proxy.tracing import Tracing  # noqa: E402
-from proxy.upstream import UpstreamPool  # noqa: E402
+from proxy.config.model import RouteConfig, TracingConfig, UpstreamConfig
+from proxy.content.contracts import CompiledRoute
+from proxy.observe.exchange import Exchange
+from proxy.observe.tracing import Tracing
+from proxy.upstream.attempt import Attempt
+from proxy.upstream.pool import UpstreamPool
 
-ROUTE = RouteConfig(name="infer", path="/v1/infer")
+ROUTE = CompiledRoute.build(RouteConfig(name="infer", path="/v1/infer"), 65536)
 ASGI_HEADERS = [
     (b"host", b"api.example.com"),
     (b"content-type", b"application/json"),
@@ -51,12 +54,24 @@ def closed_port() -> int:
 def one_request(
     tracing: Tracing, pool: UpstreamPool, headers: list[tuple[bytes, bytes]]
 ) -> Callable[[], None]:
+    """What tracing does for one request with one attempt: open the spans, stamp the attempt, end all."""
+
     def run() -> None:
-        log: dict[str, Any] = {}
-        trace = tracing.begin(headers, "POST", ROUTE, "a25ded7a6e30326d4d854e408656cc41", log)
-        trace.open_attempt(0, pool, "POST", UPSTREAM_HEADERS)
-        log.update(role="baseline", version="v1")
-        trace.end(200, log)
+        ex = Exchange(
+            request_id="a25ded7a6e30326d4d854e408656cc41",
+            method="POST",
+            path="/v1/infer",
+            route_name="infer",
+            route=ROUTE,
+            scope={"headers": headers},
+        )
+        tracing.begin(ex)
+        assert ex.trace is not None
+        ex.trace.stamp(0, pool, UPSTREAM_HEADERS)
+        ex.answered = Attempt(pool=pool, started=ex.started)
+        ex.attempts.append(ex.answered)
+        ex.status = 200
+        tracing.on_exchange(ex)
 
     return run
 

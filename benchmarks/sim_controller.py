@@ -47,9 +47,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxy.analysis import Evidence, VersionWindow  # noqa: E402
-from proxy.gates import GatePolicy, StepPolicy, StepProgress, decide, judge  # noqa: E402
-from proxy.tripwire import Tripwire, TripwirePolicy  # noqa: E402
+from proxy.config.model import CanaryConfig
+from proxy.rollout.decide import StepPolicy, StepProgress, decide
+from proxy.rollout.evidence import Evidence, VersionWindow
+from proxy.rollout.gates import GatePolicy, judge
+from proxy.rollout.tripwire import Tripwire, TripwireConfig
 
 SIGMA = math.log(2.0) / 1.6448536269514722  # median 30 ms, p95 60 ms
 MU_23 = statistics.NormalDist().inv_cdf(0.23)  # latent mean giving 23% positive decisions
@@ -104,7 +106,7 @@ def _window(rng: random.Random, m: Model, n: int, w: VersionWindow) -> list[bool
 def run_rollout(sc: Scenario, seed: int, rate: int, steps: StepPolicy) -> dict[str, Any]:
     """One rollout to its end (or ``max_windows``); what happened, when and why."""
     rng = random.Random(seed)
-    tw = Tripwire(TripwirePolicy())
+    tw = Tripwire(TripwireConfig())
     for _ in range(WARMUP_BASELINE):
         tw.observe_baseline(rng.random() < sc.baseline.error)
     progress = StepProgress(step=sc.start_step, step_started_at=0.0, now=0.0)
@@ -153,7 +155,10 @@ def _outcome(action: str, by: str, windows: int, requests: int, step: int, reaso
 def scenarios(quick: bool) -> list[tuple[Scenario, int]]:
     """(scenario, rollouts) in report order."""
     base, noscore, one_pct = Model(), Model(positive=None), Model(error=0.01)
-    default, relaxed = GatePolicy(), GatePolicy(error_rate=0.02)
+    default, relaxed = (
+        GatePolicy.from_config(CanaryConfig()),
+        GatePolicy.from_config(CanaryConfig(), error_rate=0.02),
+    )
     aa_n, reg_n = (16, 16) if quick else (500, 200)
 
     def regression(name: str, baseline: Model, cand: Model, gates: GatePolicy, note: str) -> Scenario:
@@ -191,7 +196,7 @@ def scenarios(quick: bool) -> list[tuple[Scenario, int]]:
 
 def _job(args: tuple[Scenario, int, int]) -> tuple[str, int, dict[str, Any]]:
     sc, seed, rate = args
-    return sc.name, seed, run_rollout(sc, seed, rate, StepPolicy())
+    return sc.name, seed, run_rollout(sc, seed, rate, StepPolicy.from_config(CanaryConfig()))
 
 
 def _median(xs: list[int]) -> float | None:
@@ -275,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
             },
-            "policies": {"steps": StepPolicy().steps, "gates_default": GatePolicy().__repr__()},
+            "policies": {
+                "steps": StepPolicy.from_config(CanaryConfig()).steps,
+                "gates_default": GatePolicy.from_config(CanaryConfig()).__repr__(),
+            },
             "scenarios": summary,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

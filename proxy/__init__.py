@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from proxy._version import __version__
+
 __all__ = ["__version__", "create_app", "load_config"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `rollguard status` does not pay for importing the data plane.
     if name == "create_app":
-        from .app import build
+        from proxy.app.build import build
 
         return build
     if name == "load_config":
-        from .config import load_config
+        from proxy.config.load import load_config
 
         return load_config
     raise AttributeError(name)

@@ -51,7 +51,3 @@ class TaskSet:
             await asyncio.gather(*pending, return_exceptions=True)
         return len(pending)
 
-
-def spawn(tasks: TaskSet, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-    """Start ``coro`` as a task owned by ``tasks``."""
-    return tasks.spawn(coro, name=name)

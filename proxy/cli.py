@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import orjson
 
-from . import __version__
-from .errors import ConfigError
+from proxy._version import __version__
+from proxy.errors import ConfigError
+from proxy.reports.artifacts import ARTIFACTS
 
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
 
@@ -129,11 +130,6 @@ def _parser() -> argparse.ArgumentParser:
     sset.add_argument("--reason", default="")
     client(sset)
     return p
-
-
-# The artifacts of PRODUCT §8, fetched live from the admin API; one a proxy does not serve (an older
-# version) answers 404 and is reported as not available.
-ARTIFACTS = ("shadow_eval.json", "staging_report.json", "canary_plan.md", "rollout_decision.txt")
 
 
 def _write_reports(args: argparse.Namespace) -> int:
@@ -266,7 +262,8 @@ def _mutation(
 def _manifest_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import manifest
+    from proxy.config.keys import load_public_key
+    from proxy.rollout import manifest
 
     try:
         if args.command == "keygen":
@@ -277,7 +274,7 @@ def _manifest_command(args: argparse.Namespace) -> int:
         if args.command == "sign":
             print(f"wrote {manifest.sign(Path(args.manifest), Path(args.key))}")
             return 0
-        keys = {Path(k).name: manifest.load_public_key(Path(k).read_text()) for k in args.key}
+        keys = {Path(k).name: load_public_key(Path(k).read_text()) for k in args.key}
         expected = args.expected_version or str(
             orjson.loads(Path(args.manifest).read_bytes()).get("version", "")
         )
@@ -324,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if args.command in ("serve", "check-config"):
-        from .config import load_config
+        from proxy.config.load import load_config
 
         try:
             config = load_config(args.config if args.command == "serve" else args.file)
@@ -336,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"candidate {config.candidate.version})"
             )
             return 0
-        from .app import run
+        from proxy.app.serve import run
 
         logging.getLogger().setLevel(config.logging.level.upper())
         try:
@@ -351,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "hash-key":
         return _hash_key(args)
     if args.command == "demo":
-        from .demo import run_demo
+        from proxy.demo.run import run_demo
 
         return run_demo(args)
     if args.command == "status":

@@ -28,6 +28,7 @@ Lower-layer exceptions (aiohttp, OSError, asyncio.TimeoutError) are translated a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -233,3 +234,26 @@ def problem(
 
 def problem_for(exc: ProxyError, request_id: str) -> bytes:
     return problem(exc.status, exc.title, exc.detail, request_id=request_id, slug=exc.slug)
+
+
+class ReloadFailed(Exception):
+    """A reload that changed nothing; the message names the key path at fault."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class TlsError(Exception):
+    """A certificate, key or CA file cannot be used; ``field`` is the key it came from (``cert``...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class ClientGone(Exception):
+    """The client disconnected before the exchange finished."""

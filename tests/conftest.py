@@ -19,9 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from proxy.app import serve
-from proxy.config import Config, Listen, load_config
-from proxy.sample_model import ModelBehavior, RunningModel, start_sample_model
+from proxy.app.serve import serve
+from proxy.config.load import load_config
+from proxy.config.model import Config, Listen
+from proxy.demo.sample_model import ModelBehavior, RunningModel, start_sample_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "config" / "schemas"

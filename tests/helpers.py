@@ -74,7 +74,7 @@ async def drive_traffic(
 
     import aiohttp
 
-    from proxy.sample_model import features_generator
+    from proxy.demo.sample_model import features_generator
 
     rng = random.Random(seed)
     counts: dict[str, int] = {}

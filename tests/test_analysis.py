@@ -13,9 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.analysis import (
-    Evidence,
-    VersionWindow,
+from proxy.rollout.evidence import Evidence, VersionWindow
+from proxy.stats.inference import (
     binom_cdf,
     binom_sf,
     exceedance_greater,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from proxy.upstream.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 
 
 def test_opens_after_consecutive_failures_and_probes_after_open_for() -> None:

@@ -17,9 +17,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from proxy.config import Config, build_config
-from proxy.edge import EdgePolicy
+from proxy.config.load import build_config
+from proxy.config.model import Config
+from proxy.edge.policy import EdgePolicy
 from proxy.errors import Forbidden, RateLimited, Unauthorized
+from proxy.observe.exchange import Exchange
 from tests.conftest import config_doc
 
 HS_SECRET = "hs256-secret-for-tests-0123456789abcdef"
@@ -112,9 +114,10 @@ def bearer(token: str) -> dict[str, Any]:
 
 
 def admit(policy: EdgePolicy, s: dict[str, Any], route: str = "infer") -> dict[str, Any]:
-    log: dict[str, Any] = {}
-    policy.admit(s, route, log)
-    return log
+    """The access-log fields admission adds: the client's name, when one was identified."""
+    ex = Exchange(request_id="t", method="POST", path="/infer", route_name=route, route=None, scope=s)
+    policy.admit(ex)
+    return {} if ex.client_name is None else {"client_name": ex.client_name}
 
 
 def unsigned(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:

@@ -1,4 +1,4 @@
-"""Pair comparison and noise learning (proxy/compare.py), table-driven plus a simulated sample model."""
+"""Pair comparison and noise learning (proxy/shadow/compare.py): table-driven, plus a simulated model."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy.compare import (
-    MISSING,
+from proxy.content.contracts import MISSING
+from proxy.shadow.compare import (
     OVERFLOW,
     Answer,
     NoiseLearner,
@@ -18,8 +18,8 @@ from proxy.compare import (
     diff_fields,
     field_differences,
     flatten,
-    wilson_interval,
 )
+from proxy.stats.inference import wilson_interval
 
 # -- flatten ---------------------------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Config, load_config
+from proxy.config.load import load_config
+from proxy.config.model import Config
+from proxy.config.units import parse_duration, parse_size
 from proxy.errors import ConfigError
-from proxy.routing import weight_to_bp
-from proxy.units import parse_duration, parse_size
+from proxy.rollout.state import weight_to_bp
 from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, config_doc, write_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import build_config
+from proxy.config.load import build_config
 from proxy.errors import ConfigError
 from tests.test_clientauth import HS_SECRET, KEY_A, _doc, mixed_config, sha
 

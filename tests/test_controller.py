@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.sample_model import ModelBehavior
+from proxy.demo.sample_model import ModelBehavior
 from tests.conftest import Models, config_doc, write_config
 from tests.faulty_upstream import refused_url
 from tests.helpers import drive_traffic, wait_for_phase

@@ -13,7 +13,7 @@ import jwt
 import orjson
 import pytest
 
-from proxy.config import load_config
+from proxy.config.load import load_config
 from tests.conftest import config_doc, start_proxy, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream
 from tests.helpers import metric_samples, sample

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from proxy.config import load_config
+from proxy.config.load import load_config
 from tests.conftest import OPERATOR_TOKEN, Models, config_doc, start_proxy, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream, refused_url
 from tests.helpers import VALID_BODY, metric_samples, peak_rss_kib, raw_http_server, rss_kib, sample
@@ -291,7 +291,7 @@ async def test_failed_candidate_is_answered_by_the_baseline(
 
 
 async def test_candidate_contract_breach_falls_back(proxy_factory: Any, models: Models) -> None:
-    from proxy.sample_model import ModelBehavior
+    from proxy.demo.sample_model import ModelBehavior
 
     models.candidate.model.set_behavior(ModelBehavior(version="v2", schema_break_rate=1.0))
     proxy = await proxy_factory()
@@ -308,7 +308,7 @@ async def test_candidate_contract_breach_falls_back(proxy_factory: Any, models: 
 async def test_baseline_contract_breach_passes_or_502s_as_the_route_says(
     proxy_factory: Any, models: Models, tmp_path: Path
 ) -> None:
-    from proxy.sample_model import ModelBehavior
+    from proxy.demo.sample_model import ModelBehavior
 
     models.baseline.model.set_behavior(ModelBehavior(version="v1", schema_break_rate=1.0))
     observe = await proxy_factory()

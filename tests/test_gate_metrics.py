@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from proxy.sample_model import ModelBehavior
+from proxy.demo.sample_model import ModelBehavior
 from tests.conftest import Models
 from tests.helpers import drive_traffic, metric_samples, sample, wait_for_phase
 

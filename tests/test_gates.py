@@ -10,18 +10,10 @@ from statistics import NormalDist
 
 import pytest
 
-from proxy.analysis import Evidence, VersionWindow
-from proxy.gates import (
-    GATES,
-    Decision,
-    GatePolicy,
-    GateResult,
-    StepPolicy,
-    StepProgress,
-    Verdict,
-    decide,
-    judge,
-)
+from proxy.config.model import CanaryConfig
+from proxy.rollout.decide import GATES, Decision, GateResult, GateVerdict, StepPolicy, StepProgress, decide
+from proxy.rollout.evidence import Evidence, VersionWindow
+from proxy.rollout.gates import GatePolicy, judge
 
 _ND = NormalDist()
 SIGMA = math.log(2.0) / _ND.inv_cdf(0.95)  # lognormal: p95 = 2 x median
@@ -75,7 +67,7 @@ def window(
 
 
 def gates_of(b: VersionWindow, c: VersionWindow, policy: GatePolicy | None = None) -> dict[str, GateResult]:
-    results = judge(Evidence(b, c), policy or GatePolicy())
+    results = judge(Evidence(b, c), policy or GatePolicy.from_config(CanaryConfig()))
     assert [g.gate for g in results] == list(GATES)
     return {g.gate: g for g in results}
 
@@ -117,9 +109,13 @@ def test_error_rate_absolute_breach() -> None:
 
 def test_error_rate_relative_breach_against_a_one_percent_baseline() -> None:
     base = window(3800, failures=38, positives=874)
-    relaxed = GatePolicy(error_rate=0.02)  # the default 0.5% would flag this baseline itself
+    relaxed = GatePolicy.from_config(
+        CanaryConfig(), error_rate=0.02
+    )  # the default 0.5% would flag this baseline itself
     assert gates_of(base, window(200, failures=10, positives=46), relaxed)["error_rate"].verdict == "HIGH"
-    g = gates_of(base, window(400, failures=16, positives=92), GatePolicy(error_rate=0.05))["error_rate"]
+    g = gates_of(
+        base, window(400, failures=16, positives=92), GatePolicy.from_config(CanaryConfig(), error_rate=0.05)
+    )["error_rate"]
     assert g.verdict == "HIGH"  # 4% is under the 5% threshold: the relative test decides
     assert g.detail.startswith("error_rate 4.0% > 2x baseline 1.0% (+3.0 pp, n=400, p=")
 
@@ -134,14 +130,14 @@ def test_holm_keeps_a_lone_marginal_result_from_failing() -> None:
     # 17/400 against 2/200: 4.3% against 1%, practically large even at its lower bound (2.9%), and
     # Fisher's one-sided p is 0.022: a failure alone, not after Holm over the 7 hypotheses tested here
     # (latency 3, error 2, decisions 1, scores 1; a constant cost is not a test).
-    relaxed = GatePolicy(error_rate=0.05)
+    relaxed = GatePolicy.from_config(CanaryConfig(), error_rate=0.05)
     g = gates_of(window(200, failures=2, positives=46), window(400, failures=17, positives=92), relaxed)
     assert g["error_rate"].verdict == "INCONCLUSIVE"
     assert g["error_rate"].p_value == pytest.approx(7 * 0.022394735929526663, rel=1e-6)
 
 
 def test_holm_adjustment_grows_with_the_number_of_tested_gates() -> None:
-    relaxed = GatePolicy(error_rate=0.05)
+    relaxed = GatePolicy.from_config(CanaryConfig(), error_rate=0.05)
     scored = gates_of(window(200, failures=2, positives=46), window(400, failures=17, positives=92), relaxed)
     plain = gates_of(window(200, failures=2, decided=0), window(400, failures=17, decided=0), relaxed)
     assert plain["decision_delta"].verdict == plain["score_shift"].verdict == "NODATA"
@@ -230,17 +226,17 @@ def test_gate_result_json_and_failed() -> None:
 
 def test_gate_policy_validation() -> None:
     with pytest.raises(ValueError):
-        GatePolicy(family_alpha=0.0)
+        GatePolicy.from_config(CanaryConfig(), family_alpha=0.0)
     with pytest.raises(ValueError):
-        GatePolicy(min_samples=0)
+        GatePolicy.from_config(CanaryConfig(), min_samples=0)
     with pytest.raises(ValueError):
-        GatePolicy(error_rate=-0.1)
+        GatePolicy.from_config(CanaryConfig(), error_rate=-0.1)
 
 
 # -- decide --------------------------------------------------------------------------------------------
 
 
-def g(verdict: Verdict, gate: str = "error_rate", detail: str = "") -> GateResult:
+def g(verdict: GateVerdict, gate: str = "error_rate", detail: str = "") -> GateResult:
     return GateResult(gate, verdict, None, None, 0.0, None, detail or f"{gate} {verdict}")  # type: ignore[arg-type]
 
 
@@ -256,7 +252,7 @@ def progress(
 
 
 def test_passing_window_proceeds_and_starts_the_next_step() -> None:
-    d = decide(progress(step=1, failures=2), PASSING, StepPolicy())
+    d = decide(progress(step=1, failures=2), PASSING, StepPolicy.from_config(CanaryConfig()))
     assert (d.action, d.next_step) == ("PROCEED", 2)
     assert d.progress == progress(step=2, started=60.0, now=60.0)
     assert d.reason == "all gates passed at 5% (1/1): to 25%"
@@ -264,7 +260,7 @@ def test_passing_window_proceeds_and_starts_the_next_step() -> None:
 
 @pytest.mark.parametrize(("auto", "action"), [(True, "PROMOTE"), (False, "WAIT")])
 def test_last_step_promotes_or_waits(auto: bool, action: str) -> None:
-    d = decide(progress(step=3), PASSING, StepPolicy(auto_promote=auto))
+    d = decide(progress(step=3), PASSING, StepPolicy.from_config(CanaryConfig(), auto_promote=auto))
     assert (d.action, d.next_step) == (action, 4)
     if auto:
         assert d.progress.step == 4 and "promoting to 100%" in d.reason
@@ -273,7 +269,7 @@ def test_last_step_promotes_or_waits(auto: bool, action: str) -> None:
 
 
 def test_passes_are_counted_per_step() -> None:
-    policy = StepPolicy(passes_per_step=2)
+    policy = StepPolicy.from_config(CanaryConfig(), passes_per_step=2)
     first = decide(progress(), PASSING, policy)
     assert (first.action, first.progress.passes) == ("HOLD", 1)
     assert first.reason == "passing window 1/2 at 1%"
@@ -282,10 +278,10 @@ def test_passes_are_counted_per_step() -> None:
 
 def test_failing_windows_count_up_to_rollback() -> None:
     failing = [*PASSING[:1], g("HIGH", detail="error_rate 4.6% > 0.5% (baseline 1.0%, n=200, p=0.0003)")]
-    d1 = decide(progress(passes=1), failing, StepPolicy())
+    d1 = decide(progress(passes=1), failing, StepPolicy.from_config(CanaryConfig()))
     assert (d1.action, d1.progress.consecutive_failures, d1.progress.passes) == ("HOLD", 1, 0)
     assert d1.reason.startswith("failing window 1/3 at 1%: error_rate 4.6% > 0.5%")
-    d3 = decide(progress(failures=2), failing, StepPolicy())
+    d3 = decide(progress(failures=2), failing, StepPolicy.from_config(CanaryConfig()))
     assert (d3.action, d3.next_step) == ("ROLLBACK", None)
     assert (
         d3.reason
@@ -295,17 +291,24 @@ def test_failing_windows_count_up_to_rollback() -> None:
 
 def test_low_fails_too_and_every_failing_gate_is_named() -> None:
     failing = [g("LOW", "decision_delta"), g("HIGH", "latency_p95"), g("INCONCLUSIVE")]
-    d = decide(progress(failures=2), failing, StepPolicy())
+    d = decide(progress(failures=2), failing, StepPolicy.from_config(CanaryConfig()))
     assert d.action == "ROLLBACK" and "decision_delta LOW; latency_p95 HIGH" in d.reason
     assert "\n" not in d.reason
 
 
 def test_a_pass_resets_failures_and_a_failure_resets_passes() -> None:
     assert (
-        decide(progress(failures=2), PASSING, StepPolicy(passes_per_step=3)).progress.consecutive_failures
+        decide(
+            progress(failures=2), PASSING, StepPolicy.from_config(CanaryConfig(), passes_per_step=3)
+        ).progress.consecutive_failures
         == 0
     )
-    assert decide(progress(passes=2), [g("HIGH")], StepPolicy(passes_per_step=3)).progress.passes == 0
+    assert (
+        decide(
+            progress(passes=2), [g("HIGH")], StepPolicy.from_config(CanaryConfig(), passes_per_step=3)
+        ).progress.passes
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -317,7 +320,9 @@ def test_a_pass_resets_failures_and_a_failure_resets_passes() -> None:
     ],
 )
 def test_inconclusive_windows_hold_keep_passes_and_end_a_failure_run(gates: list[GateResult]) -> None:
-    d = decide(progress(passes=1, failures=2), gates, StepPolicy(passes_per_step=2))
+    d = decide(
+        progress(passes=1, failures=2), gates, StepPolicy.from_config(CanaryConfig(), passes_per_step=2)
+    )
     assert (d.action, d.next_step) == ("HOLD", None)
     assert (d.progress.passes, d.progress.consecutive_failures) == (1, 0)
     assert d.reason.startswith("inconclusive at 1%: ")
@@ -327,15 +332,15 @@ def test_inconclusive_reason_names_the_open_gates() -> None:
     d = decide(
         progress(),
         [g("PASS", "latency_p95"), g("INCONCLUSIVE", detail="error_rate 0.3% vs 0.5%: x")],
-        StepPolicy(),
+        StepPolicy.from_config(CanaryConfig()),
     )
     assert d.reason == "inconclusive at 1%: error_rate 0.3% vs 0.5%: x"
 
 
 @pytest.mark.parametrize(("on", "action"), [("wait", "WAIT"), ("rollback", "ROLLBACK")])
 @pytest.mark.parametrize("verdict", ["INCONCLUSIVE", "HIGH"])
-def test_max_hold(on: str, action: str, verdict: Verdict) -> None:
-    policy = StepPolicy(max_hold_s=1800, on_max_hold=on)  # type: ignore[arg-type]
+def test_max_hold(on: str, action: str, verdict: GateVerdict) -> None:
+    policy = StepPolicy.from_config(CanaryConfig(), max_hold_s=1800, on_max_hold=on)  # type: ignore[arg-type]
     gates = [g("PASS", "latency_p95"), g(verdict)]
     assert decide(progress(started=0, now=1800), gates, policy).action == "HOLD"  # not longer than
     d = decide(progress(started=0, now=1860), gates, policy)
@@ -344,11 +349,14 @@ def test_max_hold(on: str, action: str, verdict: Verdict) -> None:
 
 
 def test_a_passing_window_advances_even_after_max_hold() -> None:
-    assert decide(progress(started=0, now=10_000), PASSING, StepPolicy()).action == "PROCEED"
+    assert (
+        decide(progress(started=0, now=10_000), PASSING, StepPolicy.from_config(CanaryConfig())).action
+        == "PROCEED"
+    )
 
 
 def test_shadow_phase_is_step_minus_one() -> None:
-    d = decide(progress(step=-1), PASSING, StepPolicy())
+    d = decide(progress(step=-1), PASSING, StepPolicy.from_config(CanaryConfig()))
     assert (d.action, d.next_step, d.progress.step) == ("PROCEED", 0, 0)
     assert d.reason == "all gates passed in shadow (1/1): to 1%"
 
@@ -356,7 +364,7 @@ def test_shadow_phase_is_step_minus_one() -> None:
 @pytest.mark.parametrize("step", [-2, 4, 5])
 def test_steps_that_are_not_judged(step: int) -> None:
     with pytest.raises(ValueError):
-        decide(progress(step=step), PASSING, StepPolicy())
+        decide(progress(step=step), PASSING, StepPolicy.from_config(CanaryConfig()))
 
 
 @pytest.mark.parametrize(
@@ -373,11 +381,11 @@ def test_steps_that_are_not_judged(step: int) -> None:
 )
 def test_step_policy_validation(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        StepPolicy(**kwargs)  # type: ignore[arg-type]
+        StepPolicy.from_config(CanaryConfig(), **kwargs)  # type: ignore[arg-type]
 
 
 def test_decision_json() -> None:
-    d = decide(progress(), PASSING, StepPolicy())
+    d = decide(progress(), PASSING, StepPolicy.from_config(CanaryConfig()))
     doc = d.to_json()
     assert isinstance(d, Decision) and doc["action"] == "PROCEED" and doc["progress"]["step"] == 1
     assert [x["gate"] for x in doc["gates"]] == ["latency_p95", "error_rate", "decision_delta"]
@@ -418,7 +426,10 @@ def rollout(
 ) -> tuple[str, int]:
     rng = random.Random(seed)
     ev = Evidence(VersionWindow(seed=seed), VersionWindow(seed=seed + 1))
-    gates, steps = GatePolicy(error_rate=0.02 if base_error >= 0.01 else 0.005), StepPolicy()
+    gates, steps = (
+        GatePolicy.from_config(CanaryConfig(), error_rate=0.02 if base_error >= 0.01 else 0.005),
+        StepPolicy.from_config(CanaryConfig()),
+    )
     state = StepProgress(step=1, step_started_at=0.0, now=0.0)
     for k in range(1, windows + 1):
         traffic(rng, ev.baseline, base_n, error=base_error, median_ms=30.0, positive=0.23)

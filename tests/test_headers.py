@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from proxy.headers import (
+from proxy.upstream.headers import (
     client_response_headers,
     connection_tokens,
     is_trusted,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from proxy.config import load_config
+from proxy.config.load import load_config
 from tests.conftest import OPERATOR_TOKEN, Models, config_doc, start_proxy, write_config
 from tests.helpers import VALID_BODY
 

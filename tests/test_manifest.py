@@ -12,9 +12,10 @@ import httpx
 import orjson
 import pytest
 
-from proxy.config import load_config
+from proxy.config.keys import load_public_key
+from proxy.config.load import load_config
 from proxy.errors import ConfigError
-from proxy.manifest import keygen, load_public_key, sign, verify
+from proxy.rollout.manifest import keygen, sign, verify
 from tests.conftest import OPERATOR_TOKEN, Models, config_doc, start_proxy, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream
 from tests.helpers import VALID_BODY

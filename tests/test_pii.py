@@ -14,8 +14,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from proxy.pii import MASK_ERROR, MAX_JSON_DEPTH, Hit, Masker, MaskerConfig
-from proxy.pii_validators import (
+from proxy.content.pii import MASK_ERROR, MAX_JSON_DEPTH, Hit, Masker, MaskerConfig
+from proxy.content.pii_validators import (
     BR_DDD,
     IBAN_LENGTHS,
     card_valid,

@@ -118,10 +118,11 @@ def test_every_alert_has_a_summary_a_description_and_a_runbook_with_commands() -
 
 
 def test_slo_parameters_match_the_default_gates() -> None:
-    from proxy.gates import GatePolicy
+    from proxy.config.model import CanaryConfig
+    from proxy.rollout.gates import GatePolicy
 
     params = {r["record"]: r["expr"] for r in _rules() if r.get("record", "").startswith("rollguard:slo_")}
-    defaults = GatePolicy()
+    defaults = GatePolicy.from_config(CanaryConfig())
     assert params["rollguard:slo_latency_p95:seconds"] == f"vector({defaults.latency_p95_ms / 1000:.3f})"
     assert params["rollguard:slo_error_ratio:ratio"] == f"vector({defaults.error_rate})"
     assert params["rollguard:slo_min_samples:count"] == f"vector({defaults.min_samples})"

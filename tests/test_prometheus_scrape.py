@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from proxy.sample_model import ModelBehavior, features_generator
+from proxy.demo.sample_model import ModelBehavior, features_generator
 from tests.conftest import Models
 from tests.prometheus_server import PrometheusServer, by_label
 from tests.promql import RULES, dashboard, dashboard_queries, substitute

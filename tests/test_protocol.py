@@ -1,4 +1,4 @@
-"""Request-head limits below ASGI (proxy/protocol.py), over raw sockets against a real data plane.
+"""Request-head limits below ASGI (proxy/edge/listener.py), over raw sockets against a real data plane.
 
 Every case checks the whole contract: the status, an ``application/problem+json`` body with ``type``,
 ``title``, ``status``, ``detail`` and ``request_id``, whether the connection was closed, and that an
@@ -24,10 +24,10 @@ import pytest
 import uvicorn
 import uvloop
 
-from proxy.config import load_config
+from proxy.config.load import load_config
+from proxy.demo.sample_model import ModelBehavior, start_sample_model
+from proxy.edge.listener import HeadLimits, ListenerGuard
 from proxy.errors import ConfigError
-from proxy.protocol import HeadLimits, ListenerGuard
-from proxy.sample_model import ModelBehavior, start_sample_model
 from tests.conftest import Models, config_doc, start_proxy, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream
 from tests.helpers import VALID_BODY, metric_samples, sample

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.ratelimit import Gcra, acquire_all, retry_after
+from proxy.edge.ratelimit import Gcra, acquire_all, retry_after
 
 
 def admitted_at(limit: Gcra, key: str, now: float, tries: int) -> int:

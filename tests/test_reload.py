@@ -18,9 +18,9 @@ import httpx
 import orjson
 import pytest
 
-from proxy.config import load_config
-from proxy.reload_diff import changed_sections, effective, restart_keys
-from proxy.sample_model import ModelBehavior, start_sample_model
+from proxy.config.diff import changed_sections, effective, restart_keys
+from proxy.config.load import load_config
+from proxy.demo.sample_model import ModelBehavior, start_sample_model
 from tests.conftest import (
     SCHEMAS,
     Models,

@@ -12,8 +12,8 @@ import aiohttp
 import httpx
 import pytest
 
-from proxy.retry import RetryBudget
-from proxy.sample_model import ModelBehavior
+from proxy.dataplane.retry import RetryBudget
+from proxy.demo.sample_model import ModelBehavior
 from tests.conftest import Models, config_doc, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream, refused_url
 from tests.helpers import VALID_BODY, metric_samples, raw_http_server, rss_kib, sample

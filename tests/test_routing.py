@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from proxy.config import RouteConfig, StickyKey
-from proxy.contracts import MISSING
-from proxy.routing import BUCKETS, RouteTable, bucket, choose, needs_body, sticky_value, weight_to_bp
+from proxy.config.model import RouteConfig, StickyKey
+from proxy.content.contracts import MISSING, needs_body
+from proxy.dataplane.routing import RouteTable, bucket, choose, sticky_value
+from proxy.rollout.state import BUCKETS, weight_to_bp
 
 TOLERANCE_SE = 4.5
 ROLLOUT = "5f0c2a9e7b1d4c38"

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import yarl
 
-from proxy.sample_model import (
+from proxy.demo.sample_model import (
     REGIONS,
     ModelBehavior,
     RunningModel,
@@ -327,7 +327,7 @@ async def test_main_serves_until_sigterm(session: aiohttp.ClientSession) -> None
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "proxy.sample_model",
+        "proxy.demo.sample_model",
         "--port",
         "0",
         "--version",

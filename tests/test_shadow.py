@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from proxy.sample_model import ModelBehavior, features_generator, score_features
+from proxy.demo.sample_model import ModelBehavior, features_generator, score_features
 from tests.conftest import OPERATOR_TOKEN, Models, config_doc, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream
 from tests.helpers import VALID_BODY, metric_samples, rss_kib, sample

@@ -1,4 +1,4 @@
-"""The shadow evaluation aggregate (proxy/shadow_eval.py) against known truths.
+"""The shadow evaluation aggregate (proxy/shadow/evaluation.py) against known truths.
 
 Scores come from a logistic model, score = sigmoid(L + drift) with L ~ N(mu, sigma^2) per request, so the
 truth is analytic: the decision (score >= 0.5) flips between baseline and candidate exactly when
@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.compare import Answer, NoiseLearner, PairResult, compare
-from proxy.shadow_eval import ShadowEvaluation, kolmogorov_sf, ks_2samp, psi
+from proxy.shadow.compare import Answer, NoiseLearner, PairResult, compare
+from proxy.shadow.evaluation import ShadowEvaluation
+from proxy.stats.inference import kolmogorov_sf, ks_2samp, psi
 
 NOW = "2025-01-01T00:00:00.000Z"
 SIGMA = 1.5

@@ -1,4 +1,4 @@
-"""Streaming summaries (proxy/sketches.py): accuracy against exact answers, bounds, determinism.
+"""Streaming summaries (proxy/stats/sketches.py): accuracy against exact answers, bounds, determinism.
 
 Every random draw is seeded, so statistical checks cannot flake; their tolerances are stated where made.
 """
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sketches import LogHistogram, Moments, Reservoir, TopK
+from proxy.stats.sketches import LogHistogram, Moments, Reservoir, TopK
 
 QS = [0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0]
 # Float rounding in log/exp may move a value across a bucket boundary by one ulp.

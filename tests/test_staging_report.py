@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.config import load_config
+from proxy.config.load import load_config
+from proxy.demo.sample_model import ModelBehavior
 from proxy.errors import ConfigError
-from proxy.sample_model import ModelBehavior
-from proxy.staging import SampleSlots
+from proxy.reports.staging import SampleSlots
 from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, Models, RunningProxy, config_doc, write_config
 
 # Personal data planted in bodies, queries and a contract breach's value; none may reach the report raw.

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from proxy.errors import IllegalTransition, RevisionMismatch
-from proxy.rollout import Phase, RolloutState, initial, reconcile_candidate, set_weight
-from proxy.store import FileStateStore
+from proxy.rollout.state import Phase, RolloutState, initial, reconcile_candidate, set_weight
+from proxy.rollout.store import FileStateStore
 from tests.conftest import OPERATOR_TOKEN, Models, config_doc, write_config
 
 NOW = "2025-01-02T03:04:05.678Z"

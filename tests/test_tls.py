@@ -21,10 +21,10 @@ import trustme
 import uvicorn
 import uvloop
 
-from proxy.app import bind, bound
-from proxy.config import Listen, ListenerTls
-from proxy.protocol import HeadLimits, ListenerGuard
-from proxy.tls import ServerTls
+from proxy.app.serve import bind, bound
+from proxy.config.model import Listen, ListenerTls
+from proxy.config.tls_contexts import ServerTls
+from proxy.edge.listener import HeadLimits, ListenerGuard
 from tests.conftest import OPERATOR_TOKEN
 from tests.helpers import VALID_BODY
 from tests.pki import Files, client_context, issue, write_ca, write_leaf

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import trustme
 
-from proxy.config import load_config
+from proxy.config.load import load_config
 from tests.conftest import config_doc, start_proxy, write_config
 from tests.helpers import VALID_BODY
 from tests.pki import Files, client_context, issue, write_ca, write_leaf

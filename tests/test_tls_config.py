@@ -12,9 +12,9 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from proxy.config import load_config
+from proxy.config.load import load_config
+from proxy.config.tls_contexts import ServerTls, client_context
 from proxy.errors import ConfigError
-from proxy.tls import ServerTls, client_context
 from tests.conftest import config_doc, write_config
 from tests.pki import write_ca, write_leaf
 

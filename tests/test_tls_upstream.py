@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trustme
 
-from proxy.sample_model import ModelBehavior, RunningModel, start_sample_model
+from proxy.demo.sample_model import ModelBehavior, RunningModel, start_sample_model
 from tests.conftest import Models
 from tests.faulty_upstream import Fault, FaultyUpstream
 from tests.helpers import VALID_BODY, metric_samples, sample

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from proxy.config import load_config
+from proxy.config.load import load_config
 from proxy.errors import ConfigError
 from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, RunningProxy, config_doc, start_proxy, write_config
 from tests.faulty_upstream import refused_url

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from proxy.tripwire import Tripwire, TripwirePolicy
+from proxy.rollout.tripwire import Tripwire, TripwireConfig
 
 
 def warmed(baseline_error: float, *, seed: int = 0, n: int = 20_000, **policy: float) -> Tripwire:
     """A trip-wire that has seen ``n`` baseline requests failing at ``baseline_error``."""
-    tw = Tripwire(TripwirePolicy(**policy))  # type: ignore[arg-type]
+    tw = Tripwire(TripwireConfig(**policy))  # type: ignore[arg-type]
     rng = random.Random(seed)
     for _ in range(n):
         tw.observe_baseline(rng.random() < baseline_error)
@@ -27,7 +27,7 @@ def requests_until_trip(tw: Tripwire, rng: random.Random, error: float, limit: i
 
 
 def test_consecutive_failures_trip_on_the_nth() -> None:
-    tw = Tripwire(TripwirePolicy())  # no baseline yet: the SPRT is off, the run rule is not
+    tw = Tripwire(TripwireConfig())  # no baseline yet: the SPRT is off, the run rule is not
     assert tw.state["sprt_active"] is False
     for _ in range(4):
         assert tw.observe_candidate(True) is None
@@ -91,7 +91,7 @@ def test_sprt_is_off_while_the_baseline_fails_as_often_as_failure_rate() -> None
 
 
 def test_the_baseline_estimate_is_conservative_and_floored() -> None:
-    assert Tripwire(TripwirePolicy()).baseline_rate == 1.0  # nothing seen: assume the worst, SPRT off
+    assert Tripwire(TripwireConfig()).baseline_rate == 1.0  # nothing seen: assume the worst, SPRT off
     tw = warmed(0.0, n=50_000)
     assert tw.baseline_rate == 0.001  # the floor
     tw = warmed(0.01, n=50_000)
@@ -156,4 +156,4 @@ def test_the_ratio_rests_at_its_lower_bound_on_a_healthy_candidate() -> None:
 )
 def test_policy_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        TripwirePolicy(**kwargs)  # type: ignore[arg-type]
+        TripwireConfig(**kwargs)  # type: ignore[arg-type]

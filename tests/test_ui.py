@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.config import load_config
-from proxy.status_page import CSP, MEDIA_TYPES
+from proxy.admin.status_page import CSP, MEDIA_TYPES
+from proxy.config.load import load_config
 from tests.conftest import VIEWER_TOKEN, Models, RunningProxy, config_doc, start_proxy, write_config
 from tests.helpers import drive_traffic, wait_for_phase
 
@@ -102,7 +102,7 @@ async def live(tmp_path: Path, models: Models) -> AsyncIterator[Live]:
 
 
 async def test_shell_and_assets_come_from_the_package_with_strict_headers(proxy: RunningProxy) -> None:
-    folder = resources.files("proxy") / "ui"
+    folder = resources.files("proxy.admin") / "ui"
     async with httpx.AsyncClient(base_url=proxy.admin_url) as c:
         pages = {"index.html": await c.get("/ui"), "index.html/": await c.get("/ui/")}
         for name in MEDIA_TYPES:

@@ -1,0 +1,404 @@
+"""The admin listener: health, metrics, status and the rollout API (Starlette, PRODUCT §6).
+
+Tokens are bearer tokens with a role (viewer < operator), compared in constant time against every
+configured token. Mutations answer with the new state and its ``revision`` (also the ``ETag``); a
+request whose ``If-Match`` names an older revision gets 412. Every mutation is appended to the decision
+log with its actor (the token's name, never the token), the state before and after, and the reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy._types import Reloader, Role
+from proxy._version import __version__
+from proxy.admin.auth import Authenticator
+from proxy.admin.openapi import document as openapi_document
+from proxy.admin.status_page import StatusPage
+from proxy.clock import utc_now
+from proxy.config.model import AdminToken, Config
+from proxy.content.pii import Masker
+from proxy.errors import ApiError, IllegalTransition, ReloadFailed, RevisionMismatch, problem
+from proxy.rollout import state as rollout
+from proxy.rollout.controller import Controller
+from proxy.rollout.manifest import ManifestVerdict
+from proxy.rollout.state import RolloutState, set_shadow_sample, set_weight, weight_to_bp
+from proxy.rollout.store import StateStore
+from proxy.upstream.pool import UpstreamPool
+
+_ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    422: "Unprocessable content",
+    428: "Precondition required",
+    503: "Not ready",
+}
+
+
+def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def problem_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    body = problem(status, _TITLES.get(status, "Error"), detail, slug=f"admin-{status}")
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def _if_match(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    tag = raw.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(400, f"If-Match must be a revision as given in ETag, not {raw!r}")
+    return int(tag)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ApiError(422, "body must be a JSON object")
+    return doc
+
+
+def _number(doc: dict[str, Any], name: str, high: float) -> float:
+    """A finite number in [0, high] at ``doc[name]``, or 422 naming the field."""
+    value = doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(422, f"{name}: must be a number from 0 to {high:g}")
+    if not 0 <= value <= high:
+        raise ApiError(422, f"{name}: {value} is outside [0, {high:g}]")
+    return float(value)
+
+
+def _only(doc: dict[str, Any], *allowed: str) -> None:
+    unknown = set(doc) - set(allowed)
+    if unknown:
+        raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
+
+
+def _reason(doc: dict[str, Any]) -> str:
+    reason = doc.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise ApiError(422, "reason: must be a string of at most 500 characters")
+    return reason
+
+
+def _brief(state: RolloutState) -> dict[str, Any]:
+    return {
+        "revision": state.revision,
+        "phase": state.phase.value,
+        "weight": state.weight,
+        "step": state.step,
+        "shadow_sample": state.shadow_sample,
+    }
+
+
+def _state_doc(state: RolloutState) -> dict[str, Any]:
+    return {**state.to_json(), "weights": {"baseline": 100 - state.weight, "candidate": state.weight}}
+
+
+class AdminApi:
+    """The admin endpoints over injected parts; ``app()`` builds the Starlette application."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: StateStore,
+        pools: Mapping[Role, UpstreamPool],
+        registry: CollectorRegistry,
+        reports: Mapping[str, Callable[[], Any]] | None = None,
+        shadow_stats: Callable[[], dict[str, Any]] | None = None,
+        audit: Callable[[dict[str, Any]], None] | None = None,
+        masker: Masker | None = None,
+        controller: Controller | None = None,
+        on_rollback: Callable[[str], None] | None = None,
+        candidate: ManifestVerdict | None = None,
+        started_at: float | None = None,
+        config_reload: Reloader | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.pools = pools
+        self.registry = registry
+        self.reports = dict(reports or {})  # artifact file name -> renderer (dict for .json, str otherwise)
+        self.shadow_stats = shadow_stats
+        self.audit = audit
+        self.masker = masker
+        self.controller = controller
+        self.on_rollback = on_rollback
+        self.candidate = candidate or ManifestVerdict(ok=True, reason="no manifest configured")
+        self.auth = Authenticator(config.admin.tokens)
+        self.started_at = started_at or time.time()
+        self._ready_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
+        self.config_reload = config_reload
+
+    def reconfigure(
+        self, config: Config, *, pools: Mapping[Role, UpstreamPool], candidate: ManifestVerdict
+    ) -> None:
+        """A reloaded config: tokens, steps, pools and the candidate's verdict; the failure throttle stays."""
+        self.config = config
+        self.pools = pools
+        self.candidate = candidate
+        self.auth = Authenticator(config.admin.tokens, throttle=self.auth.throttle)
+
+    def app(self) -> Starlette:
+        def guard(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+            async def wrapped(request: Request) -> Response:
+                try:
+                    return await fn(request)
+                except ApiError as exc:
+                    return problem_response(exc.status, exc.detail, exc.headers)
+
+            return wrapped
+
+        # The status page's shell and assets hold no data and need no token; its data calls do.
+        page = StatusPage(tokens_configured=bool(self.config.admin.tokens))
+        routes = [
+            Route("/ui", guard(page.index), methods=["GET"]),
+            Route("/ui/", guard(page.index), methods=["GET"]),
+            Route("/ui/bootstrap.json", guard(page.bootstrap), methods=["GET"]),
+            Route("/ui/assets/{name}", guard(page.asset), methods=["GET"]),
+            Route("/healthz", guard(self.healthz), methods=["GET", "HEAD"]),
+            Route("/readyz", guard(self.readyz), methods=["GET", "HEAD"]),
+            Route("/metrics", guard(self.metrics), methods=["GET"]),
+            Route("/openapi.json", guard(self.openapi), methods=["GET"]),
+            Route("/status", guard(self.status), methods=["GET"]),
+            Route("/weights", guard(self.put_weights), methods=["PUT"]),
+            Route("/decisions", guard(self.decisions), methods=["GET"]),
+            Route("/shadow", guard(self.put_shadow), methods=["PUT"]),
+            Route("/reports/{name}", guard(self.report), methods=["GET"]),
+            Route("/rollout/{action}", guard(self.rollout_action), methods=["POST"]),
+            Route("/config/reload", guard(self.reload_config), methods=["POST"]),
+        ]
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            detail = exc.detail if exc.status_code != 404 else f"no admin endpoint at {request.url.path}"
+            return problem_response(exc.status_code, str(detail), exc.headers)
+
+        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: Request) -> Response:
+        """Ready when the state is loaded and the baseline accepts connections (checked at most 1/s)."""
+        checked_at, ok, why = self._ready_cache
+        now = time.monotonic()
+        if now - checked_at > 1.0:
+            loaded = getattr(self.store, "loaded", True)
+            baseline_ok = await self.pools["baseline"].reachable()
+            ok = loaded and baseline_ok
+            why = "ready" if ok else ("state not loaded" if not loaded else "baseline unreachable")
+            self._ready_cache = (now, ok, why)
+        if not ok:
+            return problem_response(503, why)
+        return json_response({"status": why})
+
+    async def metrics(self, request: Request) -> Response:
+        if self.config.admin.metrics_auth:
+            self.auth.require(request, "viewer")
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(metrics_auth=self.config.admin.metrics_auth))
+
+    async def status(self, request: Request) -> Response:
+        self.auth.require(request, "viewer")
+        state = self.store.current
+        doc = {
+            "rollguard": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "rollout": _state_doc(state),
+            "versions": {role: pool.version for role, pool in self.pools.items()},
+            "upstreams": {role: pool.stats() for role, pool in self.pools.items()},
+            "routes": [r.name for r in self.config.routes],
+        }
+        if self.shadow_stats is not None:
+            doc["shadow"] = self.shadow_stats()
+        if self.controller is not None:
+            doc["controller"] = self.controller.status()
+        doc["candidate"] = {"allowed": self.candidate.ok, "manifest": self.candidate.to_json()}
+        if self.config_reload is not None:
+            doc["config"] = self.config_reload.status()
+        return json_response(doc, headers={"ETag": f'"{state.revision}"'})
+
+    async def rollout_action(self, request: Request) -> Response:
+        """``POST /rollout/{start,pause,resume,promote,rollback,rearm}``; an illegal move is 409."""
+        action = request.path_params["action"]
+        if action not in _ROLLOUT_ACTIONS:
+            raise ApiError(404, f"no rollout action {action!r}; one of {', '.join(_ROLLOUT_ACTIONS)}")
+        actor = self.auth.require(request, "operator")
+        expected = _if_match(request)
+        doc = await _json_body(request)
+        _only(doc, "reason")
+        reason = self._safe(_reason(doc))
+        canary = self.config.canary
+        steps = canary.steps
+        now, ts = utc_now(), time.time()
+        moves: dict[str, Callable[[RolloutState], RolloutState]] = {
+            "start": lambda s: rollout.start(
+                s, steps, shadow_first=canary.shadow_samples > 0, now=now, ts=ts, reason=reason
+            ),
+            "pause": lambda s: rollout.pause(s, now=now, reason=reason),
+            "resume": lambda s: rollout.resume(s, steps, now=now, ts=ts, reason=reason),
+            "promote": lambda s: rollout.promote(
+                s, steps, now=now, ts=ts, reason=reason or "promoted by an operator"
+            ),
+            "rollback": lambda s: rollout.rollback(
+                s, now=now, ts=ts, reason=reason or "rolled back by an operator"
+            ),
+            "rearm": lambda s: rollout.rearm(s, now=now, reason=reason),
+        }
+        if action in ("start", "resume", "promote"):
+            self._require_candidate(action)
+        label = action.upper() if action in ("promote", "rollback") else action
+        response = await self._mutate(actor, label, reason, expected, moves[action])
+        if action == "rollback" and self.on_rollback is not None:
+            self.on_rollback("operator")
+        return response
+
+    async def reload_config(self, request: Request) -> Response:
+        """``POST /config/reload``: what SIGHUP does, answered with the outcome; a bad file is 422."""
+        actor = self.auth.require(request, "operator")
+        _only(await _json_body(request))
+        if self.config_reload is None:
+            raise ApiError(409, "this proxy was not started from a config file it can reload")
+        try:
+            outcome = await self.config_reload.reload(actor.name)
+        except ReloadFailed as exc:  # nothing changed; the message names the key path
+            raise ApiError(422, f"config not reloaded, the running config stays in force: {exc}") from exc
+        return json_response(outcome)
+
+    async def put_weights(self, request: Request) -> Response:
+        actor = self.auth.require(request, "operator")
+        expected = _if_match(request)
+        doc = await _json_body(request)
+        canary = _number(doc, "canary", 100)
+        if abs(canary * 100 - round(canary * 100)) > 1e-6:
+            raise ApiError(422, f"canary: {canary} has more than two decimals (resolution is 0.01)")
+        reason = self._safe(_reason(doc))
+        if canary > 0:
+            self._require_candidate("a candidate weight")
+        _only(doc, "canary", "reason")
+        return await self._mutate(
+            actor,
+            "set_weight",
+            reason,
+            expected,
+            lambda s: set_weight(s, weight_to_bp(canary), utc_now(), reason),
+        )
+
+    async def put_shadow(self, request: Request) -> Response:
+        actor = self.auth.require(request, "operator")
+        expected = _if_match(request)
+        doc = await _json_body(request)
+        sample = _number(doc, "sample", 1)
+        reason = self._safe(_reason(doc))
+        if sample > 0:
+            self._require_candidate("shadowing")
+        _only(doc, "sample", "reason")
+        return await self._mutate(
+            actor,
+            "set_shadow_sample",
+            reason,
+            expected,
+            lambda s: set_shadow_sample(s, float(sample), utc_now(), reason),
+        )
+
+    async def report(self, request: Request) -> Response:
+        self.auth.require(request, "viewer")
+        name = request.path_params["name"]
+        render = self.reports.get(name)
+        if render is None:
+            known = ", ".join(sorted(self.reports)) or "none yet"
+            raise ApiError(404, f"no report {name!r}; available: {known}")
+        body = render()
+        if inspect.isawaitable(body):
+            body = await body
+        if isinstance(body, str):
+            media = "text/markdown; charset=utf-8" if name.endswith(".md") else "text/plain; charset=utf-8"
+            return Response(body, media_type=media)
+        return json_response(body)
+
+    async def decisions(self, request: Request) -> Response:
+        self.auth.require(request, "viewer")
+        try:
+            limit = int(request.query_params.get("limit", "1000"))
+        except ValueError as exc:
+            raise ApiError(422, "limit: must be an integer") from exc
+        if not 1 <= limit <= 10_000:
+            raise ApiError(422, "limit: must be from 1 to 10000")
+        return json_response({"decisions": await self.store.decisions(limit)})
+
+    async def _mutate(
+        self,
+        actor: AdminToken,
+        action: str,
+        reason: str,
+        expected: int | None,
+        change: Callable[[RolloutState], RolloutState],
+    ) -> Response:
+        entry = {"ts": utc_now(), "actor": actor.name, "action": action, "reason": reason}
+        before = self.store.current
+        try:
+            after = await self.store.update(change, entry, expected_revision=expected)
+        except RevisionMismatch as exc:
+            self._audit(entry, before, None, f"refused: {exc}")
+            raise ApiError(412, str(exc), {"ETag": f'"{exc.current}"'}) from exc
+        except IllegalTransition as exc:
+            self._audit(entry, before, None, f"refused: {exc}")
+            raise ApiError(409, str(exc)) from exc
+        self._audit(entry, before, after, None)
+        return json_response(_state_doc(after), headers={"ETag": f'"{after.revision}"'})
+
+    def _require_candidate(self, what: str) -> None:
+        """409 for any move that would send the candidate traffic when its manifest was refused."""
+        if not self.candidate.ok:
+            raise ApiError(409, f"{what} refused: the candidate is not verified: {self.candidate.reason}")
+
+    def _safe(self, reason: str) -> str:
+        """Operators type reasons; state and decision log are logs too, so the masker sees them first."""
+        return self.masker.mask_text(reason) if self.masker is not None and reason else reason
+
+    def _audit(
+        self, entry: dict[str, Any], before: RolloutState, after: RolloutState | None, error: str | None
+    ) -> None:
+        """One audit line per admin mutation, accepted or refused: actor, before, after, reason."""
+        if self.audit is None:
+            return
+        line = {**entry, "before": _brief(before), "after": _brief(after) if after else None}
+        if error is not None:
+            line["error"] = error
+        self.audit(line)

@@ -1,0 +1,85 @@
+"""Admin authentication: bearer tokens with roles, compared in constant time, and a throttle on
+failed attempts so a token cannot be guessed at line rate.
+
+A peer address with ``max_failures`` failed authentications within ``window`` seconds gets 429 (with
+``Retry-After``) on every authenticated endpoint until the window has passed; valid tokens from other
+addresses are unaffected. Tokens are never logged: errors name the token's *name* only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import deque
+
+from starlette.requests import Request
+
+from proxy.config.model import AdminToken
+from proxy.errors import ApiError
+
+_ROLE_RANK = {"viewer": 1, "operator": 2}
+
+
+class FailureThrottle:
+    """Failed authentications per peer address in a sliding window; memory bounded by ``max_peers``."""
+
+    def __init__(self, *, max_failures: int = 10, window: float = 60.0, max_peers: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.max_peers = max_peers
+        self._failures: dict[str, deque[float]] = {}
+
+    def failed(self, peer: str, now: float) -> None:
+        if peer not in self._failures and len(self._failures) >= self.max_peers:
+            self._failures.clear()  # a flood from many addresses forgets, it never grows without bound
+        times = self._failures.setdefault(peer, deque(maxlen=self.max_failures))
+        times.append(now)
+
+    def blocked_for(self, peer: str, now: float) -> int:
+        """Whole seconds this peer must wait, 0 when it may try."""
+        times = self._failures.get(peer)
+        if not times or len(times) < self.max_failures:
+            return 0
+        left = self.window - (now - times[0])
+        if left <= 0:
+            del self._failures[peer]
+            return 0
+        return max(1, int(left + 0.999))
+
+
+class Authenticator:
+    """Bearer token -> the configured token it matches, in constant time over every token."""
+
+    def __init__(self, tokens: tuple[AdminToken, ...], *, throttle: FailureThrottle | None = None) -> None:
+        self._tokens = [(t.token.encode(), t) for t in tokens]
+        self.throttle = throttle or FailureThrottle()
+
+    def identify(self, request: Request) -> AdminToken | None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        given = presented.strip().encode()
+        found: AdminToken | None = None
+        for secret, token in self._tokens:
+            if hmac.compare_digest(secret, given):
+                found = token
+        return found
+
+    def require(self, request: Request, role: str) -> AdminToken:
+        peer = request.client.host if request.client else ""
+        wait = self.throttle.blocked_for(peer, time.monotonic())
+        if wait:
+            raise ApiError(
+                429,
+                "too many failed authentications from this address; try again later",
+                {"Retry-After": str(wait)},
+            )
+        token = self.identify(request)
+        if token is None:
+            self.throttle.failed(peer, time.monotonic())
+            raise ApiError(
+                401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="rollguard"'}
+            )
+        if _ROLE_RANK[token.role] < _ROLE_RANK[role]:
+            raise ApiError(403, f"this action needs the {role} role; token {token.name!r} is a {token.role}")
+        return token

@@ -1,0 +1,76 @@
+"""The controller's evidence, fed by the data plane: each routed request's upstream attempts go into the
+current step's windows, and through the trip-wire that can roll back before the window ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from proxy.config.model import Config
+from proxy.observe.exchange import Exchange
+from proxy.rollout.evidence import Evidence, VersionWindow
+from proxy.rollout.tripwire import Tripwire
+
+
+class Recorder:
+    """Per-request evidence for the controller, and the trip-wire in front of it."""
+
+    def __init__(self, config: Config, *, on_trip: Callable[[str], None]) -> None:
+        self.tripwire = Tripwire(config.canary.tripwire)
+        self.on_trip = on_trip
+        self.armed = False  # the trip-wire fires only while the candidate has real traffic
+        self._costs = {
+            "baseline": (config.baseline.cost_per_request, config.baseline.cost_per_second),
+            "candidate": (config.candidate.cost_per_request, config.candidate.cost_per_second),
+        }
+        self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
+        self.started = time.monotonic()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take new costs and trip-wire settings; the evidence so far is kept (same step, same samples).
+        A changed trip-wire starts its count afresh, as it would at a new step."""
+        policy = config.canary.tripwire
+        if policy != self.tripwire.policy:
+            self.tripwire = Tripwire(policy)
+        self._costs = {
+            "baseline": (config.baseline.cost_per_request, config.baseline.cost_per_second),
+            "candidate": (config.candidate.cost_per_request, config.candidate.cost_per_second),
+        }
+
+    def reset(self, *, armed: bool) -> None:
+        """Start afresh: a new step or phase is judged on its own samples only."""
+        self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
+        self.tripwire.reset()
+        self.armed = armed
+        self.started = time.monotonic()
+
+    def on_exchange(self, ex: Exchange) -> None:
+        """Every upstream attempt of a routed request is evidence (a candidate failure a fallback or a
+        retry hid included); unmatched paths are not part of any rollout."""
+        if ex.route is None:
+            return
+        threshold = ex.route.route.decision_threshold
+        for att in ex.attempts:
+            self.observe(att.pool.role, att.elapsed, att.failure_kind, att.score, threshold)
+
+    def observe(
+        self, role: str, latency_s: float, failure_kind: str | None, score: float | None, threshold: float
+    ) -> None:
+        """One upstream attempt on a routed request (a candidate attempt replaced by a fallback included)."""
+        per_request, per_second = self._costs[role]
+        window = self.evidence.candidate if role == "candidate" else self.evidence.baseline
+        failed = failure_kind is not None
+        window.add(
+            latency_s=latency_s,
+            failed=failed,
+            score=score,
+            decision=None if score is None else score >= threshold,
+            cost=per_request + per_second * latency_s,
+        )
+        if role == "baseline":
+            self.tripwire.observe_baseline(failed)
+        elif self.armed:
+            reason = self.tripwire.observe_candidate(failed)
+            if reason is not None:
+                self.armed = False  # one trip per step: the rollback that follows resets everything
+                self.on_trip(reason)

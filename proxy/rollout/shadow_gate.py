@@ -1,0 +1,124 @@
+"""The shadow phase's gates (pure): may the candidate take its first real traffic?
+
+Judged on ``shadow_eval.json`` (every mirrored pair of the current rollout): paired decision divergence
+with its 95% interval against ``decision_delta_pp``; candidate failures (errors and contract breaches)
+against ``error_rate`` with a Wilson bound; the candidate's p95 against ``latency_p95_ms``. Below
+``shadow_samples`` compared pairs every gate is NODATA, so the phase holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.rollout.decide import Gate, GateResult, GateVerdict
+from proxy.rollout.gates import GatePolicy
+from proxy.stats.inference import wilson_interval
+
+
+def _nodata(gate: Gate, threshold: float, detail: str) -> GateResult:
+    return GateResult(
+        gate=gate,
+        verdict="NODATA",
+        value=None,
+        baseline=None,
+        threshold=threshold,
+        p_value=None,
+        detail=detail,
+    )
+
+
+def judge_shadow(
+    report: dict[str, Any], policy: GatePolicy, shadow_samples: int
+) -> tuple[list[GateResult], bool]:
+    """The shadow gates over every route's evaluation, and whether there were enough pairs to judge."""
+    routes = list(report.get("routes", {}).values())
+    compared = sum(int(r.get("compared", 0)) for r in routes)
+    pairs = sum(int(r.get("pairs_total", 0)) for r in routes)
+    if compared < max(shadow_samples, 1):
+        why = f"{compared} of {shadow_samples} compared pairs so far"
+        return [
+            _nodata("decision_delta", policy.decision_delta_pp, why),
+            _nodata("error_rate", policy.error_rate, why),
+            _nodata("latency_p95", policy.latency_p95_ms, why),
+        ], False
+    return [_divergence(routes, policy), _errors(routes, pairs, policy), _latency(routes, policy)], True
+
+
+def _divergence(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
+    worst: GateResult | None = None
+    for r in routes:
+        d = r.get("decision_divergence_pp") or {}
+        value, ci = d.get("value"), d.get("ci95")
+        if value is None or not ci:
+            continue
+        lo, hi = ci
+        limit = policy.decision_delta_pp
+        verdict: GateVerdict = "HIGH" if lo > limit else "PASS" if hi <= limit else "INCONCLUSIVE"
+        result = GateResult(
+            gate="decision_delta",
+            verdict=verdict,
+            value=value,
+            baseline=0.0,
+            threshold=limit,
+            p_value=None,
+            detail=f"{r.get('route')}: decisions differ in {value:.2f} pp of pairs "
+            f"[{lo:.2f}, {hi:.2f}] vs {limit:g} pp",
+        )
+        if worst is None or _rank(result) > _rank(worst):
+            worst = result
+    return worst or _nodata("decision_delta", policy.decision_delta_pp, "no decisions to compare (no score)")
+
+
+def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> GateResult:
+    errors = sum(sum((r.get("errors", {}).get("candidate") or {}).values()) for r in routes)
+    breaches = sum(int((r.get("schema_violations") or {}).get("candidate", 0)) for r in routes)
+    failures = errors + breaches
+    lo, hi = wilson_interval(failures, pairs)
+    rate = failures / pairs if pairs else 0.0
+    limit = policy.error_rate
+    verdict: GateVerdict = "HIGH" if lo > limit else "PASS" if hi <= limit else "INCONCLUSIVE"
+    return GateResult(
+        gate="error_rate",
+        verdict=verdict,
+        value=rate,
+        baseline=None,
+        threshold=limit,
+        p_value=None,
+        detail=f"error_rate: candidate failed {failures} of {pairs} mirrors ({errors} errors, "
+        f"{breaches} contract breaches): {100 * rate:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] "
+        f"vs {100 * limit:g}%",
+    )
+
+
+def _latency(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
+    """The candidate's mirrored p95 against the threshold, and against the baseline's own p95 measured
+    through the same proxy at the same moments: a slow host slows both, and that is not the candidate's
+    fault. Over the threshold but within ``latency_ratio`` of the baseline is inconclusive."""
+    worst: GateResult | None = None
+    limit = policy.latency_p95_ms
+    for r in routes:
+        lat = r.get("latency_ms") or {}
+        cand = (lat.get("candidate") or {}).get("p95")
+        base = (lat.get("baseline") or {}).get("p95")
+        if cand is None:
+            continue
+        verdict: GateVerdict = "PASS"
+        if cand > limit:
+            verdict = "HIGH" if base is None or cand > policy.latency_ratio * base else "INCONCLUSIVE"
+        versus = f" (baseline {base:.1f} ms)" if base is not None else ""
+        result = GateResult(
+            gate="latency_p95",
+            verdict=verdict,
+            value=cand,
+            baseline=base,
+            threshold=limit,
+            p_value=None,
+            detail=f"latency_p95: candidate p95 {cand:.1f} ms{versus} vs {limit:g} ms",
+        )
+        if worst is None or _rank(result) > _rank(worst):
+            worst = result
+    return worst or _nodata("latency_p95", limit, "no candidate latency yet")
+
+
+def _rank(g: GateResult) -> int:
+    return {"PASS": 0, "NODATA": 1, "INCONCLUSIVE": 2, "LOW": 3, "HIGH": 3}[g.verdict]
