@@ -50,4 +50,3 @@ class TaskSet:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         return len(pending)
-

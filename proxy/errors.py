@@ -1,9 +1,14 @@
 """The one error tree of rollguard, and its problem+json rendering (RFC 9457).
 
-    RollguardError                      base; never raised itself
+    RollguardError                      base; never raised itself. Each class knows its HTTP status and
+    │                                   title, so the admin API and the data plane render any of them
     ├── ConfigError                     bad configuration; .path names the key (``canary.steps[2]``)
-    ├── StateConflict                   a state change lost a race or is illegal in this phase
-    │   ├── RevisionMismatch   412      ``If-Match`` named a revision that is no longer current
+    ├── ReloadFailed           422      a config reload that changed nothing; names the key path at fault
+    ├── TlsError                        a certificate, key or CA file cannot be used; .field names its key
+    ├── ClientGone             499      the client disconnected first (logged, never sent)
+    ├── ApiError               4xx      an admin API request refused; the status is the instance's
+    ├── StateConflict          409      a rollout state change lost a race or is illegal in this phase
+    │   ├── RevisionMismatch   412      ``If-Match`` named a revision that is no longer current (ETag)
     │   └── IllegalTransition  409      the move is not legal in the current phase
     └── ProxyError                      anything the data plane answers itself, with an HTTP status
         ├── BadRequest         400      unreadable or invalid client request
@@ -22,13 +27,15 @@
             ├── UpstreamCircuitOpen   503  kind=circuit_open  the upstream's breaker is open (Retry-After)
             └── UpstreamPoolFull      503  kind=pool_full     every pooled connection is busy (Retry-After)
 
-Lower-layer exceptions (aiohttp, OSError, asyncio.TimeoutError) are translated at the boundary, in
-``upstream.py``, with ``raise ... from exc``; nothing above that layer sees an aiohttp type.
+Lower-layer exceptions (aiohttp, OSError, asyncio.TimeoutError) are translated once, at the upstream
+boundary (``upstream/pool.py``: ``translate`` and ``TRANSPORT_ERRORS``), with ``raise ... from exc``;
+nothing above that layer sees an aiohttp type.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 import orjson
@@ -38,7 +45,19 @@ _TYPE_BASE = "https://rollguard.dev/problems/"
 
 
 class RollguardError(Exception):
-    """Base of every error rollguard raises on purpose."""
+    """Base of every error rollguard raises on purpose. ``status``/``title`` say how an HTTP surface
+    answers it, ``problem_detail`` is the sentence it answers with, ``response_headers`` what it adds."""
+
+    status: int = 500
+    title: str = "Internal error"
+
+    @property
+    def problem_detail(self) -> str:
+        return str(self)
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        return {}
 
 
 class ConfigError(RollguardError):
@@ -53,16 +72,22 @@ class ConfigError(RollguardError):
 class StateConflict(RollguardError):
     """A rollout state change that cannot be applied."""
 
-    status: ClassVar[int] = 409
+    status: int = 409
+    title: str = "Conflict"
 
 
 class RevisionMismatch(StateConflict):
     status = 412
+    title = "Precondition failed"
 
     def __init__(self, expected: int, current: int) -> None:
         self.expected = expected
         self.current = current
         super().__init__(f"revision {expected} is no longer current (now {current})")
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        return {"ETag": f'"{self.current}"'}
 
 
 class IllegalTransition(StateConflict):
@@ -72,8 +97,8 @@ class IllegalTransition(StateConflict):
 class ProxyError(RollguardError):
     """An error the data plane answers itself. Subclasses fix ``status``, ``title`` and ``slug``."""
 
-    status: ClassVar[int] = 500
-    title: ClassVar[str] = "Internal proxy error"
+    status: int = 500
+    title: str = "Internal proxy error"
     slug: ClassVar[str] = "internal"
     retry_after: int | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (WWW-Authenticate)
@@ -236,18 +261,37 @@ def problem_for(exc: ProxyError, request_id: str) -> bytes:
     return problem(exc.status, exc.title, exc.detail, request_id=request_id, slug=exc.slug)
 
 
-class ReloadFailed(Exception):
+class ReloadFailed(RollguardError):
     """A reload that changed nothing; the message names the key path at fault."""
 
+    status = 422
+    title = "Config not reloaded"
 
-class ApiError(Exception):
+    @property
+    def problem_detail(self) -> str:
+        return f"config not reloaded, the running config stays in force: {self}"
+
+
+class ApiError(RollguardError):
+    """An admin API request refused with ``status`` (400, 401, 403, 404, 409, 422, 428, 429, 503)."""
+
     def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
+        self.status = status  # per instance: the admin API's statuses are many
+        self.title = HTTPStatus(status).phrase
         self.detail = detail
         self.headers = dict(headers or {})
+        super().__init__(detail)
+
+    @property
+    def problem_detail(self) -> str:
+        return self.detail
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        return self.headers
 
 
-class TlsError(Exception):
+class TlsError(RollguardError):
     """A certificate, key or CA file cannot be used; ``field`` is the key it came from (``cert``...)."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -255,5 +299,8 @@ class TlsError(Exception):
         super().__init__(message)
 
 
-class ClientGone(Exception):
+class ClientGone(RollguardError):
     """The client disconnected before the exchange finished."""
+
+    status = 499  # nginx's "client closed request": logged, never sent
+    title = "Client closed request"

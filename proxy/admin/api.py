@@ -30,7 +30,7 @@ from proxy.admin.status_page import StatusPage
 from proxy.clock import utc_now
 from proxy.config.model import AdminToken, Config
 from proxy.content.pii import Masker
-from proxy.errors import ApiError, IllegalTransition, ReloadFailed, RevisionMismatch, problem
+from proxy.errors import ApiError, ReloadFailed, RollguardError, StateConflict, problem
 from proxy.rollout import state as rollout
 from proxy.rollout.controller import Controller
 from proxy.rollout.manifest import ManifestVerdict
@@ -39,18 +39,6 @@ from proxy.rollout.store import StateStore
 from proxy.upstream.pool import UpstreamPool
 
 _ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
-_TITLES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    412: "Precondition failed",
-    422: "Unprocessable content",
-    428: "Precondition required",
-    503: "Not ready",
-}
 
 
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -62,9 +50,14 @@ def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None
     )
 
 
-def problem_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
-    body = problem(status, _TITLES.get(status, "Error"), detail, slug=f"admin-{status}")
-    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
+def problem_response(exc: RollguardError) -> Response:
+    """Any error of the tree as problem+json: its class (or, for ApiError, the instance) gives status,
+    title and headers."""
+    status = exc.status
+    body = problem(status, exc.title, exc.problem_detail, slug=f"admin-{status}")
+    return Response(
+        body, status_code=status, media_type="application/problem+json", headers=dict(exc.response_headers)
+    )
 
 
 def _if_match(request: Request) -> int | None:
@@ -177,8 +170,8 @@ class AdminApi:
             async def wrapped(request: Request) -> Response:
                 try:
                     return await fn(request)
-                except ApiError as exc:
-                    return problem_response(exc.status, exc.detail, exc.headers)
+                except (ApiError, StateConflict, ReloadFailed) as exc:
+                    return problem_response(exc)
 
             return wrapped
 
@@ -205,7 +198,7 @@ class AdminApi:
         async def http_error(request: Request, exc: Exception) -> Response:
             assert isinstance(exc, HTTPException)
             detail = exc.detail if exc.status_code != 404 else f"no admin endpoint at {request.url.path}"
-            return problem_response(exc.status_code, str(detail), exc.headers)
+            return problem_response(ApiError(exc.status_code, str(detail), exc.headers))
 
         return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
@@ -223,7 +216,7 @@ class AdminApi:
             why = "ready" if ok else ("state not loaded" if not loaded else "baseline unreachable")
             self._ready_cache = (now, ok, why)
         if not ok:
-            return problem_response(503, why)
+            return problem_response(ApiError(503, why))
         return json_response({"status": why})
 
     async def metrics(self, request: Request) -> Response:
@@ -295,11 +288,8 @@ class AdminApi:
         _only(await _json_body(request))
         if self.config_reload is None:
             raise ApiError(409, "this proxy was not started from a config file it can reload")
-        try:
-            outcome = await self.config_reload.reload(actor.name)
-        except ReloadFailed as exc:  # nothing changed; the message names the key path
-            raise ApiError(422, f"config not reloaded, the running config stays in force: {exc}") from exc
-        return json_response(outcome)
+        # A ReloadFailed (nothing changed; it names the key path) is answered 422 from its class.
+        return json_response(await self.config_reload.reload(actor.name))
 
     async def put_weights(self, request: Request) -> Response:
         actor = self.auth.require(request, "operator")
@@ -374,12 +364,9 @@ class AdminApi:
         before = self.store.current
         try:
             after = await self.store.update(change, entry, expected_revision=expected)
-        except RevisionMismatch as exc:
+        except StateConflict as exc:  # answered 412 (with the current ETag) or 409, from its class
             self._audit(entry, before, None, f"refused: {exc}")
-            raise ApiError(412, str(exc), {"ETag": f'"{exc.current}"'}) from exc
-        except IllegalTransition as exc:
-            self._audit(entry, before, None, f"refused: {exc}")
-            raise ApiError(409, str(exc)) from exc
+            raise
         self._audit(entry, before, after, None)
         return json_response(_state_doc(after), headers={"ETag": f'"{after.revision}"'})
 

@@ -55,6 +55,7 @@ def _scan(
     pattern: re.Pattern[str],
     check: Validate,
     text: str,
+    *,
     pos: int = 0,
     end: int = -1,
 ) -> None:
@@ -394,14 +395,14 @@ class BuiltinDetector:
             digits = len(_digits(run.group()))
             if digits >= 10:
                 long_run = True
-                _scan(hits, "cnpj", _CNPJ, _cnpj, text, start, upto)
-                _scan(hits, "cpf", _CPF, _cpf, text, start, upto)
+                _scan(hits, "cnpj", _CNPJ, _cnpj, text, pos=start, end=upto)
+                _scan(hits, "cpf", _CPF, _cpf, text, pos=start, end=upto)
                 paren = start > 0 and text[start - 1] == "("  # "(11) 91234-5678" opens before the run
-                _scan(hits, "phone", _BR_PHONE, _br_phone, text, start - paren, upto)
+                _scan(hits, "phone", _BR_PHONE, _br_phone, text, pos=start - paren, end=upto)
                 if digits >= 13:
                     _cards(text, start, upto, hits)
             if self._ip and run.group().count(".") >= 3:
-                _scan(hits, "ip", _IPV4, _ipv4, text, start, upto)
+                _scan(hits, "ip", _IPV4, _ipv4, text, pos=start, end=upto)
         if long_run:
             _ibans(text, hits)
         return hits

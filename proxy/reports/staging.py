@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from proxy.clock import utc_now
 from proxy.config.model import Config
-from proxy.content.contracts import InvalidJSON, Violation, parse_json
+from proxy.content.contracts import InvalidJSON, parse_json
 from proxy.content.pii import Masker
 from proxy.observe.exchange import Exchange
 from proxy.observe.metrics import ProxyMetrics
@@ -38,7 +38,6 @@ from proxy.reports.resources import process_figures
 from proxy.rollout.manifest import ManifestVerdict
 from proxy.rollout.store import StateStore
 from proxy.stats.sketches import LogHistogram
-from proxy.upstream.attempt import Attempt
 from proxy.upstream.body import Body
 
 log = logging.getLogger("rollguard.staging")
@@ -158,23 +157,17 @@ class StagingBook:
         slots = book.valid if ex.breach is None else book.invalid
         slot = slots.slot(self._draw)
         if slot is not None:
-            sample = self._sample(ex.scope, ex.status, answered, body, ex.breach, ex.request_id)
+            sample = self._sample(ex, body)
             if sample is not None:
                 slots.put(slot, sample)
 
     # -- samples ------------------------------------------------------------------------------------
 
-    def _sample(
-        self,
-        scope: Mapping[str, Any],
-        status: int,
-        answered: Attempt | None,
-        body: Body,
-        breach: Violation | None,
-        rid: str,
-    ) -> dict[str, Any] | None:
-        """One masked, size-capped sample; None when masking fails (PRODUCT §9: dropped, never raw)."""
+    def _sample(self, ex: Exchange, body: Body) -> dict[str, Any] | None:
+        """One masked, size-capped sample of ``ex`` (whose held ``body`` it is); None when masking fails
+        (PRODUCT §9: dropped, never raw)."""
         m = self.masker
+        scope, status, answered, breach, rid = ex.scope, ex.status, ex.answered, ex.breach, ex.request_id
         try:
             query: bytes = scope.get("query_string") or b""
             return {
