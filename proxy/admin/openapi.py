@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy._version import __version__
+from proxy.reports.artifacts import ARTIFACTS
 
 _PROBLEM = {
     "description": "problem+json (RFC 9457)",
@@ -119,14 +120,7 @@ def document(*, metrics_auth: bool) -> dict[str, Any]:
                         "name": "name",
                         "in": "path",
                         "required": True,
-                        "schema": {
-                            "enum": [
-                                "shadow_eval.json",
-                                "canary_plan.md",
-                                "rollout_decision.txt",
-                                "staging_report.json",
-                            ]
-                        },
+                        "schema": {"enum": list(ARTIFACTS)},
                     }
                 ],
             }

@@ -27,7 +27,13 @@ from proxy.observe.exchange import Observer, Observers
 from proxy.observe.logs import AccessLog
 from proxy.observe.metrics import ProxyMetrics
 from proxy.observe.tracing import Tracing
-from proxy.reports.artifacts import ArtifactWriter
+from proxy.reports.artifacts import (
+    CANARY_PLAN,
+    ROLLOUT_DECISION,
+    SHADOW_EVAL,
+    STAGING_REPORT,
+    ArtifactWriter,
+)
 from proxy.reports.plan import canary_plan, rollout_decisions
 from proxy.reports.staging import StagingBook
 from proxy.rollout.candidate import check_candidate, load_state
@@ -130,10 +136,10 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             return rollout_decisions(await store.decisions(10_000))
 
         reports = {
-            "shadow_eval.json": lambda: book.report(utc_now()),
-            "staging_report.json": lambda: staging.report(utc_now()),
-            "canary_plan.md": lambda: canary_plan(data.current.config),
-            "rollout_decision.txt": decisions_text,
+            SHADOW_EVAL: lambda: book.report(utc_now()),
+            STAGING_REPORT: lambda: staging.report(utc_now()),
+            CANARY_PLAN: lambda: canary_plan(data.current.config),
+            ROLLOUT_DECISION: decisions_text,
         }
         # Every artifact, written as one folder when a rollout is promoted or rolled back (PRODUCT §8).
         writer = ArtifactWriter(config.reports_dir, reports, keep=config.reports.keep, tasks=tasks)

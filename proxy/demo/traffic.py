@@ -43,7 +43,7 @@ from proxy.app.serve import serve
 from proxy.config.model import Config, Listen
 from proxy.demo.sample_model import RunningModel, features_generator
 from proxy.demo.scenarios import DEMO_CANARY
-from proxy.reports.artifacts import ARTIFACTS
+from proxy.reports.artifacts import ARTIFACTS, SHADOW_EVAL
 
 VERSION_HEADER = "x-rollguard-version"
 _PROBLEM = "application/problem+json"
@@ -204,7 +204,7 @@ class DemoFiles:
         self.state = out / "state" / "rollguard-state.json"
         self.decisions = self.state.with_name(self.state.stem + ".decisions.jsonl")  # the store's naming
         self.access_log, self.summary = out / "access.log", out / "demo-summary.json"
-        self.shadow_eval = out / "shadow_eval.json"  # written by `rollguard report`
+        self.shadow_eval = out / SHADOW_EVAL  # written by `rollguard report`
 
     def prepare(self, baseline: RunningModel, candidate: RunningModel) -> str:
         """Write config and token, remove an earlier run's files; returns the operator token.

@@ -143,6 +143,10 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# The artifacts of PRODUCT §8, fetched live from the admin API; one a proxy does not serve (an older
-# version) answers 404 and is reported as not available.
-ARTIFACTS = ("shadow_eval.json", "staging_report.json", "canary_plan.md", "rollout_decision.txt")
+# The artifacts of PRODUCT §8, by the names they have everywhere: files in a report folder, GET
+# /reports/<name> on the admin API, `rollguard report`. This is the one place those names are written.
+SHADOW_EVAL = "shadow_eval.json"
+STAGING_REPORT = "staging_report.json"
+CANARY_PLAN = "canary_plan.md"
+ROLLOUT_DECISION = "rollout_decision.txt"
+ARTIFACTS = (SHADOW_EVAL, STAGING_REPORT, CANARY_PLAN, ROLLOUT_DECISION)

@@ -3,7 +3,7 @@
 Pure: no I/O and no clock (the caller passes ``now`` in :class:`StepProgress`). The controller loop calls
 :func:`decide` once per window with the gates :func:`proxy.rollout.gates.judge` returned, persists
 ``Decision.progress`` and acts on ``Decision.action``. The verdict vocabulary (:class:`GateResult`) lives
-here so that judging (:mod:`proxy.rollout.gates`, which re-exports all of this) and deciding stay apart.
+here so that judging (:mod:`proxy.rollout.gates`) and deciding stay apart; both import it from here.
 
 Step -1 is the shadow phase, before the first step: its passing windows PROCEED to step 0.
 

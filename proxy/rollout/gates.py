@@ -41,14 +41,9 @@ from typing import Any, Final
 from proxy.config.model import CanaryConfig
 from proxy.rollout.decide import (
     GATES,
-    Action,
-    Decision,
     Gate,
     GateResult,
     GateVerdict,
-    StepPolicy,
-    StepProgress,
-    decide,
 )
 from proxy.rollout.evidence import Evidence, VersionWindow
 from proxy.stats.inference import (
@@ -66,21 +61,6 @@ from proxy.stats.inference import (
     wilson_interval,
     z_upper,
 )
-
-# The controller's one import: judging here, the step decision and its vocabulary from proxy.rollout.decide.
-__all__ = [
-    "GATES",
-    "Action",
-    "Decision",
-    "Gate",
-    "GatePolicy",
-    "GateResult",
-    "StepPolicy",
-    "StepProgress",
-    "GateVerdict",
-    "decide",
-    "judge",
-]
 
 _Q: Final = 0.95  # the latency quantile the gate is about
 
