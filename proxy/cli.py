@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from proxy._version import __version__
+from proxy.content.text import printable
 from proxy.errors import ConfigError
 from proxy.reports.artifacts import ARTIFACTS
 
@@ -204,13 +205,20 @@ def _client_call(
         return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
     if status >= 400:
         hint = " (set ROLLGUARD_TOKEN)" if status == 401 else ""
-        return _die(f"{status} {doc.get('title', '')}: {doc.get('detail', '')}{hint}", 1)
+        title = printable(str(doc.get("title", "")), 200)
+        detail = printable(str(doc.get("detail", "")), 2000)
+        return _die(f"{status} {title}: {detail}{hint}", 1)
     return status, doc
 
 
 def _print_status(doc: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    def shown(value: Any) -> str:
+        """A value the API returned, as inert text: no rich markup, no control characters."""
+        return escape(printable(str(value), 2000))
 
     r = doc["rollout"]
     console = Console()
@@ -219,11 +227,11 @@ def _print_status(doc: dict[str, Any]) -> None:
         f"[bold]revision[/] {r['revision']}   [bold]rollout[/] {r['rollout_id']}"
     )
     if r.get("reason"):
-        console.print(f"[dim]{r['updated_at']}  {r['reason']}[/]")
+        console.print(f"[dim]{shown(r['updated_at'])}  {shown(r['reason'])}[/]")
     ctl = doc.get("controller") or {}
     last = ctl.get("last_decision") or {}
     if last:
-        console.print(f"[bold]last decision[/] {last['action']}: {last['reason']}")
+        console.print(f"[bold]last decision[/] {shown(last['action'])}: {shown(last['reason'])}")
     if ctl.get("gates"):
         gates = Table("gate", "verdict", "candidate", "baseline", "threshold")
         for g in ctl["gates"]:
@@ -311,15 +319,24 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineFormatter(logging.Formatter):
+    """Log lines whose message cannot break the line or reach the terminal as a control sequence: a
+    reason or a path with a newline or an ESC in it is shown escaped. Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def _num(x: Any) -> str:
     return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.command in ("serve", "check-config"):
         from proxy.config.load import load_config
 

@@ -9,6 +9,7 @@ log with its actor (the token's name, never the token), the state before and aft
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,12 +31,14 @@ from proxy.admin.status_page import StatusPage
 from proxy.clock import utc_now
 from proxy.config.model import AdminToken, Config
 from proxy.content.pii import Masker
+from proxy.content.text import printable
 from proxy.errors import ApiError, ReloadFailed, RollguardError, StateConflict, problem
 from proxy.rollout import state as rollout
 from proxy.rollout.controller import Controller
 from proxy.rollout.manifest import ManifestVerdict
 from proxy.rollout.state import RolloutState, set_shadow_sample, set_weight, weight_to_bp
 from proxy.rollout.store import StateStore
+from proxy.upstream.headers import request_id
 from proxy.upstream.pool import UpstreamPool
 
 _ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
@@ -50,14 +53,15 @@ def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None
     )
 
 
-def problem_response(exc: RollguardError) -> Response:
+def problem_response(exc: RollguardError, request: Request) -> Response:
     """Any error of the tree as problem+json: its class (or, for ApiError, the instance) gives status,
-    title and headers."""
+    title and headers; ``request_id`` is the caller's ``x-request-id`` when well-formed, else a new one,
+    and is echoed in the header too (PRODUCT §10)."""
     status = exc.status
-    body = problem(status, exc.title, exc.problem_detail, slug=f"admin-{status}")
-    return Response(
-        body, status_code=status, media_type="application/problem+json", headers=dict(exc.response_headers)
-    )
+    rid = request_id(request.headers.raw)
+    body = problem(status, exc.title, exc.problem_detail, request_id=rid, slug=f"admin-{status}")
+    headers = {**exc.response_headers, "x-request-id": rid}
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
 def _if_match(request: Request) -> int | None:
@@ -70,12 +74,23 @@ def _if_match(request: Request) -> int | None:
     return int(tag)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ApiError(400, f"{printable(key, 64)}: given more than once in the body")
+        doc[key] = value
+    return doc
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
     try:
-        doc = orjson.loads(raw)
+        orjson.loads(raw)  # strict JSON first: no NaN or Infinity, valid UTF-8
+        # ...then once more for its keys: {"canary": 1, "canary": 99} is refused, not read as 99.
+        doc = json.loads(raw, object_pairs_hook=_unique_keys)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -171,7 +186,7 @@ class AdminApi:
                 try:
                     return await fn(request)
                 except (ApiError, StateConflict, ReloadFailed) as exc:
-                    return problem_response(exc)
+                    return problem_response(exc, request)
 
             return wrapped
 
@@ -198,9 +213,13 @@ class AdminApi:
         async def http_error(request: Request, exc: Exception) -> Response:
             assert isinstance(exc, HTTPException)
             detail = exc.detail if exc.status_code != 404 else f"no admin endpoint at {request.url.path}"
-            return problem_response(ApiError(exc.status_code, str(detail), exc.headers))
+            return problem_response(ApiError(exc.status_code, str(detail), exc.headers), request)
 
-        return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+        # No trailing-slash redirects: Starlette builds their Location from the client's Host header (an
+        # open-redirect shape); an unknown path is a 404 problem like any other.
+        app.router.redirect_slashes = False
+        return app
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok", "version": __version__})
@@ -216,7 +235,7 @@ class AdminApi:
             why = "ready" if ok else ("state not loaded" if not loaded else "baseline unreachable")
             self._ready_cache = (now, ok, why)
         if not ok:
-            return problem_response(ApiError(503, why))
+            return problem_response(ApiError(503, why), request)
         return json_response({"status": why})
 
     async def metrics(self, request: Request) -> Response:

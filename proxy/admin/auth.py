@@ -2,8 +2,11 @@
 failed attempts so a token cannot be guessed at line rate.
 
 A peer address with ``max_failures`` failed authentications within ``window`` seconds gets 429 (with
-``Retry-After``) on every authenticated endpoint until the window has passed; valid tokens from other
-addresses are unaffected. Tokens are never logged: errors name the token's *name* only.
+``Retry-After``) instead of 401 for every further *failed* attempt until the window has passed. Only failures
+are throttled: a valid token is always accepted, from any address, so a flood of bad tokens from a shared
+address (a NAT, a CI runner) can never lock an operator out of a rollback. Guessing stays hopeless
+because tokens are long random secrets; the throttle keeps a scanner's answers slow and visible. Tokens
+are never logged: errors name the token's *name* only.
 """
 
 from __future__ import annotations
@@ -55,7 +58,12 @@ class Authenticator:
         self.throttle = throttle or FailureThrottle()
 
     def identify(self, request: Request) -> AdminToken | None:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        """The token presented as ``Authorization: Bearer``; None when absent or unknown. Two
+        Authorization headers are refused (400), never one of them picked."""
+        values = request.headers.getlist("authorization")
+        if len(values) > 1:
+            raise ApiError(400, "more than one Authorization header")
+        scheme, _, presented = (values[0] if values else "").partition(" ")
         if scheme.lower() != "bearer" or not presented:
             return None
         given = presented.strip().encode()
@@ -66,17 +74,18 @@ class Authenticator:
         return found
 
     def require(self, request: Request, role: str) -> AdminToken:
-        peer = request.client.host if request.client else ""
-        wait = self.throttle.blocked_for(peer, time.monotonic())
-        if wait:
-            raise ApiError(
-                429,
-                "too many failed authentications from this address; try again later",
-                {"Retry-After": str(wait)},
-            )
         token = self.identify(request)
         if token is None:
-            self.throttle.failed(peer, time.monotonic())
+            peer = request.client.host if request.client else ""
+            now = time.monotonic()
+            wait = self.throttle.blocked_for(peer, now)
+            if wait:
+                raise ApiError(
+                    429,
+                    "too many failed authentications from this address; try again later",
+                    {"Retry-After": str(wait)},
+                )
+            self.throttle.failed(peer, now)
             raise ApiError(
                 401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="rollguard"'}
             )

@@ -18,6 +18,7 @@ from proxy.config.model import (
     RateLimit,
     RouteAuth,
     RouteConfig,
+    defaults_of,
 )
 from proxy.config.units import parse_duration
 from proxy.errors import ConfigError
@@ -56,6 +57,7 @@ def build_auth(
         api_keys=tuple(keys),
         peers=peers,
         jwt=jwt,
+        strip_credentials=bool(raw.get("strip_credentials", defaults_of(AuthConfig)["strip_credentials"])),
     )
     if auth.api_key_header in ("authorization", "cookie", "host") or auth.api_key_header.startswith(
         "x-rollguard-"

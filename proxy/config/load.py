@@ -8,7 +8,6 @@ starts with the key path (``canary.weight: 120 is greater than the maximum of 10
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import os
@@ -40,6 +39,7 @@ from proxy.config.model import (
     TripwireConfig,
     TrustedKey,
     UpstreamConfig,
+    defaults_of,
 )
 from proxy.config.tls import listener_tls, upstream_tls
 from proxy.config.tracing import tracing_config
@@ -47,9 +47,7 @@ from proxy.config.units import parse_duration, parse_size
 from proxy.errors import ConfigError
 
 # Defaults that a missing key takes, read from the dataclass itself: written once, in config/model.py.
-_UPSTREAM_DEFAULTS: dict[str, Any] = {
-    f.name: f.default for f in dataclasses.fields(UpstreamConfig) if f.default is not dataclasses.MISSING
-}
+_UPSTREAM_DEFAULTS = defaults_of(UpstreamConfig)
 
 
 def _path(value: str, base: Path) -> Path:

@@ -5,6 +5,7 @@ Every field documents its default and meaning; secrets never appear in ``repr``.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,6 +304,9 @@ class AuthConfig:
     api_keys: tuple[ApiKeyClient, ...] = ()
     peers: tuple[PeerClient, ...] = ()
     jwt: JwtConfig | None = None
+    # An API key or bearer token the proxy verified is removed before the request goes upstream: the model
+    # servers never see a client's credential. False forwards it (a model that authenticates on its own).
+    strip_credentials: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -370,3 +374,15 @@ class Config:
     def reports_dir(self) -> Path:
         """Where the artifacts go when a rollout ends (``reports.dir``, default beside the state file)."""
         return self.reports.dir if self.reports.dir is not None else self.state.path.parent / "reports"
+
+
+def defaults_of(cls: type) -> dict[str, Any]:
+    """A config dataclass's field defaults by name: what a missing key takes, read from the one place
+    they are written (this module), never restated by the loader."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out

@@ -196,6 +196,7 @@ class Forwarder:
                 trusted=self._trusted(peer),
                 request_id=ex.request_id,
                 content_length=body.outgoing_length(),
+                credential=ex.credential_header,
             ),
             body=body,
             route=compiled,

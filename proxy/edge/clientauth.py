@@ -65,8 +65,14 @@ class ClientAuthenticator:
         key = bearer = None
         for k, v in scope["headers"]:
             if k == self._header:
+                if key is not None:
+                    raise Unauthorized(f"more than one {self._header.decode()} header", reason="malformed")
                 key = v
             elif k == b"authorization":
+                # Two credentials are refused, never one of them picked: a proxy in front and this one
+                # might each read a different one.
+                if bearer is not None:
+                    raise Unauthorized("more than one Authorization header", reason="malformed")
                 bearer = v
         if key is not None:
             return self._api_key(key.strip())

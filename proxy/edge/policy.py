@@ -64,6 +64,8 @@ class EdgePolicy:
         """``clock`` paces the rate limits; ``wall_clock`` (epoch seconds) judges JWT time claims."""
         auth = config.auth
         self.authenticator = ClientAuthenticator(auth, wall_clock=wall_clock) if auth.enabled else None
+        self._key_header = auth.api_key_header.encode()
+        self._strip = auth.strip_credentials
         default = _ANY_CLIENT if auth.required else None
         self._policy: dict[str, RouteAuth | None] = {"unmatched": default}
         for r in config.routes:
@@ -115,6 +117,11 @@ class EdgePolicy:
         finally:
             if client is not None:
                 ex.client_name = client.name
+                if self._strip and client.via != "peer":
+                    # The header identify() read the credential from: the API key header wins over
+                    # Authorization, exactly as there.
+                    has_key = any(k == self._key_header for k, _ in scope["headers"])
+                    ex.credential_header = self._key_header if has_key else b"authorization"
         rules = self._rules.get(route)
         if rules:
             peer = scope.get("client")

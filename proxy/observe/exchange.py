@@ -65,6 +65,7 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
     client_name: str | None = None  # the authenticated client, never its credential
+    credential_header: bytes | None = None  # the header holding the credential verified, not forwarded
     trace: Trace | None = None  # spans, when tracing is on
     trace_id: str | None = None
     role: Role | None = None  # the version chosen (before any fallback)

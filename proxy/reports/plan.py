@@ -11,6 +11,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from proxy.config.model import Config
+from proxy.content.text import printable
+
+# A reason longer than this is cut in the text rendering (the decision log keeps what was accepted).
+REASON_CHARS = 2000
 
 
 def canary_plan(config: Config) -> str:
@@ -110,19 +114,24 @@ The weight goes to 0 at once, the phase `rolled_back` latches until an operator 
 
 
 def rollout_decisions(entries: Iterable[dict[str, Any]]) -> str:
-    """One line per decision: ``<ts>  <ACTION>  by <actor>  phase=… step=… weight=…%  <reason>``."""
+    """One line per decision: ``<ts>  <ACTION>  by <actor>  phase=… step=… weight=…%  <reason>``. Every
+    value is rendered :func:`printable`, so a reason or a name can never start a line of its own."""
     lines = []
     for e in entries:
-        action = str(e.get("action", "?"))
+        action = printable(str(e.get("action", "?")), 64)
         weight = e.get("weight")
-        where = f"phase={e.get('phase', '?')} step={e.get('step', '?')}"
-        if weight is not None:
+        where = (
+            f"phase={printable(str(e.get('phase', '?')), 32)} step={printable(str(e.get('step', '?')), 16)}"
+        )
+        if isinstance(weight, int | float):
             where += f" weight={weight:g}%"
-        failing = [g["detail"] for g in e.get("gates", []) if g.get("verdict") in ("HIGH", "LOW")]
+        failing = [
+            str(g.get("detail", "")) for g in e.get("gates", []) if g.get("verdict") in ("HIGH", "LOW")
+        ]
         reason = str(e.get("reason", ""))
         if failing and not reason:
             reason = "; ".join(failing)
-        lines.append(
-            f"{e.get('ts', '?')}  {action:<18} by {e.get('actor', '?'):<10} {where}  {reason}".rstrip()
-        )
+        ts = printable(str(e.get("ts", "?")), 40)
+        actor = printable(str(e.get("actor", "?")), 64)
+        lines.append(f"{ts}  {action:<18} by {actor:<10} {where}  {printable(reason, REASON_CHARS)}".rstrip())
     return "\n".join(lines) + ("\n" if lines else "")

@@ -39,7 +39,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rollguard.shadow")
 
-_ALWAYS_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization", "x-rollguard-token"})
+# Stripped from every mirror unless shadow.forward_credentials (PRODUCT §4), beside shadow.credential_headers:
+# the standard credential headers and the common vendor and framework ones. A mirror must not act as the
+# user on the candidate (a session, a cloud token, a CSRF token), even when the candidate would accept it.
+ALWAYS_STRIPPED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-rollguard-token",
+        "x-api-key",
+        "x-auth-token",
+        "x-access-token",
+        "x-csrf-token",
+        "x-xsrf-token",
+        "x-amz-security-token",
+        "x-goog-iap-jwt-assertion",
+        "x-ms-token-aad-access-token",
+        "x-forwarded-access-token",
+        "x-forwarded-user",
+        "x-id-token",
+        "x-session-token",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +135,7 @@ class Mirror:
         self.breaker = CircuitBreaker(
             BreakerPolicy(failures=cfg.breaker_failures, open_for=cfg.breaker_open_for)
         )
-        self._strip = frozenset() if cfg.forward_credentials else _ALWAYS_CREDENTIALS | cfg.credential_headers
+        self._strip = frozenset() if cfg.forward_credentials else ALWAYS_STRIPPED | cfg.credential_headers
 
     def __repr__(self) -> str:
         return f"<Mirror in_flight={self.in_flight}/{self.cfg.max_in_flight} sample={self.sample}>"

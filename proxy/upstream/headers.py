@@ -2,7 +2,10 @@
 
 Hop-by-hop headers (RFC 9110 §7.6.1) and every header named in ``Connection`` are dropped in both
 directions. ``x-forwarded-for``/``-proto``/``forwarded`` from a trusted peer are kept and appended to;
-from anyone else they are replaced, so a client cannot forge its address.
+from anyone else they are replaced, so a client cannot forge its address. The other headers by which a
+proxy in front asserts the client's address or original URL (``x-real-ip``, ``x-original-url``, ...) are
+kept only from a trusted peer. No inbound ``x-rollguard-*`` header is ever forwarded: those are ours to
+set (``x-rollguard-shadow`` marks a mirror), so a client cannot pass for one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,27 @@ REQUEST_DROP = HOP_BY_HOP | {
     b"forwarded",
     b"x-forwarded-host",
 }
+# Set by a proxy in front about the client; believed only from a trusted peer, like the forwarded family.
+PEER_ASSERTED = frozenset(
+    {
+        b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-cluster-client-ip",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-server",
+        b"x-forwarded-uri",
+        b"x-original-url",
+        b"x-original-uri",
+        b"x-original-host",
+        b"x-rewrite-url",
+        b"x-envoy-external-address",
+    }
+)
+_OURS = b"x-rollguard-"  # every header of this prefix is rollguard's to set, never a client's to send
 RESPONSE_DROP = HOP_BY_HOP | {b"x-rollguard-version", b"x-request-id"}
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+=-]{1,128}")
 # What may be echoed into x-forwarded-host / forwarded host=: a host name or address and a port.
@@ -111,9 +135,13 @@ def upstream_request_headers(
     trusted: bool,
     request_id: str,
     content_length: int | None,
+    credential: bytes | None = None,
 ) -> list[tuple[str, str]]:
-    """The headers to send upstream for one client request."""
+    """The headers to send upstream for one client request; ``credential`` names a header to drop too
+    (the one whose credential the proxy verified, ``auth.strip_credentials``)."""
     extra_drop = connection_tokens(headers)
+    if credential is not None:
+        extra_drop = extra_drop | {credential}
     out: list[tuple[str, str]] = []
     xff: list[str] = []
     xfp = ""
@@ -130,7 +158,7 @@ def upstream_request_headers(
             elif k == b"host" and _HOST.fullmatch(v.decode("latin-1")):
                 host = v.decode("latin-1")  # anything else could inject into forwarded's syntax
             continue
-        if k == b"x-request-id":
+        if k == b"x-request-id" or k.startswith(_OURS) or (k in PEER_ASSERTED and not trusted):
             continue
         out.append((k.decode("latin-1"), v.decode("latin-1")))
     client = peer or "unknown"

@@ -38,7 +38,8 @@ TRANSPORT_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 
 def translate(exc: BaseException, role: str, cfg: UpstreamConfig) -> UpstreamError:
     """Map an aiohttp/OS/timeout failure to the error class (and metric kind) it stands for."""
-    name = f"{role} ({cfg.url})"
+    # The client reads this detail: it names the upstream by role, never by its internal address.
+    name = f"{role} upstream"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout(f"{name}: connect timeout ({cfg.connect_timeout:g}s) fired", role=role)
     if isinstance(exc, aiohttp.SocketTimeoutError):
@@ -162,13 +163,13 @@ class UpstreamPool:
         now = time.monotonic()
         if not self.breaker.allow(now):
             raise UpstreamCircuitOpen(
-                f"{self.role} ({self.cfg.url}): circuit open after repeated failures",
+                f"{self.role} upstream: circuit open after repeated failures",
                 role=self.role,
                 retry_after=self.breaker.retry_after(now),
             )
         if self.in_flight >= self.cfg.max_connections:
             raise UpstreamPoolFull(
-                f"{self.role} ({self.cfg.url}): all {self.cfg.max_connections} connections busy",
+                f"{self.role} upstream: all {self.cfg.max_connections} connections busy",
                 role=self.role,
             )
 
