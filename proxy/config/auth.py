@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from proxy.config.document import config_path
 from proxy.config.model import (
     ApiKeyClient,
     AuthConfig,
@@ -108,13 +109,13 @@ def _jwt(raw: dict[str, Any], base: Path, secret: Callable[[str, str], str]) -> 
             else:
                 if "public_key" not in k or "secret" in k:
                     raise ConfigError(at, f"{alg} takes a public_key (a PEM file), not a secret")
-                keys.append(pem_key((base / k["public_key"]).resolve(), alg, kid))
+                keys.append(pem_key(config_path(base, k["public_key"], f"{at}.public_key"), alg, kid))
         except ValueError as exc:
             field = "secret" if alg == "HS256" else "public_key"
             raise ConfigError(f"{at}.{field}", str(exc)) from exc
     if "jwks" in raw:
         try:
-            keys.extend(jwks_keys((base / raw["jwks"]).resolve()))
+            keys.extend(jwks_keys(config_path(base, raw["jwks"], "auth.jwt.jwks")))
         except ValueError as exc:
             raise ConfigError("auth.jwt.jwks", str(exc)) from exc
     if not keys:

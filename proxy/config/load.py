@@ -14,12 +14,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonschema import Draft202012Validator
 
 from proxy._types import Role
 from proxy.config.auth import build_auth, build_rate_limits, route_auth
-from proxy.config.document import parse_listen, resolve_secret, validate_document
+from proxy.config.document import (
+    config_path,
+    finite_numbers,
+    parse_listen,
+    parse_yaml,
+    resolve_secret,
+    validate_document,
+)
 from proxy.config.model import (
     AdminConfig,
     AdminToken,
@@ -50,8 +56,8 @@ from proxy.errors import ConfigError
 _UPSTREAM_DEFAULTS = defaults_of(UpstreamConfig)
 
 
-def _path(value: str, base: Path) -> Path:
-    return (base / value).resolve()
+def _path(value: str, base: Path, at: str) -> Path:
+    return config_path(base, value, at)
 
 
 def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> RouteConfig:
@@ -64,7 +70,7 @@ def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> 
     for key in ("request_schema", "response_schema"):
         schemas[key] = None
         if key in raw:
-            file = _path(raw[key], base)
+            file = _path(raw[key], base, f"{at}.{key}")
             schemas[key] = file
             _check_schema_file(file, f"{at}.{key}")
     return RouteConfig(
@@ -113,7 +119,7 @@ def _upstream(raw: dict[str, Any], role: Role, base: Path) -> UpstreamConfig:
         cost_per_request=float(raw.get("cost", {}).get("per_request", 0.0)),
         cost_per_second=float(raw.get("cost", {}).get("per_second", 0.0)),
         **_resilience(raw),
-        manifest=_path(raw["manifest"], base) if "manifest" in raw else None,
+        manifest=_path(raw["manifest"], base, f"upstreams.{role}.manifest") if "manifest" in raw else None,
         tls=upstream_tls(raw.get("tls"), url, f"upstreams.{role}.tls", base),
     )
 
@@ -235,6 +241,7 @@ def _shadow(raw: dict[str, Any], limits: LimitsConfig, api_key_header: str) -> S
 
 def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Validate a parsed document and build the frozen :class:`Config`; relative paths from ``base``."""
+    finite_numbers(doc)
     validate_document(doc)
     ups = doc["upstreams"]
     baseline, candidate = (
@@ -304,7 +311,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
     log_raw = doc.get("logging", {})
     access_log = log_raw.get("access_log", "stdout")
     if access_log not in ("stdout", "off"):
-        access_log = str(_path(access_log, base))
+        access_log = str(_path(access_log, base, "logging.access_log"))
     return Config(
         source=source,
         listen=listen,
@@ -315,7 +322,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
             metrics_auth=bool(admin_raw.get("metrics_auth", False)),
             tls=listener_tls(admin_raw.get("tls"), "admin.tls", base),
         ),
-        state=StateConfig(path=_path(state_ref.removeprefix("file:"), base)),
+        state=StateConfig(path=_path(state_ref.removeprefix("file:"), base, "state.url")),
         baseline=baseline,
         candidate=candidate,
         routes=routes,
@@ -340,7 +347,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
 def _reports(raw: dict[str, Any], base: Path) -> ReportsConfig:
     d = ReportsConfig()
     return ReportsConfig(
-        dir=_path(raw["dir"], base) if "dir" in raw else None,
+        dir=_path(raw["dir"], base, "reports.dir") if "dir" in raw else None,
         keep=int(raw.get("keep", d.keep)),
         samples=int(raw.get("samples", d.samples)),
     )
@@ -348,17 +355,12 @@ def _reports(raw: dict[str, Any], base: Path) -> ReportsConfig:
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, validate and freeze a config file. Raises :class:`ConfigError` naming the key path."""
-    file = Path(path).resolve()
+    file = config_path(Path.cwd(), str(path), "")
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError("", f"cannot read {file}: {exc.strerror}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError("", f"{file} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    doc = parse_yaml(raw, file)
     if not isinstance(doc, dict):
         raise ConfigError("", f"{file} must hold a mapping of keys, not {type(doc).__name__}")
     return build_config(doc, file.parent, file)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from proxy.config.document import resolve_secret
+from proxy.config.document import config_path, resolve_secret
 from proxy.config.model import ListenerTls, UpstreamTls
 from proxy.config.tls_contexts import client_context, server_context
 from proxy.errors import ConfigError, TlsError
@@ -22,15 +22,15 @@ def _secret(raw: dict[str, Any], at: str, base: Path) -> str | None:
     return resolve_secret(raw["key_password"], f"{at}.key_password", base) if "key_password" in raw else None
 
 
-def _file(raw: dict[str, Any], key: str, base: Path) -> Path | None:
-    return (base / raw[key]).resolve() if key in raw else None
+def _file(raw: dict[str, Any], key: str, base: Path, at: str) -> Path | None:
+    return config_path(base, raw[key], f"{at}.{key}") if key in raw else None
 
 
 def listener_tls(raw: dict[str, Any] | None, at: str, base: Path) -> ListenerTls | None:
     """``tls`` / ``admin.tls``; ``client_auth`` defaults to ``require`` when a ``client_ca`` is given."""
     if raw is None:
         return None
-    client_ca = _file(raw, "client_ca", base)
+    client_ca = _file(raw, "client_ca", base, at)
     client_auth = raw.get("client_auth", "require" if client_ca is not None else "none")
     if client_auth != "none" and client_ca is None:
         raise ConfigError(f"{at}.client_ca", f"required by {at}.client_auth: {client_auth}")
@@ -40,8 +40,8 @@ def listener_tls(raw: dict[str, Any] | None, at: str, base: Path) -> ListenerTls
         )
     cfg = ListenerTls(
         at=at,
-        cert=(base / raw["cert"]).resolve(),
-        key=_file(raw, "key", base),
+        cert=config_path(base, raw["cert"], f"{at}.cert"),
+        key=_file(raw, "key", base, at),
         key_password=_secret(raw, at, base),
         client_ca=client_ca,
         client_auth=client_auth,
@@ -65,9 +65,9 @@ def upstream_tls(raw: dict[str, Any] | None, url: str, at: str, base: Path) -> U
     if "key_password" in raw and "cert" not in raw:
         raise ConfigError(f"{at}.key_password", f"there is no {at}.cert (client certificate) to unlock")
     cfg = UpstreamTls(
-        ca=_file(raw, "ca", base),
-        cert=_file(raw, "cert", base),
-        key=_file(raw, "key", base),
+        ca=_file(raw, "ca", base, at),
+        cert=_file(raw, "cert", base, at),
+        key=_file(raw, "key", base, at),
         key_password=_secret(raw, at, base),
         server_name=raw.get("server_name"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
@@ -11,13 +12,18 @@ _SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**
 
 
 def parse_duration(value: str | float | int) -> float:
-    """Seconds from ``250ms``/``2s``/``1m``/``1h`` or a bare number of seconds."""
+    """Seconds from ``250ms``/``2s``/``1m``/``1h`` or a bare number of seconds; finite and above zero
+    (the schema checks the written form first, so a file never reaches the ValueError)."""
     if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(value)
-    if m is None:
-        raise ValueError(f"{value!r} is not a duration (250ms, 2s, 1m, 1h)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        seconds = float(value)
+    else:
+        m = _DURATION.match(value)
+        if m is None:
+            raise ValueError(f"{value!r} is not a duration (250ms, 2s, 1m, 1h)")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{value!r} is not a duration above zero")
+    return seconds
 
 
 def parse_size(value: str | int) -> int:
