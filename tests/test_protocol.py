@@ -25,8 +25,9 @@ import uvicorn
 import uvloop
 
 from proxy.config.load import load_config
+from proxy.config.model import LimitsConfig
 from proxy.demo.sample_model import ModelBehavior, start_sample_model
-from proxy.edge.listener import HeadLimits, ListenerGuard
+from proxy.edge.listener import ListenerGuard, ListenerLimits
 from proxy.errors import ConfigError
 from tests.conftest import Models, config_doc, start_proxy, write_config
 from tests.faulty_upstream import Fault, FaultyUpstream
@@ -490,7 +491,9 @@ async def guarded_server(guard: ListenerGuard, app: Any) -> AsyncIterator[str]:
 async def test_on_reject_reports_each_local_answer_and_in_flight_returns_to_zero() -> None:
     rejected: list[tuple[int, str]] = []
     guard = ListenerGuard(
-        HeadLimits(max_header_bytes=2048, head_timeout=0.3, max_concurrency=1),
+        ListenerLimits.from_config(
+            LimitsConfig(), max_header_bytes=2048, head_timeout=0.3, max_concurrency=1
+        ),
         on_reject=lambda status, reason: rejected.append((status, reason)),
     )
     entered, release = asyncio.Event(), asyncio.Event()
@@ -539,7 +542,7 @@ async def test_a_failing_on_reject_hook_never_breaks_the_answer() -> None:
     def broken(status: int, reason: str) -> None:
         raise RuntimeError("metrics backend down")
 
-    guard = ListenerGuard(HeadLimits(), on_reject=broken)
+    guard = ListenerGuard(ListenerLimits.from_config(LimitsConfig()), on_reject=broken)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("never called")

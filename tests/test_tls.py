@@ -22,9 +22,9 @@ import uvicorn
 import uvloop
 
 from proxy.app.serve import bind, bound
-from proxy.config.model import Listen, ListenerTls
+from proxy.config.model import LimitsConfig, Listen, ListenerTls
 from proxy.config.tls_contexts import ServerTls
-from proxy.edge.listener import HeadLimits, ListenerGuard
+from proxy.edge.listener import ListenerGuard, ListenerLimits
 from tests.conftest import OPERATOR_TOKEN
 from tests.helpers import VALID_BODY
 from tests.pki import Files, client_context, issue, write_ca, write_leaf
@@ -203,7 +203,7 @@ async def echo_tls(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @asynccontextmanager
 async def guarded_server(app: Any, tls: ServerTls | None) -> AsyncIterator[str]:
     """The listener's protocol (``ListenerGuard``) on uvicorn with ``tls``: the proxy's own set-up."""
-    guard = ListenerGuard(HeadLimits(), name="data")
+    guard = ListenerGuard(ListenerLimits.from_config(LimitsConfig()), name="data")
     cfg = uvicorn.Config(
         app,
         http=guard.protocol,

@@ -21,7 +21,7 @@ import uvicorn
 from proxy.app.build import build
 from proxy.config.model import Config, LimitsConfig, Listen
 from proxy.config.tls_contexts import ServerTls
-from proxy.edge.listener import HeadLimits, ListenerGuard, OnReject
+from proxy.edge.listener import ListenerGuard, ListenerLimits, OnReject
 from proxy.observe.metrics import ListenerName
 
 log = logging.getLogger("rollguard")
@@ -59,11 +59,7 @@ def _uvicorn(
     listener serves HTTPS with that context, which uvicorn passes to ``loop.create_server(ssl=...)``.
     """
     guard = ListenerGuard(
-        HeadLimits(
-            max_header_bytes=limits.max_header_bytes,
-            head_timeout=limits.head_timeout,
-            max_concurrency=limits.max_concurrency,
-        ),
+        ListenerLimits.from_config(limits),
         on_reject=on_reject,
         name=name,
     )

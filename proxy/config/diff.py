@@ -16,7 +16,13 @@ from typing import Any
 from proxy.config.model import AuthConfig, Config, ListenerTls, TracingConfig
 
 # The listener-level limits live below the ASGI app, in the protocol built when the listener starts.
-_LISTENER_LIMITS = ("max_header_bytes", "head_timeout", "max_concurrency")
+_LISTENER_LIMITS = (
+    "max_header_bytes",
+    "head_timeout",
+    "body_timeout",
+    "min_body_rate",
+    "max_concurrency",
+)
 # On a TLS listener only the material (files and their password) follows a reload; these shape the
 # handshake of a context built once for the listener's life.
 _TLS_FIXED = ("client_auth", "min_version")

@@ -49,7 +49,7 @@ from proxy.config.model import (
 )
 from proxy.config.tls import listener_tls, upstream_tls
 from proxy.config.tracing import tracing_config
-from proxy.config.units import parse_duration, parse_size
+from proxy.config.units import parse_duration, parse_rate, parse_size
 from proxy.errors import ConfigError
 
 # Defaults that a missing key takes, read from the dataclass itself: written once, in config/model.py.
@@ -283,8 +283,11 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         for k in ("max_body_bytes", "replay_body_bytes", "inspect_body_bytes", "max_header_bytes")
         if k in limits_raw
     }
-    if "head_timeout" in limits_raw:
-        limits_kw["head_timeout"] = parse_duration(limits_raw["head_timeout"])
+    for k in ("head_timeout", "body_timeout"):
+        if k in limits_raw:
+            limits_kw[k] = parse_duration(limits_raw[k])
+    if "min_body_rate" in limits_raw:
+        limits_kw["min_body_rate"] = parse_rate(limits_raw["min_body_rate"])
     if "max_concurrency" in limits_raw:
         limits_kw["max_concurrency"] = int(limits_raw["max_concurrency"])
     limits = LimitsConfig(**limits_kw)

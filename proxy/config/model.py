@@ -154,6 +154,8 @@ class LimitsConfig:
     inspect_body_bytes: int = 1024 * 1024  # responses up to this are checked; larger stream unchecked
     max_header_bytes: int = 64 * 1024  # request line + header fields; 431 beyond (both listeners)
     head_timeout: float = 10.0  # seconds from a request's first byte to the end of its head; 408 beyond
+    body_timeout: float = 10.0  # seconds from the end of the head to the body's last byte; 408 beyond
+    min_body_rate: int = 1024  # bytes/s a body must average once 5 s have passed; 408 below (0: off)
     max_concurrency: int = 1024  # requests in flight per listener; 503 + Retry-After beyond
 
 

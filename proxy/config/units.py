@@ -1,4 +1,5 @@
-"""Durations and byte sizes as written in config files: ``250ms``, ``2s``, ``1m``; ``64KiB``, ``10MiB``."""
+"""Durations, byte sizes and rates as written in config files: ``250ms``, ``2s``, ``1m``; ``64KiB``,
+``10MiB``; ``1KiB/s``."""
 
 from __future__ import annotations
 
@@ -34,3 +35,12 @@ def parse_size(value: str | int) -> int:
     if m is None:
         raise ValueError(f"{value!r} is not a size (512, 64KiB, 10MiB)")
     return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
+def parse_rate(value: str | int) -> int:
+    """Bytes per second from ``1KiB/s`` (a size per second) or a bare number of bytes per second."""
+    if isinstance(value, int):
+        return value
+    if not value.endswith("/s"):
+        raise ValueError(f"{value!r} is not a rate (1KiB/s, 512/s)")
+    return parse_size(value[:-2])

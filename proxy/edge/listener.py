@@ -10,6 +10,9 @@ what arrived                                                       status  ``on_
 a request head over ``max_header_bytes``                           431     headers_too_large  close
 a head still incomplete ``head_timeout`` after its first byte      408     head_timeout       close
 no byte at all ``head_timeout`` after the connection was accepted  --      --                 close
+a body still incomplete ``body_timeout`` after its head            408     body_timeout       close
+a body averaging under ``min_body_rate`` once 5 s have passed      408     body_too_slow      close
+a body whose framing breaks (a bad chunk size, a truncated chunk)  400     parse_error        close
 not HTTP/1.x syntax (httptools refuses it)                         400     parse_error        close
 both ``Content-Length`` and ``Transfer-Encoding``; more than one   400     framing            close
 ``Content-Length`` or a list; ``Transfer-Encoding`` in HTTP/1.0
@@ -25,6 +28,13 @@ only through ``on_reject``. A closing answer ends with a lingering close: write,
 what the client still sends for up to :data:`LINGER_SECONDS`, then close, so that a client still
 sending reads the answer rather than a reset. A refusal that follows a pipelined request still being
 answered is written after that answer.
+
+A request with a body is admitted (started as an ASGI task, counted against ``max_concurrency``) once
+its body has arrived, or once it fills the read buffer (a large body, streamed to the app from then
+on), or at once when the client waits for ``100 Continue``. So a client that sends a head and then
+drips its body holds a socket, never a slot: a few hundred of them cannot make the listener refuse
+anyone. A body refused after its request was admitted tells the app the client left (it stops and its
+slot is freed) and the client gets the answer at once; a response already begun is cut instead.
 
 The head's size is the bytes read while it is incomplete (an unterminated header is refused as soon as
 those pass the limit, whatever httptools buffers) and, once complete, the request-target plus each
@@ -59,11 +69,19 @@ from typing import Any, ClassVar, NoReturn
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from proxy.config.model import LimitsConfig
 from proxy.edge.tls_peer import tls_extension
 from proxy.errors import BadRequest, NotImplementedProtocol, problem
 from proxy.upstream.headers import request_id
 
-__all__ = ["LINGER_SECONDS", "GuardedHttpToolsProtocol", "HeadLimits", "ListenerGuard", "OnReject"]
+__all__ = [
+    "BODY_GRACE",
+    "LINGER_SECONDS",
+    "GuardedHttpToolsProtocol",
+    "ListenerGuard",
+    "ListenerLimits",
+    "OnReject",
+]
 
 log = logging.getLogger("rollguard.protocol")
 
@@ -73,10 +91,13 @@ OnReject = Callable[[int, str], None]
 LINGER_SECONDS = 2.0
 """Longest a closing answer waits for the client to stop sending before the socket is closed."""
 
+BODY_GRACE = 5.0
+"""Seconds a body may start slowly before ``min_body_rate`` applies (a client's first round trips)."""
+
 # status -> (title, problem type slug); 400 and 501 share the error tree's, the rest exist only here.
 _PROBLEMS: dict[int, tuple[str, str]] = {
     400: (BadRequest.title, BadRequest.slug),
-    408: ("Request head timeout", "request-timeout"),
+    408: ("Request timeout", "request-timeout"),
     431: ("Request header fields too large", "header-too-large"),
     501: (NotImplementedProtocol.title, NotImplementedProtocol.slug),
     503: ("Overloaded", "overloaded"),
@@ -85,10 +106,26 @@ _PROBLEMS: dict[int, tuple[str, str]] = {
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HeadLimits:
-    max_header_bytes: int = 64 * 1024  # request line + header fields; 431 beyond
-    head_timeout: float = 10.0  # seconds from a request's first byte to the end of its head; 408 beyond
-    max_concurrency: int = 1024  # requests in flight on the listener; 503 + Retry-After beyond
+class ListenerLimits:
+    """What one listener enforces below the app; built from ``limits`` (``config/model.py``)."""
+
+    max_header_bytes: int  # request line + header fields; 431 beyond
+    head_timeout: float  # seconds from a request's first byte to the end of its head; 408 beyond
+    body_timeout: float  # seconds from the end of the head to the body's last byte; 408 beyond
+    min_body_rate: int  # bytes/s a body must average after BODY_GRACE; 408 below; 0: no minimum
+    max_concurrency: int  # requests in flight on the listener; 503 + Retry-After beyond
+
+    @classmethod
+    def from_config(cls, limits: LimitsConfig, **overrides: Any) -> ListenerLimits:
+        """The listener's part of ``limits``; ``overrides`` replace fields."""
+        fields = {
+            "max_header_bytes": limits.max_header_bytes,
+            "head_timeout": limits.head_timeout,
+            "body_timeout": limits.body_timeout,
+            "min_body_rate": limits.min_body_rate,
+            "max_concurrency": limits.max_concurrency,
+        }
+        return cls(**{**fields, **overrides})
 
 
 class ListenerGuard:
@@ -98,7 +135,9 @@ class ListenerGuard:
     ``on_reject`` must not raise; if it does, the failure is logged once and swallowed.
     """
 
-    def __init__(self, limits: HeadLimits, *, on_reject: OnReject | None = None, name: str = "data") -> None:
+    def __init__(
+        self, limits: ListenerLimits, *, on_reject: OnReject | None = None, name: str = "data"
+    ) -> None:
         self.limits = limits
         self.name = name
         self._on_reject = on_reject
@@ -161,6 +200,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._closing = False  # answered here: the connection only drains and closes
         self._deferred: bytes | None = None  # our answer, waiting for a pipelined response ahead of it
         self._tls: dict[str, Any] | None = None  # the scope's TLS extension, built once per connection
+        self._body_timeout = limits.body_timeout
+        self._min_rate = limits.min_body_rate
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_started = 0.0  # loop time the current body's clock started (moved while reading is ours)
+        self._body_checked = 0.0  # loop time of the body timer's last look
+        self._body_bytes = 0
+        self._has_body = False  # the head just checked declares a body
+        self._from_head = False  # _start_asgi_task is being called for the head just parsed
+        self._held: tuple[RequestResponseCycle, Any] | None = None  # admitted once its body has arrived
 
     # -- connection ----------------------------------------------------------------------------------
 
@@ -173,10 +221,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer = self.loop.call_later(self._head_timeout, self._on_timer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._timer, self._linger):
+        for timer in (self._timer, self._linger, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._linger = None
+        self._timer = self._linger = self._body_timer = None
+        self._held = None  # never started: nothing to tell
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -241,14 +290,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         self._check_head()
-        super().on_headers_complete()
+        before = self.cycle
+        self._from_head = True
+        try:
+            super().on_headers_complete()
+        finally:
+            self._from_head = False
+        if self._has_body and self.cycle is not before:  # a new request (not an upgrade) with a body
+            now = self.loop.time()
+            self._body_started = self._body_checked = now
+            self._body_bytes = 0
+            first = min(self._body_timeout, BODY_GRACE) if self._min_rate else self._body_timeout
+            self._body_timer = self.loop.call_later(first, self._on_body_timer)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._body_bytes += len(body)
+        if self._held is not None and self.flow.read_paused:
+            self._release_held()  # a large body filled the buffer: the app streams the rest
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self._held is not None:
+            self._release_held()
 
     # -- requests --------------------------------------------------------------------------------------
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        # Called when a request is about to start: at once, or when a pipelined one's turn comes.
-        # uvicorn's body, repeated to get hold of the task: its done callback balances the admission,
-        # even for a task cancelled before its first step.
+        # Called when a request is about to start: at once, or when a pipelined one's turn comes. A
+        # request with a body waits for it (see the module docstring) unless its client waits for us.
+        if self._from_head and self._has_body and not cycle.waiting_for_100_continue:
+            self._held = (cycle, app)
+            return
+        self._admit(cycle, app)
+
+    def _release_held(self) -> None:
+        assert self._held is not None
+        cycle, app = self._held
+        self._held = None
+        self._admit(cycle, app)
+
+    def _admit(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # uvicorn's _start_asgi_task body, repeated to get hold of the task: its done callback balances
+        # the admission, even for a task cancelled before its first step.
         guard = self.guard
         admitted = guard._in_flight < guard._max_in_flight
         if admitted:
@@ -315,11 +402,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(505, "http_version", f"HTTP/{version} is not served here; use HTTP/1.1")
         lengths = 0
         te: bytes | None = None
+        declared = b""
         for name, value in headers:
             if name == b"content-length":
                 lengths += 1
+                declared = value
             elif name == b"transfer-encoding":
                 te = value if te is None else te + b"," + value
+        self._has_body = te is not None or (lengths == 1 and declared.strip() not in (b"0", b""))
         if lengths > 1:
             self._refuse(400, "framing", "more than one Content-Length")
         if te is not None:
@@ -376,20 +466,62 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._reject(408, "head_timeout", f"the request head did not arrive within {self._head_timeout:g}s")
 
+    def _on_body_timer(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self._closing or self.transport.is_closing() or cycle is None or not cycle.more_body:
+            return
+        now = self.loop.time()
+        if self.flow.read_paused and self._held is None:
+            # We are not reading (the app, or the upstream behind it, is slower than the client, or a
+            # pipelined request waits its turn): that time is not the client's, so its clock stops.
+            self._body_started += now - self._body_checked
+        self._body_checked = now
+        elapsed = now - self._body_started
+        if elapsed >= self._body_timeout:
+            self._reject(
+                408, "body_timeout", f"the request body did not arrive within {self._body_timeout:g}s"
+            )
+        elif self._min_rate and elapsed >= BODY_GRACE and self._body_bytes < self._min_rate * elapsed:
+            rate = self._body_bytes / elapsed
+            self._reject(
+                408,
+                "body_too_slow",
+                f"the request body arrived at {rate:.0f} bytes/s, under limits.min_body_rate "
+                f"({self._min_rate} bytes/s)",
+            )
+        else:
+            left = self._body_started + self._body_timeout - now
+            self._body_timer = self.loop.call_later(max(0.05, min(1.0, left)), self._on_body_timer)
+
     def _reject(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` as problem+json and close, after any pipelined response still being written."""
         if self._closing:
             return
         self._closing = True
         self._in_head = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._body_timer = None
         self.guard.rejected(status, reason)
         log.debug("%s:%s refused with %d: %s", *(self.client or ("?", 0)), status, detail)
         answer = self._render(status, detail)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._deferred = answer  # written by on_response_complete, in order
+        cycle = self.cycle
+        if self._held is not None:
+            self._held = None  # its body failed before it reached the app: nobody else to tell
+            self._write_and_linger(answer)
+        elif cycle is not None and not cycle.response_complete and cycle.more_body:
+            # This request's own body failed while the app reads it: the app is told the client left
+            # (it stops, and its slot is freed) and the client hears why now, not after the app gives up.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()  # an answer is under way: nothing valid can be added to it
+            else:
+                self._write_and_linger(answer)
+        elif cycle is not None and not cycle.response_complete:
+            self._deferred = answer  # a pipelined request's refusal: written by on_response_complete
         else:
             self._write_and_linger(answer)
 
