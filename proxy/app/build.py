@@ -96,7 +96,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             # Closed after the mirrors below have drained, so their spans are flushed too.
             stack.push_async_callback(tracing.close)
 
-        book = ShadowBook(config, metrics, masker=masker.mask_text)
+        book = ShadowBook(config, metrics, masker=masker)
         book.start_rollout(store.current.rollout_id)
         store.subscribe(lambda s: book.start_rollout(s.rollout_id))
         shadow_tasks = TaskSet("shadow")

@@ -49,8 +49,9 @@ SENSITIVE_HEADERS: Final = frozenset(
 # Names (lower-case, "-" read as "_") whose value is a credential whatever it looks like, as JSON keys
 # and query parameters; a few more are credentials only in URLs (pre-signed links, OAuth redirects).
 _SECRET_NAMES: Final = frozenset(
-    "password passwd pwd secret client_secret api_key apikey access_token refresh_token id_token auth_token"
-    " private_key aws_secret_access_key".split()
+    "password passwd pwd secret client_secret api_key apikey x_api_key access_token refresh_token id_token"
+    " auth_token session_token csrf_token token authorization credential credentials private_key"
+    " aws_secret_access_key".split()
 )
 _SECRET_QUERY_NAMES: Final = _SECRET_NAMES | frozenset(
     "token sig signature x_amz_signature x_amz_credential".split()
@@ -185,6 +186,34 @@ class Masker:
         of a type JSON does not have, or sits deeper than :data:`MAX_JSON_DEPTH` is :data:`MASK_ERROR`."""
         try:
             return self._walk(doc, self._pointers, 0)
+        except Exception:
+            return MASK_ERROR
+
+    def mask_at(self, pointer: str, value: Any) -> Any:
+        """``value`` masked as :meth:`mask_json` would mask it at JSON pointer ``pointer`` of a document:
+        whole as ``field`` when a configured pointer names that place, whole as ``apikey`` under a
+        credential-named key, else walked (strings through :meth:`mask_text`). For values reported
+        outside their document: shadow examples, segment labels."""
+        try:
+            parts = _parse_pointer(pointer) if pointer else ()
+            depth = len(parts)
+
+            def under(p: tuple[str, ...]) -> bool:
+                return all(q == "*" or q == name for q, name in zip(p, parts, strict=False))
+
+            if value is not None and any(len(p) == depth and under(p) for p in self._pointers):
+                return self.pseudonym("field", _canonical(value))
+            if parts and _is_secret(parts[-1], value):
+                return self.pseudonym("apikey", str(value))
+            return self._walk(value, tuple(p for p in self._pointers if len(p) > depth and under(p)), depth)
+        except Exception:
+            return MASK_ERROR
+
+    def mask_pointer(self, pointer: str) -> str:
+        """A JSON pointer with each of its segments masked on its own: a key can hold a card number or a
+        CPF (``/cards/4111111111111111/limit``), and a segment is one value, whatever surrounds it."""
+        try:
+            return "/".join(self.mask_text(part) if part else part for part in pointer.split("/"))
         except Exception:
             return MASK_ERROR
 

@@ -8,11 +8,11 @@ belongs to one rollout: a new rollout id or candidate starts a fresh book.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from proxy.config.model import Config, RouteConfig
 from proxy.content.contracts import MISSING, scalar_at
+from proxy.content.pii import Masker
 from proxy.observe.metrics import ProxyMetrics
 from proxy.shadow.compare import Answer, NoiseLearner, compare, diff_fields
 from proxy.shadow.evaluation import ShadowEvaluation, identity
@@ -48,12 +48,13 @@ def segment_of(doc: Any, pointer: str | None) -> str | None:
 class ShadowBook:
     """Per-route shadow evaluations for the current rollout, fed by the mirror."""
 
-    def __init__(
-        self, config: Config, metrics: ProxyMetrics, *, masker: Callable[[str], str] = identity
-    ) -> None:
+    def __init__(self, config: Config, metrics: ProxyMetrics, *, masker: Masker | None = None) -> None:
+        """``masker`` is the PII masker every string of ``shadow_eval.json`` goes through (segment labels,
+        field names, examples); None only where nothing leaves the process (tests of the arithmetic)."""
         self.config = config
         self.metrics = metrics
         self.masker = masker
+        self._labels: dict[tuple[str, str], str] = {}  # (pointer, raw label) -> masked label
         self.rollout_id = ""
         self.evals: dict[str, ShadowEvaluation] = {}
 
@@ -65,7 +66,8 @@ class ShadowBook:
                 route=route.name,
                 decision_threshold=route.decision_threshold,
                 segment_top_n=cfg.segment_top_n,
-                example_masker=self.masker,
+                example_masker=self.masker.mask_text if self.masker is not None else identity,
+                value_masker=self.masker.mask_at if self.masker is not None else None,
                 noise=NoiseLearner(
                     min_samples=cfg.noise_min_samples,
                     abs_threshold=cfg.noise_abs_threshold,
@@ -89,7 +91,7 @@ class ShadowBook:
         cand = answer_of(pair.candidate, route)
         result = compare(base, cand, abs_tol=tol.abs_tolerance, rel_tol=tol.rel_tolerance)
         ev = self._evaluation(route)
-        ev.add_pair(base, cand, result, segment_of(pair.request.doc, route.segment))
+        ev.add_pair(base, cand, result, self._segment(pair.request.doc, route.segment))
         match = (
             result.status_match and result.decision_match is not False and result.schema_valid is not False
         )
@@ -99,6 +101,21 @@ class ShadowBook:
             if base.ok and second.ok and base.doc is not MISSING and second.doc is not MISSING:
                 d = diff_fields(base.doc, second.doc, abs_tol=tol.abs_tolerance, rel_tol=tol.rel_tolerance)
                 ev.add_noise(base, second, d.differing, d.present)
+
+    def _segment(self, doc: Any, pointer: str | None) -> str | None:
+        """The request's segment label, masked like the value it is (whole, when ``pointer`` is one of
+        ``logging.pii.json_fields``); memoised, bounded, since labels repeat."""
+        label = segment_of(doc, pointer)
+        if label is None or pointer is None or self.masker is None:
+            return label
+        key = (pointer, label)
+        masked = self._labels.get(key)
+        if masked is None:
+            masked = str(self.masker.mask_at(pointer, label))[:64]
+            if len(self._labels) >= 4096:
+                self._labels.clear()  # bounded: a high-cardinality segment cannot grow it
+            self._labels[key] = masked
+        return masked
 
     def report(self, now: str) -> dict[str, Any]:
         """``shadow_eval.json``: one evaluation per route that has seen mirrored pairs."""

@@ -98,8 +98,11 @@ class ShadowEvaluation:
     decision; an answer without ``decision`` but with ``score`` decides ``score >= decision_threshold``.
     Score figures use pairs where both are ok and scored; latencies use answers without an upstream error;
     field statistics come from ok pairs (see :func:`proxy.shadow.compare.compare`). ``segment`` None means the
-    pair has no segment: it counts everywhere except in ``segments``. ``example_masker`` (the PII masker)
-    sees every example before it is kept; if it raises, the example is dropped, never kept raw.
+    pair has no segment: it counts everywhere except in ``segments``. ``example_masker`` (the PII masker's
+    text masking) sees every example before it is kept and every field name reported; if it raises, the
+    example is dropped, never kept raw. ``value_masker(pointer, value)`` (the masker's ``mask_at``), when
+    given, masks an example's values as the masker masks that place of a document, so configured
+    ``json_fields`` and credential-named keys are pseudonymised whole. Segment labels arrive masked.
     ``noise`` overrides the default :class:`NoiseLearner`; ``report_fields`` caps each field list.
     """
 
@@ -110,6 +113,7 @@ class ShadowEvaluation:
         decision_threshold: float,
         segment_top_n: int = 10,
         example_masker: Callable[[str], str] = identity,
+        value_masker: Callable[[str, Any], Any] | None = None,
         seed: int = 0,
         noise: NoiseLearner | None = None,
         report_fields: int = 50,
@@ -119,6 +123,8 @@ class ShadowEvaluation:
         self.segment_top_n = segment_top_n
         self.report_fields = report_fields
         self._mask = example_masker
+        self._mask_value = value_masker
+        self._names: dict[str, str] = {}  # field name -> its masked form (field names repeat)
         seeds = random.Random(seed)
         self._rng = random.Random(seeds.getrandbits(64))
         self._pairs = 0
@@ -210,7 +216,7 @@ class ShadowEvaluation:
         slot = len(kept) if len(kept) < EXAMPLES_PER_FIELD else self._rng.randrange(seen)
         if slot >= EXAMPLES_PER_FIELD:
             return
-        example = self._render_example(name if key == OVERFLOW else None, a, b)
+        example = self._render_example(name, key == OVERFLOW, a, b)
         if example is None:
             return
         if slot == len(kept):
@@ -218,14 +224,29 @@ class ShadowEvaluation:
         else:
             kept[slot] = example
 
-    def _render_example(self, prefix: str | None, a: Any, b: Any) -> str | None:
+    def _render_example(self, name: str, overflow: bool, a: Any, b: Any) -> str | None:
         try:
-            left, right = self._mask(_render(a)), self._mask(_render(b))
-            if prefix is not None:  # a field counted under OVERFLOW: its own name tells which one
-                left = f"{self._mask(prefix)}: {left}"
+            if self._mask_value is not None:
+                left, right = _render(self._mask_value(name, a)), _render(self._mask_value(name, b))
+            else:
+                left, right = self._mask(_render(a)), self._mask(_render(b))
+            if overflow:  # a field counted under OVERFLOW: its own name tells which one
+                left = f"{self._masked_name(name)}: {left}"
         except Exception:  # PRODUCT §9: what cannot be masked is dropped, never kept raw
             return None
         return _fit(left, right, EXAMPLE_CHARS)
+
+    def _masked_name(self, name: str) -> str:
+        """A response field's pointer as reported: each segment masked (a key may be personal data)."""
+        masked = self._names.get(name)
+        if masked is None:
+            try:
+                masked = "/".join(self._mask(part) if part else part for part in name.split("/"))
+            except Exception:  # PRODUCT §9: never raw
+                masked = "<masked:error>"
+            if len(self._names) < 4096:  # bounded: the noise learner caps the fields anyway
+                self._names[name] = masked
+        return masked
 
     def report(self, now: str) -> dict[str, Any]:
         """The ``shadow_eval.json`` document; ``now`` becomes ``generated_at``. JSON-serialisable."""
@@ -293,7 +314,7 @@ class ShadowEvaluation:
                 continue  # never differed: nothing to report
             lists[self._noise.classify(name)].append(
                 {
-                    "field": name,
+                    "field": self._masked_name(name),
                     "candidate_rate": _sig(r.candidate_rate),
                     "noise_rate": _sig(r.noise_rate),
                     "pairs": r.pairs,
