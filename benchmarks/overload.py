@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-Samples = list[tuple[str, dict[str, str], float]]  # run.rollguard_metrics: (name, labels, value)
+Samples = list[tuple[str, dict[str, str], float]]  # probes.rollguard_metrics: (name, labels, value)
 Buckets = list[tuple[float, float]]  # cumulative (upper bound, count), +Inf last
 
 DURATION = "rollguard_request_duration_seconds"
