@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN
-from tests.helpers import metric_samples, sample
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
 
 # (method, path, body, minimum role); None = open to anyone.
 ENDPOINTS = [
@@ -145,7 +145,7 @@ async def test_data_plane_and_admin_are_separate(proxy: Any) -> None:
 
 
 async def test_readyz_needs_the_baseline(proxy_factory: Any, models: Any) -> None:
-    from tests.faulty_upstream import refused_url
+    from tests.helpers.faulty_upstream import refused_url
 
     down = await proxy_factory(
         upstreams={
@@ -161,7 +161,7 @@ async def test_readyz_needs_the_baseline(proxy_factory: Any, models: Any) -> Non
 
 
 async def test_readyz_ignores_the_candidate(proxy_factory: Any, models: Any) -> None:
-    from tests.faulty_upstream import refused_url
+    from tests.helpers.faulty_upstream import refused_url
 
     proxy = await proxy_factory(
         upstreams={

@@ -12,7 +12,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import OPERATOR_TOKEN, Models, config_doc, write_config
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.models import Models
+from tests.helpers.tokens import OPERATOR_TOKEN
 
 
 @pytest.fixture

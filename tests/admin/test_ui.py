@@ -20,8 +20,11 @@ import pytest
 
 from proxy.admin.status_page import CSP, MEDIA_TYPES
 from proxy.config.load import load_config
-from tests.conftest import VIEWER_TOKEN, Models, RunningProxy, config_doc, start_proxy, write_config
-from tests.helpers import drive_traffic, wait_for_phase
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.models import Models
+from tests.helpers.proxy_runner import RunningProxy, start_proxy
+from tests.helpers.tokens import VIEWER_TOKEN
+from tests.helpers.traffic import drive_traffic, wait_for_phase
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -21,18 +21,13 @@ import pytest
 from proxy.config.diff import changed_sections, effective, restart_keys
 from proxy.config.load import load_config
 from proxy.demo.sample_model import ModelBehavior, start_sample_model
-from tests.conftest import (
-    SCHEMAS,
-    Models,
-    ProxyProcess,
-    RunningProxy,
-    config_doc,
-    start_proxy,
-    write_config,
-)
-from tests.faulty_upstream import OK_BODY, Fault, FaultyUpstream
-from tests.helpers import VALID_BODY, metric_samples, sample
-from tests.test_tls_reload import wait_for_log
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import OK_BODY, Fault, FaultyUpstream
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.models import Models
+from tests.helpers.paths import SCHEMAS
+from tests.helpers.proxy_runner import ProxyProcess, RunningProxy, start_proxy, wait_for_log
+from tests.helpers.traffic import VALID_BODY
 
 STRICT_ECHO = {
     "name": "strict-echo",

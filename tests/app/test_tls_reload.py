@@ -7,15 +7,16 @@ import http.client
 import os
 import signal
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import trustme
 
-from tests.conftest import Models, ProxyProcess, config_doc, write_config
-from tests.pki import Files, client_context, fingerprint_der, fingerprint_pem, write_leaf
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.models import Models
+from tests.helpers.pki import Files, client_context, fingerprint_der, fingerprint_pem, write_leaf
+from tests.helpers.proxy_runner import ProxyProcess, wait_for_log
 
 
 def rotate(leaf: trustme.LeafCert, files: Files) -> None:
@@ -43,17 +44,6 @@ def get(conn: http.client.HTTPSConnection, path: str) -> int:
 def presented(conn: http.client.HTTPSConnection) -> str:
     assert isinstance(conn.sock, ssl.SSLSocket)
     return fingerprint_der(conn.sock.getpeercert(binary_form=True))
-
-
-async def wait_for_log(proc: ProxyProcess, text: str, seen: int, within: float = 10.0) -> int:
-    """Wait until a log line after the first ``seen`` lines contains ``text``; the new line count."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        lines = list(proc.stderr_lines)
-        if any(text in line for line in lines[seen:]):
-            return len(lines)
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no log line with {text!r}:\n" + "".join(proc.stderr_lines))
 
 
 async def test_sighup_reloads_certificates_without_dropping_connections(

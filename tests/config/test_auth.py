@@ -11,7 +11,7 @@ import pytest
 
 from proxy.config.load import build_config
 from proxy.errors import ConfigError
-from tests.test_clientauth import HS_SECRET, KEY_A, _doc, mixed_config, sha
+from tests.helpers.clientauth import HS_SECRET, KEY_A, auth_doc, mixed_config, sha
 
 # -- config errors name the key path ------------------------------------------------------------------
 
@@ -84,7 +84,7 @@ def test_bad_edge_config_names_the_key_path(
     monkeypatch.setenv("RG_TEST_JWT_SECRET", HS_SECRET)
     monkeypatch.setenv("RG_SHORT", "short")
     with pytest.raises(ConfigError) as info:
-        build_config(_doc(tmp_path, **over), tmp_path)
+        build_config(auth_doc(tmp_path, **over), tmp_path)
     assert info.value.path == path, str(info.value)
     assert str(info.value).startswith(path + ":")
 
@@ -92,14 +92,18 @@ def test_bad_edge_config_names_the_key_path(
 def test_route_auth_errors_name_the_route(tmp_path: Path) -> None:
     route = {"name": "infer", "path": "/v1/infer"}
     with pytest.raises(ConfigError) as info:  # an auth block but nothing to authenticate with
-        build_config(_doc(tmp_path, routes=[{**route, "auth": {"roles": ["x"]}}]), tmp_path)
+        build_config(auth_doc(tmp_path, routes=[{**route, "auth": {"roles": ["x"]}}]), tmp_path)
     assert info.value.path == "routes[0].auth"
     peers = {"peers": [{"name": "batch", "roles": ["scorer"], "peer": "b"}]}
     with pytest.raises(ConfigError) as info:
-        build_config(_doc(tmp_path, routes=[{**route, "auth": {"roles": ["scorre"]}}], auth=peers), tmp_path)
+        build_config(
+            auth_doc(tmp_path, routes=[{**route, "auth": {"roles": ["scorre"]}}], auth=peers), tmp_path
+        )
     assert info.value.path == "routes[0].auth.roles[0]" and "scorre" in str(info.value)
     with pytest.raises(ConfigError) as info:
-        build_config(_doc(tmp_path, routes=[{**route, "auth": {"clients": ["bach"]}}], auth=peers), tmp_path)
+        build_config(
+            auth_doc(tmp_path, routes=[{**route, "auth": {"clients": ["bach"]}}], auth=peers), tmp_path
+        )
     assert info.value.path == "routes[0].auth.clients[0]"
 
 

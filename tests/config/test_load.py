@@ -18,9 +18,10 @@ from proxy.config.model import Config
 from proxy.config.units import parse_duration, parse_size
 from proxy.errors import ConfigError
 from proxy.rollout.state import weight_to_bp
-from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, config_doc, write_config
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.paths import ROOT
+from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "rollguard.yaml"
 EXAMPLE_TOKENS = {
     "ROLLGUARD_OPERATOR_TOKEN": "example-operator-token-4f1c9a",

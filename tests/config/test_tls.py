@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from proxy.config.load import load_config
 from proxy.config.tls_contexts import ServerTls, client_context
 from proxy.errors import ConfigError
-from tests.conftest import config_doc, write_config
-from tests.pki import write_ca, write_leaf
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.pki import write_ca, write_leaf
 
 
 @pytest.fixture

@@ -406,6 +406,102 @@ def test_readable_values_are_untouched(text: str) -> None:
     assert M.mask_text(text) == text
 
 
+# ---------------------------------------------------------------------------------------------------
+# Neighbours: the separators of paths, queries and lists end a value, whatever follows them.
+
+SEPARATORS = ("/", "?", "&", "=", ",", ";", ":", " ")
+NUMBERS = [
+    ("cpf", "12345678909"),
+    ("cpf", "123.456.789-09"),
+    ("cnpj", "11222333000181"),
+    ("cnpj", "11.222.333/0001-81"),
+    ("cnpj", "12.ABC.345/01DE-35"),
+    ("card", "4111111111111111"),
+    ("card", "4111 1111 1111 1111"),
+    ("phone", "(11) 91234-5678"),
+    ("phone", "11 91234-5678"),
+    ("phone", "+5511912345678"),
+    ("ip", "10.0.0.1"),
+    ("ip", "2001:db8::1"),
+]
+
+
+def test_numbers_masked_between_any_separators_even_next_to_digits() -> None:
+    # "/users/12345678909/42", "12345678909,12345678909", "a=1,12345678909&b=2": each side on its own.
+    wrong = []
+    for kind, value in NUMBERS:
+        ps = M.pseudonym(kind, value)
+        for left in ("", *SEPARATORS):
+            for right in ("", *SEPARATORS):
+                text = f"{'42' if left else ''}{left}{value}{right}{'42' if right else ''}"
+                if (out := M.mask_text(text)) != text.replace(value, ps):
+                    wrong.append((text, out))
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize(
+    ("text", "planted"),
+    [
+        ("/users/12345678909/42", [("cpf", "12345678909")]),
+        ("/users/123.456.789-09/42/orders", [("cpf", "123.456.789-09")]),
+        ("/companies/11.222.333/0001-81/7", [("cnpj", "11.222.333/0001-81")]),
+        ("12345678909,12345678909", [("cpf", "12345678909"), ("cpf", "12345678909")]),
+        (
+            "ids=4111111111111111,5555555555554444",
+            [("card", "4111111111111111"), ("card", "5555555555554444")],
+        ),
+        ("/users/11912345678/2", [("phone", "11912345678")]),
+        ("+5511912345678,12345678909", [("phone", "+5511912345678"), ("cpf", "12345678909")]),
+        ("client_ip:2001:db8::1 ok", [("ip", "2001:db8::1")]),
+        ("11912345678:2001:db8::1", [("phone", "11912345678"), ("ip", "2001:db8::1")]),
+        # ipaddress refuses the whole (a group holds 4 hex digits); reading 2001:db8::1191 out of it would
+        # cut a number in two, so it is the address 2001:db8:: followed by a phone.
+        ("2001:db8::11912345678", [("ip", "2001:db8::"), ("phone", "11912345678")]),
+        ("12345678909/10.0.0.1", [("cpf", "12345678909"), ("ip", "10.0.0.1")]),
+        ("/users/10.0.0.1/orders", [("ip", "10.0.0.1")]),
+        ("maria@x.com/10.0.0.1", [("email", "maria@x.com"), ("ip", "10.0.0.1")]),
+        (
+            "Bearer 8f2a9c1e4b7d6a3f0e5c=12345678909",
+            [("bearer", "8f2a9c1e4b7d6a3f0e5c"), ("cpf", "12345678909")],
+        ),
+        (
+            "Bearer 8f2a9c1e4b7d/Bearer 6a3f0e5c9d8b",
+            [("bearer", "8f2a9c1e4b7d/Bearer"), ("bearer", "6a3f0e5c9d8b")],
+        ),
+    ],
+)
+def test_values_glued_by_separators(text: str, planted: list[tuple[str, str]]) -> None:
+    expected, pos = [], 0
+    for kind, value in planted:
+        at = text.index(value, pos)
+        expected += [text[pos:at], M.pseudonym(kind, value)]
+        pos = at + len(value)
+    assert M.mask_text(text) == "".join([*expected, text[pos:]])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12345678909.5",  # a decimal
+        "1.12345678909",
+        "12345678909-1",  # a dashed id
+        "A-12345678909",
+        "x12345678909",  # inside a word
+        "12345678909a",
+        "123456789091",  # inside a longer number
+        "912345678909",
+        "1.123.456.789-09",
+        "123.456.789-09.1",
+        "123.456.789-09-1",
+        "10.0.0.1.5",  # a longer dotted run
+        "Chrome/10.0.0.1",  # a version token
+        "std::vector Abc::Definitely",
+    ],
+)
+def test_numbers_inside_longer_tokens_stay_readable(text: str) -> None:
+    assert M.mask_text(text) == text
+
+
 class Fixed:
     """An injected detector that reports the same hits whatever the text."""
 
@@ -416,7 +512,7 @@ class Fixed:
         return list(self.hits)
 
 
-def test_overlaps_resolved_longest_then_most_specific_once() -> None:
+def test_overlapping_hits_are_masked_as_their_union_under_the_best_one() -> None:
     text = "0123456789abcdefghij"
     masker = Masker(
         MaskerConfig(key=KEY),
@@ -427,10 +523,30 @@ def test_overlaps_resolved_longest_then_most_specific_once() -> None:
         ],
     )
     ps = masker.pseudonym
-    # the phone at 8-12 and the ip at 14-16 overlap the longer email at 9-15
-    assert masker.mask_text(text) == f"{ps('cpf', 'c')}5678{ps('email', 'e')}fgh{ps('custom', 'z')}"
+    # the phone at 8-12 and the ip at 14-16 stick out of the longer email at 9-15: all of 8-16 goes
+    assert masker.mask_text(text) == f"{ps('cpf', 'c')}567{ps('email', 'e')}gh{ps('custom', 'z')}"
+    # a chain: 0-6 and 7-12 do not touch, but 5-8 overlaps both, so none of 0-12 may stay
+    chain = Masker(
+        MaskerConfig(key=KEY),
+        detectors=[Fixed(Hit(0, 6, "cpf", "a"), Hit(5, 8, "ip", "b"), Hit(7, 12, "email", "c"))],
+    )
+    assert chain.mask_text(text) == f"{ps('cpf', 'a')}cdefghij"
     no_ip = Masker(MaskerConfig(key=KEY, ip_addresses=False), detectors=[Fixed(Hit(0, 4, "ip", "1.2.3.4"))])
     assert no_ip.mask_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets"),
+    [
+        # the password runs into the IBAN, the longer hit: the password must not come out raw beside it
+        ("?password=NDwUXsK7B2xgRMeP:DE89 3704 0044 0532 0130 00", ["NDwUXsK7B2xgRMeP", "3704"]),
+        # an E.164 number that swallows the DDD of the national number after it
+        ("+7599580761 91 93911-7908", ["7599580761", "93911-7908"]),
+    ],
+)
+def test_overlapping_detectors_leave_nothing_raw(text: str, secrets: list[str]) -> None:
+    out = M.mask_text(text)
+    assert not [secret for secret in secrets if secret in out], out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ import pytest
 
 from proxy.dataplane.retry import RetryBudget
 from proxy.demo.sample_model import ModelBehavior
-from tests.conftest import Models, config_doc, write_config
-from tests.faulty_upstream import Fault, FaultyUpstream, refused_url
-from tests.helpers import VALID_BODY, metric_samples, raw_http_server, rss_kib, sample
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import Fault, FaultyUpstream, refused_url
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.models import Models
+from tests.helpers.traffic import VALID_BODY, raw_http_server
 
 
 async def flaky_server(fail_first: int) -> Any:
@@ -193,7 +195,7 @@ def _fds(pid: int) -> int:
         Fault.STATUS_500,
     ],
 )
-async def test_a_thousand_faults_leak_nothing(
+async def test_a_thousand_faults_leak_no_sockets(
     tmp_path: Path, models: Models, proxy_process: Any, fault: Fault | None
 ) -> None:
     async with FaultyUpstream(fault or Fault.OK) as faulty:
@@ -234,12 +236,11 @@ async def test_a_thousand_faults_leak_nothing(
                 return await asyncio.gather(*(one() for _ in range(n)))
 
         await burst(100)
-        fds, rss = _fds(pid), rss_kib(pid)
+        fds = _fds(pid)  # memory growth: measured in benchmarks/bench_memory.py, not asserted here
         statuses = await burst(1000)
         assert set(statuses) <= {502, 504, 500, -1, 200}, set(statuses)
         await asyncio.sleep(0.3)  # let the last sockets close
         assert _fds(pid) <= fds + 5, (fds, _fds(pid))
-        assert (rss_kib(pid) - rss) / 1024 < 12
 
 
 async def test_sigterm_drains_accepted_requests(tmp_path: Path, models: Models, proxy_process: Any) -> None:

@@ -13,7 +13,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,8 +30,8 @@ from proxy.demo.sample_model import (
     score_features,
     start_sample_model,
 )
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 REQUEST_SCHEMA = json.loads((ROOT / "config/schemas/infer_request.json").read_text())
 RESPONSE_SCHEMA = json.loads((ROOT / "config/schemas/infer_response.json").read_text())
 REQUEST_VALIDATOR = jsonschema.Draft202012Validator(REQUEST_SCHEMA)

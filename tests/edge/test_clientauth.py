@@ -22,16 +22,9 @@ from proxy.config.model import Config
 from proxy.edge.policy import EdgePolicy
 from proxy.errors import Forbidden, RateLimited, Unauthorized
 from proxy.observe.exchange import Exchange
-from tests.conftest import config_doc
+from tests.helpers.clientauth import HS_SECRET, KEY_A, KEY_B, auth_doc, mixed_config, sha
 
-HS_SECRET = "hs256-secret-for-tests-0123456789abcdef"
-KEY_A = "rg_key-for-client-a-0123456789abcdefghij"
-KEY_B = "rg_key-for-client-b-0123456789abcdefghij"
 ISS, AUD = "https://idp.example.test", "rollguard"
-
-
-def sha(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def pem(public: Any) -> bytes:
@@ -55,17 +48,13 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RG_TEST_JWT_SECRET", HS_SECRET)
 
 
-def _doc(tmp_path: Path, **over: Any) -> dict[str, Any]:
-    return config_doc(tmp_path, "http://127.0.0.1:9001", "http://127.0.0.1:9002", **over)
-
-
 def jwt_config(tmp_path: Path, keys: dict[str, Any]) -> Config:
     (tmp_path / "rs.pem").write_bytes(pem(keys["rsa"].public_key()))
     (tmp_path / "ec.pem").write_bytes(pem(keys["ec"].public_key()))
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(keys["ec_jwks"].public_key()))
     jwk.update(kid="jwks-1", alg="ES256", use="sig")
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    doc = _doc(
+    doc = auth_doc(
         tmp_path,
         auth={
             "required": True,
@@ -272,24 +261,6 @@ def test_time_claims_follow_the_injected_clock_even_for_remembered_tokens(
 # -- API keys, peers, allow lists ---------------------------------------------------------------------
 
 
-def mixed_config(tmp_path: Path, **auth_over: Any) -> Config:
-    routes = [
-        {"name": "infer", "path": "/v1/infer", "auth": {"roles": ["scorer"]}},
-        {"name": "batch", "path": "/v1/batch", "auth": {"clients": ["batch"]}},
-        {"name": "public", "path": "/v1/public", "auth": {"required": False}},
-        {"name": "plain", "path": "/v1/plain"},
-    ]
-    auth: dict[str, Any] = {
-        "api_keys": [
-            {"name": "checkout", "roles": ["scorer"], "key_sha256": sha(KEY_A)},
-            {"name": "reporting", "roles": ["reader"], "key_sha256": sha(KEY_B)},
-        ],
-        "peers": [{"name": "batch", "roles": ["scorer"], "peer": "batch.internal"}],
-    }
-    auth.update(auth_over)
-    return build_config(_doc(tmp_path, routes=routes, auth=auth), tmp_path)
-
-
 def test_api_key_by_bearer_or_header(tmp_path: Path) -> None:
     policy = EdgePolicy(mixed_config(tmp_path))
     assert admit(policy, bearer(KEY_A))["client_name"] == "checkout"
@@ -376,7 +347,7 @@ def test_other_authorization_schemes_are_not_ours(tmp_path: Path) -> None:
 
 
 def test_nothing_configured_means_no_policy(tmp_path: Path) -> None:
-    assert EdgePolicy.from_config(build_config(_doc(tmp_path), tmp_path)) is None
+    assert EdgePolicy.from_config(build_config(auth_doc(tmp_path), tmp_path)) is None
 
 
 def test_repr_never_shows_key_material(tmp_path: Path, keys: dict[str, Any], env: None) -> None:
@@ -397,7 +368,7 @@ class FakeClock:
 
 def test_rate_limits_by_client_address_and_route(tmp_path: Path) -> None:
     routes = [{"name": "infer", "path": "/v1/infer"}, {"name": "other", "path": "/v1/other"}]
-    doc = _doc(
+    doc = auth_doc(
         tmp_path,
         routes=routes,
         auth={"api_keys": [{"name": "checkout", "key_sha256": sha(KEY_A)}]},

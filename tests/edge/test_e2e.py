@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from proxy.config.load import load_config
-from tests.conftest import config_doc, start_proxy, write_config
-from tests.faulty_upstream import Fault, FaultyUpstream
-from tests.helpers import metric_samples, sample
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import Fault, FaultyUpstream
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.proxy_runner import start_proxy
 
 KEY_CHECKOUT = "rg_checkout-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 KEY_REPORTS = "rg_reports-key-0a1b2c3d4e5f60718293a4b5c6d7e8f9"

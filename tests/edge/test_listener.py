@@ -29,9 +29,12 @@ from proxy.config.model import LimitsConfig
 from proxy.demo.sample_model import ModelBehavior, start_sample_model
 from proxy.edge.listener import ListenerGuard, ListenerLimits
 from proxy.errors import ConfigError
-from tests.conftest import Models, config_doc, start_proxy, write_config
-from tests.faulty_upstream import Fault, FaultyUpstream
-from tests.helpers import VALID_BODY, metric_samples, sample
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import Fault, FaultyUpstream
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.models import Models
+from tests.helpers.proxy_runner import start_proxy
+from tests.helpers.traffic import VALID_BODY
 
 SMALL_HEAD = "4KiB"
 SMALL_HEAD_BYTES = 4096

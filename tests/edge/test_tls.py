@@ -25,9 +25,9 @@ from proxy.app.serve import bind, bound
 from proxy.config.model import LimitsConfig, Listen, ListenerTls
 from proxy.config.tls_contexts import ServerTls
 from proxy.edge.listener import ListenerGuard, ListenerLimits
-from tests.conftest import OPERATOR_TOKEN
-from tests.helpers import VALID_BODY
-from tests.pki import Files, client_context, issue, write_ca, write_leaf
+from tests.helpers.pki import Files, client_context, issue, write_ca, write_leaf
+from tests.helpers.tokens import OPERATOR_TOKEN
+from tests.helpers.traffic import VALID_BODY
 
 
 @dataclass

@@ -13,9 +13,10 @@ import pytest
 import trustme
 
 from proxy.config.load import load_config
-from tests.conftest import config_doc, start_proxy, write_config
-from tests.helpers import VALID_BODY
-from tests.pki import Files, client_context, issue, write_ca, write_leaf
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.pki import Files, client_context, issue, write_ca, write_leaf
+from tests.helpers.proxy_runner import start_proxy
+from tests.helpers.traffic import VALID_BODY
 
 
 def mtls_doc(

@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT
+
 RULES = ROOT / "config" / "prometheus" / "rollguard-rules.yml"
 OUT = ROOT / "config" / "prometheus" / "tests" / "alerts_test.yml"
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.promql import need_binary
+from tests.helpers.promql import need_binary
 
 
 def _free_port() -> int:

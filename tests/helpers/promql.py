@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +14,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import VALID_BODY
+from tests.helpers.paths import ROOT
+from tests.helpers.traffic import VALID_BODY
 
-ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "config" / "prometheus"
 RULES = PROM_DIR / "rollguard-rules.yml"
 DASHBOARD = ROOT / "config" / "grafana" / "rollguard-dashboard.json"

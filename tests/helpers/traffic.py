@@ -1,33 +1,14 @@
-"""Small helpers shared by the end-to-end tests."""
+"""Traffic for end-to-end tests: a valid body, a raw-socket server, open-loop load, waiting for a phase."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 VALID_BODY = {"features": {"amount": 12.5, "tenure_months": 7, "txn_24h": 2, "region": "br-se"}}
-
-
-async def metric_samples(admin_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Scrape ``/metrics`` and index every sample by (name, labels)."""
-    async with httpx.AsyncClient(base_url=admin_url) as c:
-        text = (await c.get("/metrics")).text
-    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """Sum of the samples named ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
 @contextlib.asynccontextmanager
@@ -49,21 +30,6 @@ async def raw_http_server(
     finally:
         server.close()
         await server.wait_closed()
-
-
-def peak_rss_kib(pid: int) -> int:
-    """The process's peak resident set (VmHWM) in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def drive_traffic(

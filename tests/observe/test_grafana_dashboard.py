@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from tests.promql import (
+from tests.helpers.promql import (
     SCRAPE_SERIES,
     dashboard,
     dashboard_panels,

@@ -12,8 +12,11 @@ import httpx
 import orjson
 
 from proxy.config.load import load_config
-from tests.conftest import OPERATOR_TOKEN, Models, config_doc, start_proxy, write_config
-from tests.helpers import VALID_BODY
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.models import Models
+from tests.helpers.proxy_runner import start_proxy
+from tests.helpers.tokens import OPERATOR_TOKEN
+from tests.helpers.traffic import VALID_BODY
 
 EMAIL = "joao.silva@example.com"
 CPF = "529.982.247-25"

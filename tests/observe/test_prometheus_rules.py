@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import metric_samples
-from tests.prometheus_alert_cases import OUT as ALERT_TESTS
-from tests.prometheus_alert_cases import build
-from tests.promql import (
+from tests.helpers.metrics import metric_samples
+from tests.helpers.paths import ROOT
+from tests.helpers.prometheus_alert_cases import OUT as ALERT_TESTS
+from tests.helpers.prometheus_alert_cases import build
+from tests.helpers.promql import (
     DASHBOARD,
     PROM_DIR,
-    ROOT,
     RULES,
     SCRAPE_SERIES,
     exported_names,
@@ -82,7 +82,8 @@ def test_promtool_unit_tests_pass() -> None:
 
 def test_alert_unit_tests_are_generated_from_the_current_rules_and_cases() -> None:
     assert ALERT_TESTS.read_text(encoding="utf-8") == build(), (
-        "config/prometheus/tests/alerts_test.yml is stale: run `python -m tests.prometheus_alert_cases`"
+        "config/prometheus/tests/alerts_test.yml is stale: "
+        "run `python -m tests.helpers.prometheus_alert_cases`"
     )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 
 from proxy.demo.sample_model import ModelBehavior, features_generator
-from tests.conftest import Models
-from tests.prometheus_server import PrometheusServer, by_label
-from tests.promql import RULES, dashboard, dashboard_queries, substitute
+from tests.helpers.models import Models
+from tests.helpers.prometheus_server import PrometheusServer, by_label
+from tests.helpers.promql import RULES, dashboard, dashboard_queries, substitute
 
 ROUTED = 'job="rollguard", route!="unmatched", role=~"baseline|candidate"'
 REQUESTS = 360

@@ -24,9 +24,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from proxy.config.load import load_config
 from proxy.errors import ConfigError
-from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, RunningProxy, config_doc, start_proxy, write_config
-from tests.faulty_upstream import refused_url
-from tests.helpers import VALID_BODY, raw_http_server
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import refused_url
+from tests.helpers.proxy_runner import RunningProxy, start_proxy
+from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
+from tests.helpers.traffic import VALID_BODY, raw_http_server
 
 ANSWER = orjson.dumps({"score": 0.7, "decision": True, "model_version": "x"})
 ROUTE = {"name": "infer", "path": "/v1/infer", "methods": ["POST"]}

@@ -20,7 +20,10 @@ from proxy.config.load import load_config
 from proxy.demo.sample_model import ModelBehavior
 from proxy.errors import ConfigError
 from proxy.reports.staging import SampleSlots
-from tests.conftest import OPERATOR_TOKEN, VIEWER_TOKEN, Models, RunningProxy, config_doc, write_config
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.models import Models
+from tests.helpers.proxy_runner import RunningProxy
+from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
 
 # Personal data planted in bodies, queries and a contract breach's value; none may reach the report raw.
 EMAIL = "joao.silva@example.com"

@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from proxy.demo.sample_model import ModelBehavior
-from tests.conftest import Models, config_doc, write_config
-from tests.faulty_upstream import refused_url
-from tests.helpers import drive_traffic, wait_for_phase
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import refused_url
+from tests.helpers.models import Models
+from tests.helpers.traffic import drive_traffic, wait_for_phase
 
 # Short windows and small samples so a rollout fits in seconds; thresholds wide enough that an identical
 # candidate passes on a few hundred samples, which is what a test can afford.

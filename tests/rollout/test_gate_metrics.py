@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from proxy.demo.sample_model import ModelBehavior
-from tests.conftest import Models
-from tests.helpers import drive_traffic, metric_samples, sample, wait_for_phase
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.models import Models
+from tests.helpers.traffic import drive_traffic, wait_for_phase
 
 # One-second windows that never move the step: every window holds, so the gates keep being judged on
 # one growing sample and the gauges keep being published.

@@ -16,9 +16,12 @@ from proxy.config.keys import load_public_key
 from proxy.config.load import load_config
 from proxy.errors import ConfigError
 from proxy.rollout.manifest import keygen, sign, verify
-from tests.conftest import OPERATOR_TOKEN, Models, config_doc, start_proxy, write_config
-from tests.faulty_upstream import Fault, FaultyUpstream
-from tests.helpers import VALID_BODY
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import Fault, FaultyUpstream
+from tests.helpers.models import Models
+from tests.helpers.proxy_runner import start_proxy
+from tests.helpers.tokens import OPERATOR_TOKEN
+from tests.helpers.traffic import VALID_BODY
 
 GOOD = {
     "model": "risk-scorer",

@@ -14,7 +14,9 @@ import pytest
 from proxy.errors import IllegalTransition, RevisionMismatch
 from proxy.rollout.state import Phase, RolloutState, initial, reconcile_candidate, set_weight
 from proxy.rollout.store import FileStateStore
-from tests.conftest import OPERATOR_TOKEN, Models, config_doc, write_config
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.models import Models
+from tests.helpers.tokens import OPERATOR_TOKEN
 
 NOW = "2025-01-02T03:04:05.678Z"
 LATER = "2025-01-02T03:05:00.000Z"

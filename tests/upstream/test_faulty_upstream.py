@@ -7,17 +7,15 @@ import errno
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import jsonschema
 import pytest
 
-from tests.faulty_upstream import OK_BODY, Fault, FaultyUpstream, refused_url
+from tests.helpers.faulty_upstream import OK_BODY, Fault, FaultyUpstream, refused_url
+from tests.helpers.paths import SCHEMAS
 
-RESPONSE_SCHEMA = json.loads(
-    (Path(__file__).resolve().parent.parent / "config/schemas/infer_response.json").read_text()
-)
+RESPONSE_SCHEMA = json.loads((SCHEMAS / "infer_response.json").read_text())
 SHORT_READ = aiohttp.ClientTimeout(total=None, sock_read=0.2)
 
 

@@ -14,10 +14,11 @@ import pytest
 import trustme
 
 from proxy.demo.sample_model import ModelBehavior, RunningModel, start_sample_model
-from tests.conftest import Models
-from tests.faulty_upstream import Fault, FaultyUpstream
-from tests.helpers import VALID_BODY, metric_samples, sample
-from tests.pki import Files, issue, write_ca
+from tests.helpers.faulty_upstream import Fault, FaultyUpstream
+from tests.helpers.metrics import metric_samples, sample
+from tests.helpers.models import Models
+from tests.helpers.pki import Files, issue, write_ca
+from tests.helpers.traffic import VALID_BODY
 
 
 @dataclass
