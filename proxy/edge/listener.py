@@ -34,7 +34,9 @@ its body has arrived, or once it fills the read buffer (a large body, streamed t
 on), or at once when the client waits for ``100 Continue``. So a client that sends a head and then
 drips its body holds a socket, never a slot: a few hundred of them cannot make the listener refuse
 anyone. A body refused after its request was admitted tells the app the client left (it stops and its
-slot is freed) and the client gets the answer at once; a response already begun is cut instead.
+slot is freed) and the client gets the answer at once; a response already begun is cut instead. When
+the app answers and closes a request admitted before its body arrived (a refusal before the body is
+read), the close lingers too.
 
 The head's size is the bytes read while it is incomplete (an unterminated header is refused as soon as
 those pass the limit, whatever httptools buffers) and, once complete, the request-target plus each
@@ -169,6 +171,23 @@ class ListenerGuard:
 
     def __repr__(self) -> str:
         return f"<ListenerGuard {self.name} in_flight={self._in_flight}/{self.limits.max_concurrency}>"
+
+
+class _LingerOnClose:
+    """A cycle's transport whose ``close`` lingers (see :meth:`GuardedHttpToolsProtocol._close_answered`);
+    everything else goes to the real transport."""
+
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol, transport: asyncio.Transport) -> None:
+        self._protocol = protocol
+        self._transport = transport
+
+    def close(self) -> None:
+        self._protocol._close_answered()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Refused(Exception):
@@ -333,6 +352,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._held = None
         self._admit(cycle, app)
 
+    def _close_answered(self) -> None:
+        """Close after the app's closing answer; linger when the request's body is still arriving."""
+        transport = self.transport
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or transport.is_closing():
+            transport.close()
+            return
+        self._closing = True  # what the client still sends of its body is discarded
+        self._write_and_linger(b"")
+
     def _admit(self, cycle: RequestResponseCycle, app: Any) -> None:
         # uvicorn's _start_asgi_task body, repeated to get hold of the task: its done callback balances
         # the admission, even for a task cancelled before its first step.
@@ -344,6 +373,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             guard.rejected(503, "overloaded")
             self._shed(cycle)
             return
+        if cycle.more_body:
+            # Admitted before its body arrived (a large body, or 100-continue): if the app answers and
+            # closes without reading it all, a plain close would reset the client before it reads the answer.
+            cycle.transport = _LingerOnClose(self, cycle.transport)  # type: ignore[assignment]
         coro = cycle.run_asgi(app)
         if self.config.reset_contextvars:
             task = self.loop.create_task(coro, context=contextvars.Context())

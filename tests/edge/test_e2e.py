@@ -186,20 +186,43 @@ async def test_a_burst_gets_429s_with_retry_after_and_the_upstream_never_sees_th
 
 
 async def test_refusal_comes_before_the_body_is_read(tmp_path: Path, edge: Any) -> None:
-    """A client declaring a 50 MB body gets its 401 at once, and the connection is closed after it."""
+    """A client declaring a 50 MB body gets its 401 once 64 KiB have arrived, and the connection is closed."""
     proxy, upstream = edge
     host, port = proxy.data_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
         b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"content-length: 50000000\r\n\r\n{"
+        b"content-length: 50000000\r\n\r\n"
     )
+    # The listener buffers at most 64 KiB of a body before the app decides; it never waits for the rest.
+    writer.write(b"{" + b" " * (128 * 1024))
     await writer.drain()
     async with asyncio.timeout(5):
         head = await reader.readuntil(b"\r\n\r\n")
         rest = await reader.read()  # the proxy closes: we never have to send the 50 MB
     writer.close()
     assert head.startswith(b"HTTP/1.1 401 ")
+    assert b"connection: close" in head.lower()
+    assert b'"status":401' in rest
+    assert upstream.requests_seen == 0
+
+
+async def test_a_client_that_expects_100_continue_is_refused_before_sending_any_body(
+    tmp_path: Path, edge: Any
+) -> None:
+    proxy, upstream = edge
+    host, port = proxy.data_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 50000000\r\nexpect: 100-continue\r\n\r\n"
+    )
+    await writer.drain()
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        rest = await reader.read()
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401 ")  # no "100 Continue" first: the body is never asked for
     assert b"connection: close" in head.lower()
     assert b'"status":401' in rest
     assert upstream.requests_seen == 0
