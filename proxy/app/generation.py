@@ -9,15 +9,17 @@ generation, swapped by a reload with one assignment.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from proxy._tasks import TaskSet
 from proxy._types import Role
 from proxy.config.diff import same_auth
 from proxy.config.model import Config, UpstreamConfig
+from proxy.dataplane.force import ForcedRole
 from proxy.dataplane.forward import Forwarder
 from proxy.edge.policy import EdgePolicy
+from proxy.edge.throttle import FailureThrottle
 from proxy.errors import ConfigError, TlsError
 from proxy.observe.exchange import Observers
 from proxy.observe.metrics import ProxyMetrics
@@ -45,6 +47,8 @@ class Shared:
     shadow_tasks: TaskSet
     on_pair: PairObserver
     tracing: Tracing | None = None
+    # Wrong x-rollguard-token values per peer: a reload must not hand a guesser a fresh budget.
+    force_throttle: FailureThrottle = field(default_factory=FailureThrottle)
 
 
 @dataclass(slots=True)
@@ -142,6 +146,11 @@ async def open_generation(
             tasks=shared.tasks,
             mirror=mirror,
             edge=edge,
+            forced=ForcedRole(
+                (t.token for t in config.admin.tokens if t.role == "operator"),
+                throttle=shared.force_throttle,
+                on_wrong_token=metrics.auth_failure,
+            ),
             tracing=shared.tracing,
             candidate_allowed=verdict.ok,
         )

@@ -66,6 +66,7 @@ class Forwarder:
         tasks: TaskSet,
         mirror: Mirror | None = None,
         edge: EdgePolicy | None = None,
+        forced: ForcedRole | None = None,
         tracing: Tracing | None = None,
         candidate_allowed: bool = True,
         rand: Callable[[], float] = random.random,
@@ -86,7 +87,8 @@ class Forwarder:
         self.compiled = {
             r.name: CompiledRoute.build(r, config.limits.inspect_body_bytes) for r in config.routes
         }
-        self._forced = ForcedRole(t.token for t in config.admin.tokens if t.role == "operator")
+        # The operator's force header; the generation passes one whose throttle outlives reloads.
+        self._forced = forced or ForcedRole(t.token for t in config.admin.tokens if t.role == "operator")
         self._fallback = config.canary.fallback_to_baseline
         self._trusted = TrustedPeers(config.forwarded.trusted)
         self.budget = RetryBudget()
@@ -123,7 +125,9 @@ class Forwarder:
                 hold_bytes=limits.replay_body_bytes,
             )
             doc = self._parse_request(compiled, body.held, body.data)
-            role: Role = self._forced(headers) or self._choose(compiled, headers, doc)
+            client = scope.get("client")
+            forced = self._forced(headers, client[0] if client else "", ex.route_name)
+            role: Role = forced or self._choose(compiled, headers, doc)
             if not self.candidate_allowed:
                 role = "baseline"
             ex.role = role

@@ -221,7 +221,8 @@ class ProxyMetrics:
             "rollguard_auth_failures",
             "Data-plane requests refused by client authentication (401) or authorization (403), "
             "by a bounded reason (missing, malformed, unknown_key, unknown_kid, bad_alg, bad_signature, "
-            "expired, claims, forbidden).",
+            "expired, claims, forbidden), and x-rollguard-force headers with a wrong operator token "
+            "(force_token: served unforced, or 429 once the address is throttled).",
             ["route", "reason"],
             registry=registry,
         )

@@ -182,6 +182,29 @@ async def test_force_header_needs_an_operator_token(proxy: Any) -> None:
     assert "x-rollguard-token" not in names and "x-rollguard-force" not in names
 
 
+async def test_wrong_force_tokens_are_counted_then_throttled_and_a_valid_one_still_forces(
+    proxy: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = {"x-rollguard-force": "candidate", "x-rollguard-token": "guess"}
+    async with httpx.AsyncClient(base_url=proxy.data_url) as c:
+        guesses = [await c.post("/v1/infer", json=VALID_BODY, headers=wrong) for _ in range(10)]
+        throttled = await c.post("/v1/infer", json=VALID_BODY, headers=wrong)
+        valid = await c.post(
+            "/v1/infer",
+            json=VALID_BODY,
+            headers={"x-rollguard-force": "candidate", "x-rollguard-token": OPERATOR_TOKEN},
+        )
+    assert [r.headers["x-rollguard-version"] for r in guesses] == ["v1"] * 10  # served, unforced
+    assert throttled.status_code == 429
+    assert throttled.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(throttled.headers["retry-after"]) <= 60
+    assert valid.status_code == 200 and valid.headers["x-rollguard-version"] == "v2"
+    samples = await metric_samples(proxy.admin_url)
+    assert sample(samples, "rollguard_auth_failures_total", route="infer", reason="force_token") == 10
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rollguard.force"]
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "guess" not in warnings[0]
+
+
 async def test_contract_rejects_bad_request_with_problem_json(proxy: Any) -> None:
     async with httpx.AsyncClient(base_url=proxy.data_url) as c:
         bad = await c.post(
