@@ -5,9 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 
 # The same install CI checks: a plain (non-editable) install of the package and its data files.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY proxy ./proxy
-RUN pip install . && useradd --system --uid 10001 --home /var/lib/rollguard rollguard \
+RUN pip install -c constraints.txt . && useradd --system --uid 10001 --home /var/lib/rollguard rollguard \
     && mkdir -p /var/lib/rollguard && chown rollguard /var/lib/rollguard
 COPY config ./config
 
