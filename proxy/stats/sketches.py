@@ -199,15 +199,19 @@ class LogHistogram:
 
 
 class Reservoir:
-    """A uniform random sample of at most ``size`` of the values added (Algorithm R, Vitter 1985).
+    """A uniform random sample of at most ``size`` of the values added (Algorithm L, Li 1994).
 
     Contract: after n adds, the sample is a uniformly random ``min(size, n)``-subset of the values, so
     each value is in it with probability ``min(1, size / n)`` whatever its position in the stream.
     ``count`` is every value seen; ``quantile`` is exact on the sample (linear interpolation between order
     statistics, numpy's and R's default "type 7"). The samples are a function of ``seed`` and the input.
+
+    Algorithm L draws, once the sample is full, how many values to skip before the next one that enters
+    it (geometric, with a shrinking acceptance weight), so an add that is skipped costs a comparison, not
+    a random draw: the recorder adds every request's latency and score, live and in a backtest.
     """
 
-    __slots__ = ("_count", "_rng", "_sample", "_sorted", "size")
+    __slots__ = ("_count", "_next", "_rng", "_sample", "_sorted", "_w", "size")
 
     def __init__(self, size: int = 4096, *, seed: int = 0) -> None:
         if size < 1:
@@ -217,17 +221,31 @@ class Reservoir:
         self._sample: list[float] = []
         self._count = 0
         self._sorted: list[float] | None = None
+        self._w = 1.0
+        self._next = size  # 1-based count of the next value to enter once the sample is full
+
+    def _skip(self) -> None:
+        """A value entered the full sample: shrink the acceptance weight, draw the next entrant."""
+        self._w *= math.exp(math.log(1.0 - self._rng.random()) / self.size)
+        self._draw_gap()
+
+    def _draw_gap(self) -> None:
+        # Values skipped before the next entrant: geometric with success probability w.
+        w = self._w
+        gap = math.log(1.0 - self._rng.random()) / math.log1p(-w) if 0.0 < w < 1.0 else 0.0
+        self._next = self._count + int(gap) + 1
 
     def add(self, x: float) -> None:
         self._count += 1
-        if len(self._sample) < self.size:
+        if self._count <= self.size:
             self._sample.append(x)
             self._sorted = None
-        else:
-            j = self._rng.randrange(self._count)
-            if j < self.size:
-                self._sample[j] = x
-                self._sorted = None
+            if self._count == self.size:
+                self._skip()
+        elif self._count == self._next:
+            self._sample[int(self._rng.random() * self.size)] = x
+            self._sorted = None
+            self._skip()
 
     def merge(self, other: Reservoir) -> None:
         """Become a uniform sample of both streams (same ``size`` required).
@@ -255,6 +273,11 @@ class Reservoir:
         self._sample = merged
         self._count += other._count
         self._sorted = None
+        if self._count >= self.size:
+            # A full sample of ``count`` values keeps the ``size`` smallest of ``count`` uniform keys; the
+            # largest of those, the acceptance weight, is then Beta(size, count - size + 1).
+            self._w = self._rng.betavariate(self.size, self._count - self.size + 1)
+            self._draw_gap()
 
     def values(self) -> list[float]:
         """A copy of the current sample (in no meaningful order)."""

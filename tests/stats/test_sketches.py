@@ -200,6 +200,29 @@ def test_reservoir_merge_is_uniform_over_both_streams() -> None:
         a.merge(Reservoir(k + 1))
 
 
+def test_reservoir_stays_uniform_when_values_follow_a_merge() -> None:
+    # After a merge the sample must keep taking later values at the right rate: too few and the start of
+    # the stream is over-represented, too many and the end is.
+    na, nb, nc, k, trials = 30, 40, 130, 10, 3000
+    n = na + nb + nc
+    hits: Counter[float] = Counter()
+    for seed in range(trials):
+        a, b = Reservoir(k, seed=seed), Reservoir(k, seed=seed + 10_000)
+        for i in range(na):
+            a.add(float(i))
+        for i in range(na, na + nb):
+            b.add(float(i))
+        a.merge(b)
+        for i in range(na + nb, n):
+            a.add(float(i))
+        hits.update(a.values())
+    expected = trials * k / n
+    chi2 = sum((hits[float(i)] - expected) ** 2 / expected for i in range(n))
+    assert chi2 < 263.0, chi2  # 199 degrees of freedom, P = 0.001
+    late = sum(hits[float(i)] for i in range(na + nb, n)) / (trials * k)
+    assert abs(late - nc / n) < 0.02, late
+
+
 # -- Moments ---------------------------------------------------------------------------------------
 
 
