@@ -1,6 +1,7 @@
 """The ``rollguard`` command (PRODUCT §11).
 
-Server commands: ``serve --config FILE``, ``check-config FILE``, ``demo``. Client commands talk to a
+Server commands: ``serve --config FILE``, ``check-config FILE``, ``demo``; ``backtest --config FILE
+TRACE`` replays a trace through the controller offline. Client commands talk to a
 running proxy's admin listener (``--admin URL``, token from ``ROLLGUARD_TOKEN``): ``status``,
 ``weights set N``. Exit codes: 0 success, 1 the server refused or failed, 2 bad usage or config.
 """
@@ -38,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file without starting anything")
     check.add_argument("file")
 
+    bt = sub.add_parser(
+        "backtest", help="replay a trace of both versions' outcomes through the controller (no servers)"
+    )
+    bt.add_argument("--config", required=True, help="the config whose canary settings are replayed")
+    bt.add_argument("trace", help="JSONL, one request per line with both outcomes (PRODUCT §13); - for stdin")
+    bt.add_argument("--json", action="store_true", help="one JSON object per decision, then a summary")
+    bt.add_argument("--seed", type=int, default=0, help="the routing draw for requests without a key")
     demo = sub.add_parser("demo", help="self-contained demo on loopback: models, proxy, traffic, live view")
     demo.add_argument(
         "--scenario",
@@ -293,6 +301,47 @@ def _manifest_command(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    """Exit 0 whatever the outcome; 2 for a bad config or a bad trace line (named by its number)."""
+    import asyncio
+
+    from proxy.app.backtest import backtest
+    from proxy.config.load import load_config
+    from proxy.errors import TraceError
+
+    logging.getLogger("rollguard").setLevel(logging.WARNING)  # the timeline is the output, not the log
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _die(f"invalid config: {exc}", 2)
+
+    def shown(d: dict[str, Any]) -> None:
+        if args.json:
+            sys.stdout.write(orjson.dumps(d).decode() + "\n")
+            return
+        where = "shadow" if d["phase"] == "shadow" else f"{d['weight']:g}%"
+        print(f"{d['t']:>10.1f}s  {d['action']:<9} {where:>7}  {printable(str(d['reason']), 300)}")
+
+    try:
+        with open(args.trace, "rb") if args.trace != "-" else sys.stdin.buffer as trace:  # noqa: SIM115
+            summary = asyncio.run(backtest(config, trace, seed=args.seed, on_decision=shown))
+    except OSError as exc:
+        return _die(f"cannot read the trace: {exc}", 2)
+    except TraceError as exc:
+        return _die(str(exc), 2)
+    if args.json:
+        print(orjson.dumps(summary.to_json()).decode())
+    else:
+        by = f" by the {summary.rolled_back_by}" if summary.rolled_back_by else ""
+        gates = f" ({', '.join(summary.decisive_gates)})" if summary.decisive_gates else ""
+        print(
+            f"outcome: {summary.outcome}{by}{gates} after {summary.windows} windows, "
+            f"{summary.requests} requests ({summary.observed['candidate']} seen by the candidate), "
+            f"at {summary.ended_at:.1f}s; weight {summary.final_weight:g}%"
+        )
+    return 0
+
+
 _MIN_KEY_CHARS = 24
 
 
@@ -360,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             return _die(str(exc), 1)
         return 0
+    if args.command == "backtest":
+        return _backtest(args)
     if args.command in ("keygen", "sign", "verify"):
         return _manifest_command(args)
     if args.command == "hash-key":

@@ -5,6 +5,7 @@
     ├── ConfigError                     bad configuration; .path names the key (``canary.steps[2]``)
     ├── ReloadFailed           422      a config reload that changed nothing; names the key path at fault
     ├── TlsError                        a certificate, key or CA file cannot be used; .field names its key
+    ├── TraceError                      a backtest trace line that cannot be replayed; .line is its number
     ├── ClientGone             499      the client disconnected first (logged, never sent)
     ├── ApiError               4xx      an admin API request refused; the status is the instance's
     ├── StateConflict          409      a rollout state change lost a race or is illegal in this phase
@@ -67,6 +68,14 @@ class ConfigError(RollguardError):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class TraceError(RollguardError):
+    """A line of a backtest trace (PRODUCT §13) that is not a request outcome; ``line`` counts from 1."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"trace line {line}: {message}")
+        self.line = line
 
 
 class StateConflict(RollguardError):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proxy._tasks import TaskSet
-from proxy.clock import utc_now
+from proxy.clock import iso_at
 from proxy.config.model import Config
 from proxy.errors import IllegalTransition
 from proxy.observe.metrics import ProxyMetrics
@@ -65,7 +65,7 @@ class Controller:
         self.clock = clock
         self.policy = GatePolicy.from_config(config.canary)
         self.steps = StepPolicy.from_config(config.canary)
-        self.recorder = Recorder(config, on_trip=self.trip)
+        self.recorder = Recorder(config, on_trip=self.trip, clock=clock)
         self.last: Decision | None = None
         self.last_gates: tuple[GateResult, ...] = ()
         self._tripping = False
@@ -145,7 +145,8 @@ class Controller:
     ) -> None:
         self.last, self.last_gates = decision, tuple(gates)
         self._publish_gates(gates, shadow=state.phase is Phase.SHADOW)
-        now, ts = utc_now(), self.clock()
+        ts = self.clock()
+        now = iso_at(ts)
         p = decision.progress
         changes: dict[str, Callable[[RolloutState], RolloutState]] = {
             "PROCEED": lambda s: advance(s, self.config.canary.steps, now=now, ts=ts, reason=decision.reason),
@@ -182,7 +183,7 @@ class Controller:
 
     async def _trip(self, why: str) -> None:
         state = self.store.current
-        now = utc_now()
+        now = iso_at(self.clock())
         reason = "trip-wire: " + why.removeprefix("tripwire: ").removeprefix("trip-wire: ")
         entry = {
             "ts": now,
@@ -230,7 +231,7 @@ class Controller:
         return {
             "baseline": ev.baseline.to_json(),
             "candidate": ev.candidate.to_json(),
-            "seconds": round(time.monotonic() - self.recorder.started, 3),
+            "seconds": round(self.clock() - self.recorder.started, 3),
         }
 
     def status(self) -> dict[str, Any]:

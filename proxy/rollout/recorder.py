@@ -15,7 +15,10 @@ from proxy.rollout.tripwire import Tripwire
 class Recorder:
     """Per-request evidence for the controller, and the trip-wire in front of it."""
 
-    def __init__(self, config: Config, *, on_trip: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: Config, *, on_trip: Callable[[str], None], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.clock = clock  # the controller's: wall time live, the trace's time in a backtest
         self.tripwire = Tripwire(config.canary.tripwire)
         self.on_trip = on_trip
         self.armed = False  # the trip-wire fires only while the candidate has real traffic
@@ -24,7 +27,7 @@ class Recorder:
             "candidate": (config.candidate.cost_per_request, config.candidate.cost_per_second),
         }
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
-        self.started = time.monotonic()
+        self.started = self.clock()
 
     def reconfigure(self, config: Config) -> None:
         """Take new costs and trip-wire settings; the evidence so far is kept (same step, same samples).
@@ -42,7 +45,7 @@ class Recorder:
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
         self.tripwire.reset()
         self.armed = armed
-        self.started = time.monotonic()
+        self.started = self.clock()
 
     def on_exchange(self, ex: Exchange) -> None:
         """Every upstream attempt of a routed request is evidence (a candidate failure a fallback or a
@@ -54,10 +57,21 @@ class Recorder:
             self.observe(att.pool.role, att.elapsed, att.failure_kind, att.score, threshold)
 
     def observe(
-        self, role: str, latency_s: float, failure_kind: str | None, score: float | None, threshold: float
+        self,
+        role: str,
+        latency_s: float,
+        failure_kind: str | None,
+        score: float | None,
+        threshold: float,
+        *,
+        cost: float | None = None,
+        violations: int = 0,
     ) -> None:
-        """One upstream attempt on a routed request (a candidate attempt replaced by a fallback included)."""
-        per_request, per_second = self._costs[role]
+        """One upstream attempt on a routed request (a candidate attempt replaced by a fallback included).
+        ``cost`` replaces the configured price (a trace that recorded it); ``violations`` are policy ones."""
+        if cost is None:
+            per_request, per_second = self._costs[role]
+            cost = per_request + per_second * latency_s
         window = self.evidence.candidate if role == "candidate" else self.evidence.baseline
         failed = failure_kind is not None
         window.add(
@@ -65,7 +79,8 @@ class Recorder:
             failed=failed,
             score=score,
             decision=None if score is None else score >= threshold,
-            cost=per_request + per_second * latency_s,
+            cost=cost,
+            policy_violations=violations,
         )
         if role == "baseline":
             self.tripwire.observe_baseline(failed)

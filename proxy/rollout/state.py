@@ -175,15 +175,17 @@ def start(
     now: str,
     ts: float,
     reason: str = "",
+    rollout_id: str | None = None,
 ) -> RolloutState:
-    """A new rollout: shadow first (weight 0) or straight to the first step, with a new draw of users."""
+    """A new rollout: shadow first (weight 0) or straight to the first step, with a new draw of users
+    (``rollout_id`` salts the draw: a fresh random one unless given, as a replay gives its own)."""
     if state.phase is not Phase.IDLE:
         raise IllegalTransition(
             f"a rollout can start only from idle, not {state.phase.value}"
             + (" (re-arm first)" if state.phase is Phase.ROLLED_BACK else "")
         )
     common = {
-        "rollout_id": new_rollout_id(),
+        "rollout_id": rollout_id or new_rollout_id(),
         "step_started_ts": ts,
         "passes": 0,
         "failed_windows": 0,

@@ -26,6 +26,25 @@ from proxy.rollout.state import RolloutState
 StateListener = Callable[[RolloutState], None]
 
 
+def logged_change(entry: dict[str, Any], before: RolloutState, after: RolloutState) -> dict[str, Any]:
+    """The decision-log record of a state change: the caller's entry, where the rollout was and is, and
+    the whole new state (so the log alone can restore it)."""
+    return {
+        **entry,
+        "before": {
+            "revision": before.revision,
+            "phase": before.phase.value,
+            "step": before.step,
+            "weight": before.weight,
+        },
+        "phase": after.phase.value,
+        "step": after.step,
+        "weight": after.weight,
+        "revision": after.revision,
+        "state": after.to_json(),
+    }
+
+
 class StateStore(Protocol):
     """Rollout state with compare-and-set updates and a durable decision log."""
 
@@ -103,20 +122,7 @@ class FileStateStore:
             if expected_revision is not None and expected_revision != before.revision:
                 raise RevisionMismatch(expected_revision, before.revision)
             after = change(before)
-            record = {
-                **entry,
-                "before": {
-                    "revision": before.revision,
-                    "phase": before.phase.value,
-                    "step": before.step,
-                    "weight": before.weight,
-                },
-                "phase": after.phase.value,
-                "step": after.step,
-                "weight": after.weight,
-                "revision": after.revision,
-                "state": after.to_json(),
-            }
+            record = logged_change(entry, before, after)
             await asyncio.to_thread(self._append, record)
             await asyncio.to_thread(self._write_state, after)
             self._set(after)
@@ -195,6 +201,54 @@ class FileStateStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class MemoryStateStore:
+    """State and decisions in memory, for what replays a rollout and keeps nothing: ``rollguard backtest``.
+    The same compare-and-set and log records as the file store, without its durability."""
+
+    def __init__(self, state: RolloutState) -> None:
+        self._state = state
+        self._log: list[dict[str, Any]] = []
+        self._listeners: list[StateListener] = []
+
+    @property
+    def current(self) -> RolloutState:
+        return self._state
+
+    def subscribe(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    async def load(self, default: Callable[[], RolloutState]) -> RolloutState:
+        return self._state
+
+    async def update(
+        self,
+        change: Callable[[RolloutState], RolloutState],
+        entry: dict[str, Any],
+        *,
+        expected_revision: int | None = None,
+    ) -> RolloutState:
+        before = self._state
+        if expected_revision is not None and expected_revision != before.revision:
+            raise RevisionMismatch(expected_revision, before.revision)
+        after = change(before)
+        self._log.append(logged_change(entry, before, after))
+        self._state = after
+        for listener in self._listeners:
+            listener(after)
+        return after
+
+    async def append(self, entry: dict[str, Any]) -> None:
+        self._log.append(entry)
+
+    async def decisions(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return self._log[-limit:] if limit > 0 else []
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        """Every record so far, oldest first (the live list: read, do not change)."""
+        return self._log
 
 
 def open_store(url_path: Path) -> FileStateStore:

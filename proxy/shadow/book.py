@@ -88,19 +88,28 @@ class ShadowBook:
             return  # the client went away before its answer: nothing to compare with
         tol = self.config.shadow
         base = answer_of(pair.baseline, route)
-        cand = answer_of(pair.candidate, route)
-        result = compare(base, cand, abs_tol=tol.abs_tolerance, rel_tol=tol.rel_tolerance)
-        ev = self._evaluation(route)
-        ev.add_pair(base, cand, result, self._segment(pair.request.doc, route.segment))
-        match = (
-            result.status_match and result.decision_match is not False and result.schema_valid is not False
+        ev = self.observe_answers(
+            route, base, answer_of(pair.candidate, route), self._segment(pair.request.doc, route.segment)
         )
-        self.metrics.shadow_comparison(route.name, match, result.score_delta)
         if pair.noise is not None:
             second = answer_of(pair.noise, route)
             if base.ok and second.ok and base.doc is not MISSING and second.doc is not MISSING:
                 d = diff_fields(base.doc, second.doc, abs_tol=tol.abs_tolerance, rel_tol=tol.rel_tolerance)
                 ev.add_noise(base, second, d.differing, d.present)
+
+    def observe_answers(
+        self, route: RouteConfig, base: Answer, cand: Answer, segment: str | None
+    ) -> ShadowEvaluation:
+        """One pair already in comparable form (a mirror's, or a backtest trace's); its evaluation."""
+        tol = self.config.shadow
+        result = compare(base, cand, abs_tol=tol.abs_tolerance, rel_tol=tol.rel_tolerance)
+        ev = self._evaluation(route)
+        ev.add_pair(base, cand, result, segment)
+        match = (
+            result.status_match and result.decision_match is not False and result.schema_valid is not False
+        )
+        self.metrics.shadow_comparison(route.name, match, result.score_delta)
+        return ev
 
     def _segment(self, doc: Any, pointer: str | None) -> str | None:
         """The request's segment label, masked like the value it is (whole, when ``pointer`` is one of

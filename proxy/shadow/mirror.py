@@ -25,7 +25,7 @@ from proxy._tasks import TaskSet
 from proxy.config.model import ShadowConfig, UpstreamConfig
 from proxy.content.contracts import CompiledRoute
 from proxy.observe.metrics import ProxyMetrics
-from proxy.rollout.state import Phase
+from proxy.rollout.state import Phase, RolloutState
 from proxy.rollout.store import StateStore
 from proxy.upstream.attempt import Attempt, Outgoing, attempt
 from proxy.upstream.body import Body
@@ -62,6 +62,16 @@ ALWAYS_STRIPPED = frozenset(
         "x-session-token",
     }
 )
+
+
+def mirror_share(cfg: ShadowConfig, state: RolloutState) -> float:
+    """The share of requests to mirror: the operator's override, else ``shadow.sample``; during the
+    shadow phase at least something, since the phase exists to mirror (a configured 0 means all)."""
+    if state.shadow_sample is not None:
+        return state.shadow_sample
+    if cfg.sample == 0.0 and state.phase is Phase.SHADOW:
+        return 1.0
+    return cfg.sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +154,7 @@ class Mirror:
     def sample(self) -> float:
         """The operator's override, else ``shadow.sample``; during the shadow phase at least something:
         the phase exists to mirror, so a configured 0 means "everything" there."""
-        if not self.candidate_allowed:
-            return 0.0
-        state = self.store.current
-        if state.shadow_sample is not None:
-            return state.shadow_sample
-        if self.cfg.sample == 0.0 and state.phase is Phase.SHADOW:
-            return 1.0
-        return self.cfg.sample
+        return mirror_share(self.cfg, self.store.current) if self.candidate_allowed else 0.0
 
     async def start(self) -> None:
         await self.candidate.start()

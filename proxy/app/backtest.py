@@ -1,0 +1,252 @@
+"""``rollguard backtest``: a recorded trace replayed through the controller the proxy runs (PRODUCT §13).
+
+The parts are the live ones — the recorder (evidence and trip-wire), the gates, ``decide``, the steps and
+``max_hold``, the shadow book and gate, the state machine — assembled around an in-memory state store and
+a virtual clock that reads the trace's ``t``. Each request is routed as live traffic is, by the current
+weight and the same sticky hash (or, without a key, a seeded draw), and only the chosen version's outcome
+is observed; a failed candidate attempt is followed by the baseline's when ``canary.fallback_to_baseline``
+is on, exactly as the forwarder does. During the shadow phase a ``shadow.sample`` share of requests is
+also compared as a mirrored pair. A window closes every ``canary.interval`` of trace time, before the
+first request at or past its end; a trip-wire rollback is applied before the next request is routed.
+
+The replay stops at the first terminal outcome (promoted, rolled back, or waiting for an operator after
+``max_hold``), or at the trace's end (running).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+
+from proxy._tasks import TaskSet
+from proxy.clock import iso_at
+from proxy.config.model import Config, RouteConfig
+from proxy.dataplane.routing import choose
+from proxy.errors import TraceError
+from proxy.observe.metrics import ProxyMetrics
+from proxy.rollout.controller import Controller
+from proxy.rollout.state import Phase, initial, start
+from proxy.rollout.store import MemoryStateStore
+from proxy.rollout.trace import Outcome, parse_line
+from proxy.shadow.book import ShadowBook
+from proxy.shadow.compare import Answer
+from proxy.shadow.mirror import mirror_share
+
+Result = Literal["promoted", "rolled_back", "waiting", "running"]
+
+_TERMINAL: dict[Phase, Result] = {
+    Phase.PROMOTED: "promoted",
+    Phase.ROLLED_BACK: "rolled_back",
+    Phase.PAUSED: "waiting",
+}
+
+
+@dataclass(slots=True)
+class BacktestSummary:
+    outcome: Result = "running"
+    windows: int = 0  # windows judged (shadow and canary)
+    rolled_back_by: str | None = None  # "gates" | "tripwire"
+    decisive_gates: list[str] = field(default_factory=list)  # the gates that failed (or held) last
+    requests: int = 0  # trace lines replayed
+    observed: dict[str, int] = field(default_factory=lambda: {"baseline": 0, "candidate": 0})
+    ended_at: float = 0.0  # trace seconds at the last request replayed (or the decision that ended it)
+    final_weight: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": True,
+            "outcome": self.outcome,
+            "windows": self.windows,
+            "rolled_back_by": self.rolled_back_by,
+            "decisive_gates": self.decisive_gates,
+            "requests": self.requests,
+            "observed": self.observed,
+            "ended_at": round(self.ended_at, 3),
+            "final_weight": self.final_weight,
+        }
+
+
+class _TraceClock:
+    """Seconds since the epoch as the trace tells them: ``t`` from an origin of 0."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _answer(outcome: Outcome, threshold: float) -> Answer:
+    """A traced outcome as the shadow book compares it (the trace carries no bodies)."""
+    kind = outcome.failure_kind
+    score = outcome.score if outcome.contract_ok else None
+    return Answer(
+        status=outcome.status,
+        schema_valid=outcome.contract_ok,
+        latency_s=outcome.latency_ms / 1000.0,
+        score=score,
+        decision=None if score is None else score >= threshold,
+        error=kind if kind not in (None, "contract") else None,
+    )
+
+
+def _decision_record(entry: dict[str, Any], t: float) -> dict[str, Any]:
+    return {
+        "t": round(t, 3),
+        "actor": entry.get("actor"),
+        "action": entry.get("action"),
+        "reason": entry.get("reason"),
+        "phase": entry.get("phase"),
+        "step": entry.get("step"),
+        "weight": entry.get("weight"),
+        "gates": [
+            {"gate": g["gate"], "verdict": g["verdict"], "value": g["value"], "detail": g["detail"]}
+            for g in entry.get("gates", ())
+        ],
+    }
+
+
+async def backtest(
+    config: Config,
+    lines: Iterable[bytes],
+    *,
+    seed: int = 0,
+    on_decision: Callable[[dict[str, Any]], None] | None = None,
+) -> BacktestSummary:
+    """Replay ``lines`` (a trace, one JSON request per line) and return how the rollout ended.
+
+    ``on_decision`` gets each decision as it is taken (``t``, actor, action, reason, where the rollout
+    went, the gates). Raises :class:`TraceError` for a line that is not a traced request or goes back in
+    time, naming its number.
+    """
+    clock = _TraceClock()
+    canary = config.canary
+    store = MemoryStateStore(initial(config.candidate.version, 0, iso_at(0.0)))
+    metrics = ProxyMetrics(CollectorRegistry())
+    tasks = TaskSet("backtest")
+    book = ShadowBook(config, metrics)
+    controller = Controller(
+        config,
+        store=store,
+        metrics=metrics,
+        tasks=tasks,
+        shadow_report=lambda: book.report(iso_at(clock())),
+        clock=clock,
+    )
+    rollout_id = f"backtest-{seed}"  # the sticky draw of users, like the seed's draw for keyless requests
+    started = await store.update(
+        lambda s: start(
+            s,
+            canary.steps,
+            shadow_first=canary.shadow_samples > 0,
+            now=iso_at(0.0),
+            ts=0.0,
+            rollout_id=rollout_id,
+        ),
+        {"ts": iso_at(0.0), "actor": "backtest", "action": "start", "reason": "backtest"},
+    )
+    book.start_rollout(started.rollout_id)
+    seen = 0  # the start is the timeline's first entry
+    routes: dict[str, RouteConfig] = {r.name: r for r in config.routes}
+    default_route = config.routes[0]
+    rand = random.Random(seed).random
+    summary = BacktestSummary()
+    interval = canary.interval
+    next_window = interval
+    last_t = 0.0
+    fallback = canary.fallback_to_baseline
+
+    def report(t: float) -> bool:
+        """Hand on the new decisions; True once the rollout has ended."""
+        nonlocal seen
+        for entry in store.log[seen:]:
+            if on_decision is not None:
+                on_decision(_decision_record(entry, t))
+        seen = len(store.log)
+        phase = store.current.phase
+        return phase in _TERMINAL
+
+    report(0.0)
+    number = 0
+    for number, raw in enumerate(lines, 1):  # noqa: B007 - the count is the summary's
+        if not raw.strip():
+            continue
+        req = parse_line(raw, number)
+        if req.t < last_t:
+            raise TraceError(number, f"t {req.t:g} is before the previous line's {last_t:g}")
+        last_t = req.t
+        while req.t >= next_window:
+            clock.now = next_window
+            decision = await controller.tick()
+            summary.windows += decision is not None
+            next_window += interval
+            if report(clock.now):
+                return _finish(summary, store, clock.now)
+        clock.now = req.t
+        route = routes.get(req.route) if req.route is not None else default_route
+        if route is None:
+            raise TraceError(number, f"route {req.route!r} is not in the config's routes")
+        state = store.current
+        summary.requests += 1
+        threshold = route.decision_threshold
+        if state.phase is Phase.SHADOW:
+            share = mirror_share(config.shadow, state)
+            if share > 0.0 and (share >= 1.0 or rand() < share):
+                book.observe_answers(
+                    route, _answer(req.baseline, threshold), _answer(req.candidate, threshold), None
+                )
+        role = choose(state.weight_bp, state.rollout_id, req.key, rand)
+        observed = req.candidate if role == "candidate" else req.baseline
+        recorder = controller.recorder
+        kind = observed.failure_kind
+        recorder.observe(
+            role,
+            observed.latency_ms / 1000.0,
+            kind,
+            observed.score if observed.contract_ok else None,
+            threshold,
+            cost=observed.cost,
+            violations=observed.violations,
+        )
+        summary.observed[role] += 1
+        if role == "candidate" and kind is not None and fallback:
+            b = req.baseline
+            recorder.observe(
+                "baseline",
+                b.latency_ms / 1000.0,
+                b.failure_kind,
+                b.score if b.contract_ok else None,
+                threshold,
+                cost=b.cost,
+                violations=b.violations,
+            )
+            summary.observed["baseline"] += 1
+        if len(tasks):  # the trip-wire fired on this request: its rollback lands before the next one
+            await tasks.drain(within=60.0)
+            if report(clock.now):
+                return _finish(summary, store, clock.now)
+    summary.ended_at = last_t
+    summary.final_weight = store.current.weight
+    return summary
+
+
+def _finish(summary: BacktestSummary, store: MemoryStateStore, t: float) -> BacktestSummary:
+    state = store.current
+    summary.outcome = _TERMINAL.get(state.phase, "running")
+    summary.ended_at = t
+    summary.final_weight = state.weight
+    last = store.log[-1] if store.log else {}
+    if summary.outcome == "rolled_back":
+        summary.rolled_back_by = "tripwire" if last.get("actor") == "tripwire" else "gates"
+    gates = last.get("gates", ())
+    decisive = [g for g in gates if g.get("verdict") in ("HIGH", "LOW")] or [
+        g for g in gates if g.get("verdict") == "INCONCLUSIVE"
+    ]
+    summary.decisive_gates = [g["gate"] for g in decisive]
+    return summary
