@@ -110,6 +110,7 @@ def run_rollout(sc: Scenario, seed: int, rate: int, steps: StepPolicy) -> dict[s
     for _ in range(WARMUP_BASELINE):
         tw.observe_baseline(rng.random() < sc.baseline.error)
     progress = StepProgress(step=sc.start_step, step_started_at=0.0, now=0.0)
+    tw.reset(steps.steps[progress.step] / 100.0)  # the step begins, as the recorder re-arms it
     ev = Evidence(VersionWindow(seed=seed), VersionWindow(seed=seed + 7))
     now, cand_total = 0.0, 0
     for window in range(1, sc.max_windows + 1):
@@ -136,7 +137,7 @@ def run_rollout(sc: Scenario, seed: int, rate: int, steps: StepPolicy) -> dict[s
             return _outcome(d.action, by, window, cand_total, progress.step, d.reason)
         if d.action == "PROCEED":
             ev = Evidence(VersionWindow(seed=seed + window), VersionWindow(seed=seed + window + 7))
-            tw.reset()
+            tw.reset(steps.steps[progress.step + 1] / 100.0)
         progress = d.progress
     return _outcome("NONE", "", sc.max_windows, cand_total, progress.step, "still running")
 

@@ -71,7 +71,7 @@ class Controller:
         self._tripping = False
         self._reconfigured = asyncio.Event()
         self._marker = self._key(store.current)
-        self.recorder.reset(armed=self._armed(store.current))
+        self.recorder.reset(armed=self._armed(store.current), weight=store.current.weight_bp / 10_000)
         store.subscribe(self._on_state)
 
     @staticmethod
@@ -86,7 +86,7 @@ class Controller:
         key = self._key(state)
         if key != self._marker:
             self._marker = key
-            self.recorder.reset(armed=self._armed(state))
+            self.recorder.reset(armed=self._armed(state), weight=state.weight_bp / 10_000)
             self._tripping = False
 
     def reconfigure(self, config: Config) -> None:

@@ -40,10 +40,11 @@ class Recorder:
             "candidate": (config.candidate.cost_per_request, config.candidate.cost_per_second),
         }
 
-    def reset(self, *, armed: bool) -> None:
-        """Start afresh: a new step or phase is judged on its own samples only."""
+    def reset(self, *, armed: bool, weight: float | None = None) -> None:
+        """Start afresh: a new step or phase is judged on its own samples only. ``weight`` is the step's
+        candidate share (0..1), where the trip-wire's reading of the traffic share starts."""
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
-        self.tripwire.reset()
+        self.tripwire.reset(weight)
         self.armed = armed
         self.started = self.clock()
 
