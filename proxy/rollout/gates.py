@@ -23,6 +23,10 @@ How each gate decides (alpha = ``family_alpha``; "Holm" = tested at its Holm-Bon
 - policy_violations: a count, no statistics: more than the threshold fails.
 - cost_per_1k: a one-sided CLT bound on the mean per-request cost; a constant cost compares exactly.
 
+Shared breaches. An absolute threshold the baseline is over too, in the same step (a brownout, a burst
+of errors upstream of both), fails nobody: the gate is INCONCLUSIVE unless the relative test fails the
+candidate against the baseline, so only what the candidate does worse than the baseline can fail it.
+
 Error control. Failing is what must not happen by chance, so the fail-direction tests of all gates form one
 Holm-Bonferroni family at ``family_alpha``: a candidate identical to the baseline fails *any* gate of a
 judgement with probability at most ``family_alpha``, where separate 5% tests on its (up to eight)
@@ -195,14 +199,24 @@ def _error_rate(b: VersionWindow, c: VersionWindow, pol: GatePolicy) -> _Draft:
     raw_rel = draft.tests.get("rel", 1.0)
     relative = f"{pol.error_ratio:g}x baseline {_pct(base)} ({_pp(rate - (base or 0.0))}, n={n}"
 
+    # A breach the baseline shares over the same span (a brownout, errors upstream of both) is not the
+    # candidate's: then only the relative test can fail it.
+    shared = base is not None and base > t
+
     def finish(adj: dict[str, float]) -> tuple[GateVerdict, float | None, str]:
         p_abs, p_rel = adj["abs"], adj.get("rel", 1.0)
         shown = min(p_abs, p_rel) if guard else p_abs
         # An operator reads the configured threshold first; the relative test speaks if it alone fails.
-        if p_abs < alpha:
+        if p_abs < alpha and not shared:
             return "HIGH", p_abs, f"error_rate {_pct(rate)} > {_pct(t)} ({vs}, {_p(p_abs)})"
         if guard and p_rel < alpha:
             return "HIGH", p_rel, f"error_rate {_pct(rate)} > {relative}, {_p(p_rel)})"
+        if shared:
+            return (
+                "INCONCLUSIVE",
+                shown,
+                f"error_rate {_pct(rate)} vs {_pct(t)}: the baseline is over it too ({vs})",
+            )
         if p_within < alpha and not (guard and raw_rel < alpha):
             return "PASS", shown, f"error_rate {_pct(rate)} <= {_pct(t)} ({vs})"
         return "INCONCLUSIVE", shown, f"error_rate {_pct(rate)} vs {_pct(t)}: not yet clear ({vs})"
@@ -231,13 +245,21 @@ def _latency(b: VersionWindow, c: VersionWindow, pol: GatePolicy) -> _Draft:
     vs = f"baseline {_ms(base)}, n={c.requests}"
     relative = f"{pol.latency_ratio:g}x baseline {_ms(base)} (n={c.requests}"
 
+    shared = base is not None and base > t_ms  # the baseline breaches it too: see _error_rate
+
     def finish(adj: dict[str, float]) -> tuple[GateVerdict, float | None, str]:
         p_abs, p_rel = adj["abs"], min(adj.get("rel", 1.0), adj.get("tail", 1.0))
         shown = min(p_abs, p_rel) if guard else p_abs
-        if p_abs < alpha:
+        if p_abs < alpha and not shared:
             return "HIGH", p_abs, f"latency_p95 {_ms(value)} > {_ms(t_ms)} ({vs}, {_p(p_abs)})"
         if guard and p_rel < alpha:
             return "HIGH", p_rel, f"latency_p95 {_ms(value)} > {relative}, {_p(p_rel)})"
+        if shared:
+            return (
+                "INCONCLUSIVE",
+                shown,
+                f"latency_p95 {_ms(value)} vs {_ms(t_ms)}: the baseline is over it too ({vs})",
+            )
         if p_within < alpha and not (guard and raw_rel < alpha):
             return "PASS", shown, f"latency_p95 {_ms(value)} <= {_ms(t_ms)} ({vs})"
         return "INCONCLUSIVE", shown, f"latency_p95 {_ms(value)} vs {_ms(t_ms)}: not yet clear ({vs})"

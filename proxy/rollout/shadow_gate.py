@@ -69,24 +69,39 @@ def _divergence(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
     return worst or _nodata("decision_delta", policy.decision_delta_pp, "no decisions to compare (no score)")
 
 
+def _failures(routes: list[dict[str, Any]], role: str) -> tuple[int, int]:
+    errors = sum(sum((r.get("errors", {}).get(role) or {}).values()) for r in routes)
+    breaches = sum(int((r.get("schema_violations") or {}).get(role, 0)) for r in routes)
+    return errors, breaches
+
+
 def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> GateResult:
-    errors = sum(sum((r.get("errors", {}).get("candidate") or {}).values()) for r in routes)
-    breaches = sum(int((r.get("schema_violations") or {}).get("candidate", 0)) for r in routes)
+    """The candidate's failures on the mirrored requests against ``error_rate``, and against the
+    baseline's on the same requests: errors both versions had at the same moments (a burst upstream of
+    both) are not the candidate's, so over the threshold fails only when the baseline is within it or the
+    candidate fails clearly more (``error_ratio`` x and ``error_delta`` over it, at the lower bound)."""
+    errors, breaches = _failures(routes, "candidate")
     failures = errors + breaches
     lo, hi = wilson_interval(failures, pairs)
     rate = failures / pairs if pairs else 0.0
+    base_failures = sum(_failures(routes, "baseline"))
+    base = base_failures / pairs if pairs else 0.0
     limit = policy.error_rate
-    verdict: GateVerdict = "HIGH" if lo > limit else "PASS" if hi <= limit else "INCONCLUSIVE"
+    worse = lo >= policy.error_ratio * base and lo >= base + policy.error_delta
+    verdict: GateVerdict = "PASS" if hi <= limit else "INCONCLUSIVE"
+    if lo > limit and (base <= limit or worse):
+        verdict = "HIGH"
+    shared = " (the baseline is over it too)" if lo > limit and verdict != "HIGH" else ""
     return GateResult(
         gate="error_rate",
         verdict=verdict,
         value=rate,
-        baseline=None,
+        baseline=base,
         threshold=limit,
         p_value=None,
         detail=f"error_rate: candidate failed {failures} of {pairs} mirrors ({errors} errors, "
         f"{breaches} contract breaches): {100 * rate:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] "
-        f"vs {100 * limit:g}%",
+        f"vs {100 * limit:g}%, baseline {100 * base:.2f}% on the same requests{shared}",
     )
 
 

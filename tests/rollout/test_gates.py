@@ -166,8 +166,22 @@ def test_latency_tail_regression() -> None:
 
 
 def test_latency_absolute_breach() -> None:
+    # Over 120 ms while the baseline is within it, and less than 1.2x slower: the threshold fails it.
+    g = gates_of(window(40000, median_ms=55), window(4000, median_ms=62.5))["latency_p95"]
+    assert g.verdict == "HIGH" and "> 120 ms" in g.detail, g.detail
+
+
+def test_latency_breach_the_baseline_shares_is_inconclusive() -> None:
+    # A brownout of both (or an SLO the baseline misses too) is not the candidate's fault.
     g = gates_of(window(4000, median_ms=80), window(200, median_ms=80))["latency_p95"]
-    assert g.verdict == "HIGH" and "> 120 ms" in g.detail  # baseline as slow: absolute, not relative
+    assert g.verdict == "INCONCLUSIVE" and "the baseline is over it too" in g.detail, g.detail
+
+
+def test_error_breach_the_baseline_shares_is_inconclusive_unless_clearly_worse() -> None:
+    shared = gates_of(window(40000, failures=400), window(4000, failures=44))["error_rate"]
+    assert shared.verdict == "INCONCLUSIVE" and "the baseline is over it too" in shared.detail
+    worse = gates_of(window(40000, failures=400), window(4000, failures=200))["error_rate"]
+    assert worse.verdict == "HIGH" and "2x baseline" in worse.detail, worse.detail
 
 
 def test_latency_slightly_slower_passes() -> None:
