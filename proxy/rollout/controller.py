@@ -76,7 +76,10 @@ class Controller:
 
     @staticmethod
     def _key(state: RolloutState) -> tuple[str, str, int]:
-        return (state.rollout_id, state.phase.value, state.step)
+        """What the evidence belongs to: one rollout's phase and step. A pause and its resume stay in the
+        step (the operator stopped the judging, not the traffic), so its evidence survives them."""
+        phase = state.paused_from if state.phase is Phase.PAUSED and state.paused_from else state.phase
+        return (state.rollout_id, phase.value, state.step)
 
     @staticmethod
     def _armed(state: RolloutState) -> bool:
@@ -88,6 +91,8 @@ class Controller:
             self._marker = key
             self.recorder.reset(armed=self._armed(state), weight=state.weight_bp / 10_000)
             self._tripping = False
+        else:
+            self.recorder.armed = self._armed(state) and self.recorder.tripwire.tripped is None
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config: new gates, steps, interval, trip-wire and costs; the rollout and the evidence

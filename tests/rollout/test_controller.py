@@ -15,7 +15,7 @@ from proxy.demo.sample_model import ModelBehavior
 from tests.helpers.config import config_doc, write_config
 from tests.helpers.faulty_upstream import refused_url
 from tests.helpers.models import Models
-from tests.helpers.traffic import drive_traffic, wait_for_phase
+from tests.helpers.traffic import VALID_BODY, drive_traffic, wait_for_phase
 
 # Short windows and small samples so a rollout fits in seconds; thresholds wide enough that an identical
 # candidate passes on a few hundred samples, which is what a test can afford.
@@ -117,6 +117,26 @@ async def test_tripwire_rolls_back_within_a_second_of_the_deciding_failure(
     # At 300 requests/s the 20% candidate share fails 5 in a row within a few dozen milliseconds.
     assert (tripped - started).total_seconds() < 1.0, (started, tripped)
     assert trip["tripwire"]["consecutive"] >= 5 or "consecutive" in trip["reason"]
+
+
+async def test_the_steps_evidence_survives_a_pause_and_resume(proxy_factory: Any) -> None:
+    proxy = await proxy_factory(canary={**FAST_CANARY, "shadow_samples": 0, "interval": "30s"})
+
+    async def candidate_requests(admin: httpx.AsyncClient) -> int:
+        status = (await admin.get("/status")).json()
+        return int(status["controller"]["window"]["candidate"]["requests"])
+
+    async with proxy.admin_client() as admin, httpx.AsyncClient(base_url=proxy.data_url) as client:
+        await admin.post("/rollout/start")
+        for i in range(100):
+            await client.post("/v1/infer", json=VALID_BODY, headers={"x-user-id": f"u-{i}"})
+        before = await candidate_requests(admin)
+        assert before > 0
+        await admin.post("/rollout/pause", json={"reason": "a look at the dashboards"})
+        await admin.post("/rollout/resume")
+        assert await candidate_requests(admin) == before  # not started afresh
+        status = (await admin.get("/status")).json()
+        assert status["controller"]["tripwire"]["armed"] is True
 
 
 @pytest.mark.parametrize(
