@@ -191,6 +191,7 @@ class TripwireConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatesConfig:
     latency_p95_ms: float = 120.0
+    latency_p99_ms: float = 300.0  # the tail: a slow path on 1-2% of requests hardly moves the p95
     error_rate: float = 0.005
     decision_delta_pp: float = 1.0
     policy_violations: int = 0

@@ -48,6 +48,10 @@ def canary_plan(config: Config) -> str:
         f"candidate p95 above the threshold, or above the baseline's by a significant rank test "
         f"and at least x{g.latency_ratio:g}"
     )
+    tail_rule = (
+        f"candidate p99 above the threshold, or its tail above the baseline's by a quantile test and "
+        f"at least x{g.latency_ratio:g}"
+    )
     error_rule = (
         f"candidate failures above the threshold, or significantly above the baseline's and at "
         f"least x{g.error_ratio:g} and +{100 * g.error_delta:g} pp"
@@ -89,6 +93,7 @@ happens {promote}. A step inconclusive for longer than {c.max_hold:g} s {hold}.
 | gate | fails when | threshold |
 |---|---|---|
 | latency p95 | {latency_rule} | {g.latency_p95_ms:g} ms |
+| latency p99 | {tail_rule} | {g.latency_p99_ms:g} ms |
 | error rate | {error_rule} | {100 * g.error_rate:g}% |
 | decision delta | positive-decision rates differ by more than the threshold | {g.decision_delta_pp:g} pp |
 | score shift | KS significant and PSI above the threshold | {g.score_psi:g} |

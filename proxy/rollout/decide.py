@@ -45,10 +45,17 @@ __all__ = [
 Action = Literal["PROCEED", "HOLD", "ROLLBACK", "PROMOTE", "WAIT"]
 GateVerdict = Literal["PASS", "HIGH", "LOW", "NODATA", "INCONCLUSIVE"]
 Gate = Literal[
-    "latency_p95", "error_rate", "decision_delta", "score_shift", "policy_violations", "cost_per_1k"
+    "latency_p95",
+    "latency_p99",
+    "error_rate",
+    "decision_delta",
+    "score_shift",
+    "policy_violations",
+    "cost_per_1k",
 ]
 GATES: Final[tuple[Gate, ...]] = (
     "latency_p95",
+    "latency_p99",
     "error_rate",
     "decision_delta",
     "score_shift",
@@ -61,11 +68,11 @@ GATES: Final[tuple[Gate, ...]] = (
 class GateResult:
     """One gate's verdict on one judgement.
 
-    Units follow the config key: ``latency_p95`` in ms; ``error_rate`` as a share (0.01 = 1%);
-    ``decision_delta``: ``value``/``baseline`` are positive-decision shares, ``threshold`` is in percentage
-    points; ``score_shift``: ``value`` is the PSI (``baseline`` None); ``policy_violations`` counts;
-    ``cost_per_1k`` per 1000 requests. ``p_value`` is the Holm-adjusted one-sided p-value of the gate's
-    fail-direction test (compare it with ``family_alpha``), None for gates judged without a test.
+    Units follow the config key: ``latency_p95`` and ``latency_p99`` in ms; ``error_rate`` as a share
+    (0.01 = 1%); ``decision_delta``: ``value``/``baseline`` are positive-decision shares, ``threshold`` is
+    in percentage points; ``score_shift``: ``value`` is the PSI (``baseline`` None); ``policy_violations``
+    counts; ``cost_per_1k`` per 1000 requests. ``p_value`` is the Holm-adjusted one-sided p-value of the
+    gate's fail-direction test (compare it with ``family_alpha``), None for gates judged without a test.
     ``detail`` is one sentence with the numbers, fit for a decision log.
     """
 

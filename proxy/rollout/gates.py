@@ -11,10 +11,12 @@ How each gate decides (alpha = ``family_alpha``; "Holm" = tested at its Holm-Bon
   Wilson lower bound is also at least ``error_ratio`` x and ``error_delta`` over the baseline's rate;
   passes when the exact binomial test puts it below the threshold at alpha and the relative test is not
   significant at alpha (or not practically large).
-- latency_p95: the same shape. Absolute: the count of sampled latencies above the threshold against
-  Binomial(n, 0.05), which is the distribution-free (order-statistic) bound on the p95. Relative: one-sided
-  Mann-Whitney U on the samples, and Mood's quantile test at the pooled p95 (each its own Holm member),
-  with the p95 ratio guard ``latency_ratio`` on the histograms' p95.
+- latency_p95 and latency_p99: the same shape. Absolute: the count of sampled latencies above the
+  threshold against Binomial(n, 1 - q), the distribution-free (order-statistic) bound on the quantile.
+  Relative: one-sided
+  Mann-Whitney U on the samples (p95 only), and Mood's quantile test at the pooled quantile (each its own
+  Holm member), with the ratio guard ``latency_ratio`` on the histograms' quantiles. The p99 gate sees a
+  tail-only regression the p95 and the U test miss.
 - decision_delta: Newcombe's hybrid score interval for the difference of positive-decision rates; fails
   (HIGH or LOW, by side) when its Holm-level one-sided bound lies beyond +-``decision_delta_pp``; passes when
   both one-sided alpha bounds lie within (two one-sided tests); NODATA when neither version has decisions.
@@ -75,6 +77,7 @@ class GatePolicy:
     :meth:`from_config` (the defaults are the config's, ``config/model.py``).
 
     latency_p95_ms -- candidate p95 (ms) above this fails.
+    latency_p99_ms -- candidate p99 (ms) above this fails.
     error_rate -- candidate failure share above this fails.
     decision_delta_pp -- positive-decision rates further apart than this (percentage points) fail.
     policy_violations -- more violations than this fail.
@@ -88,6 +91,7 @@ class GatePolicy:
     """
 
     latency_p95_ms: float
+    latency_p99_ms: float
     error_rate: float
     decision_delta_pp: float
     policy_violations: int
@@ -105,6 +109,7 @@ class GatePolicy:
         g = canary.gates
         fields = {
             "latency_p95_ms": g.latency_p95_ms,
+            "latency_p99_ms": g.latency_p99_ms,
             "error_rate": g.error_rate,
             "decision_delta_pp": g.decision_delta_pp,
             "policy_violations": g.policy_violations,
@@ -123,7 +128,8 @@ class GatePolicy:
             raise ValueError(f"family_alpha must be in (0, 0.5), got {self.family_alpha}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
-        if min(self.latency_p95_ms, self.error_rate, self.decision_delta_pp, self.cost_per_1k) < 0:
+        thresholds = (self.latency_p95_ms, self.latency_p99_ms, self.error_rate, self.decision_delta_pp)
+        if min(*thresholds, self.cost_per_1k) < 0:
             raise ValueError("gate thresholds must be >= 0")
 
 
@@ -138,10 +144,14 @@ def _pct(share: float | None) -> str:
     return f"{v:.1f}%" if v >= 1.0 else f"{v:.2g}%"
 
 
-def _ms(ms: float | None) -> str:
+def _ms_text(ms: float | None) -> str:
     if ms is None:
         return "n/a"
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
 
 
 def _p(p: float | None) -> str:
@@ -226,43 +236,53 @@ def _error_rate(b: VersionWindow, c: VersionWindow, pol: GatePolicy) -> _Draft:
 
 
 def _latency(b: VersionWindow, c: VersionWindow, pol: GatePolicy) -> _Draft:
-    t_ms, alpha = pol.latency_p95_ms, pol.family_alpha
-    value, base = c.p95_ms, b.p95_ms
-    draft = _Draft("latency_p95", value, base, t_ms)
+    return _quantile_gate(b, c, pol, "latency_p95", 0.95, pol.latency_p95_ms, rank_test=True)
+
+
+def _latency_tail(b: VersionWindow, c: VersionWindow, pol: GatePolicy) -> _Draft:
+    return _quantile_gate(b, c, pol, "latency_p99", 0.99, pol.latency_p99_ms, rank_test=False)
+
+
+def _quantile_gate(
+    b: VersionWindow, c: VersionWindow, pol: GatePolicy, gate: Gate, q: float, t_ms: float, *, rank_test: bool
+) -> _Draft:
+    """A latency quantile against its threshold and against the baseline's. The p95 gate adds the U test
+    (a slower distribution); the p99 gate only the quantile test, which sees a tail the U statistic and
+    the p95 hardly notice (a slow path on 2% of requests doubles the p99)."""
+    alpha = pol.family_alpha
+    value, base = _ms(c.latency.quantile(q)), _ms(b.latency.quantile(q))
+    draft = _Draft(gate, value, base, t_ms)
     sample = c.latency_sample.sorted_values()
     m, t_s = len(sample), t_ms / 1000.0
-    # p95 <= T means P(X > T) <= 5%, and p95 >= T means P(X >= T) >= 5%: exceedance counts are binomial.
-    draft.tests["abs"] = binom_sf(m - bisect_right(sample, t_s), m, 1.0 - _Q)
-    p_within = binom_cdf(m - bisect_left(sample, t_s), m, 1.0 - _Q)
+    # pq <= T means P(X > T) <= 1 - q, and pq >= T means P(X >= T) >= 1 - q: exceedances are binomial.
+    draft.tests["abs"] = binom_sf(m - bisect_right(sample, t_s), m, 1.0 - q)
+    p_within = binom_cdf(m - bisect_left(sample, t_s), m, 1.0 - q)
     base_sample = b.latency_sample.values()
     if base_sample:
-        # Two relative hypotheses: the U test sees a slower distribution, the quantile test a heavier tail
-        # (a slow path on 6% of requests moves the p95 by half and the U statistic hardly at all).
-        draft.tests["rel"] = mann_whitney_greater(sample, base_sample)[1]
-        draft.tests["tail"] = exceedance_greater(sample, base_sample, _Q)[1]
+        # The U test sees a slower distribution, the quantile test a heavier tail (a slow path on 6% of
+        # requests moves the p95 by half and the U statistic hardly at all).
+        if rank_test:
+            draft.tests["rel"] = mann_whitney_greater(sample, base_sample)[1]
+        draft.tests["tail"] = exceedance_greater(sample, base_sample, q)[1]
     guard = value is not None and base is not None and value >= pol.latency_ratio * base
     raw_rel = min(draft.tests.get("rel", 1.0), draft.tests.get("tail", 1.0))
-    vs = f"baseline {_ms(base)}, n={c.requests}"
-    relative = f"{pol.latency_ratio:g}x baseline {_ms(base)} (n={c.requests}"
-
+    vs = f"baseline {_ms_text(base)}, n={c.requests}"
+    relative = f"{pol.latency_ratio:g}x baseline {_ms_text(base)} (n={c.requests}"
     shared = base is not None and base > t_ms  # the baseline breaches it too: see _error_rate
 
     def finish(adj: dict[str, float]) -> tuple[GateVerdict, float | None, str]:
         p_abs, p_rel = adj["abs"], min(adj.get("rel", 1.0), adj.get("tail", 1.0))
         shown = min(p_abs, p_rel) if guard else p_abs
+        text = f"{gate} {_ms_text(value)}"
         if p_abs < alpha and not shared:
-            return "HIGH", p_abs, f"latency_p95 {_ms(value)} > {_ms(t_ms)} ({vs}, {_p(p_abs)})"
+            return "HIGH", p_abs, f"{text} > {_ms_text(t_ms)} ({vs}, {_p(p_abs)})"
         if guard and p_rel < alpha:
-            return "HIGH", p_rel, f"latency_p95 {_ms(value)} > {relative}, {_p(p_rel)})"
+            return "HIGH", p_rel, f"{text} > {relative}, {_p(p_rel)})"
         if shared:
-            return (
-                "INCONCLUSIVE",
-                shown,
-                f"latency_p95 {_ms(value)} vs {_ms(t_ms)}: the baseline is over it too ({vs})",
-            )
+            return "INCONCLUSIVE", shown, f"{text} vs {_ms_text(t_ms)}: the baseline is over it too ({vs})"
         if p_within < alpha and not (guard and raw_rel < alpha):
-            return "PASS", shown, f"latency_p95 {_ms(value)} <= {_ms(t_ms)} ({vs})"
-        return "INCONCLUSIVE", shown, f"latency_p95 {_ms(value)} vs {_ms(t_ms)}: not yet clear ({vs})"
+            return "PASS", shown, f"{text} <= {_ms_text(t_ms)} ({vs})"
+        return "INCONCLUSIVE", shown, f"{text} vs {_ms_text(t_ms)}: not yet clear ({vs})"
 
     draft.finish = finish
     return draft
@@ -373,7 +393,8 @@ def judge(evidence: Evidence, policy: GatePolicy) -> list[GateResult]:
         detail = f"only {c.requests} candidate requests (min_samples {policy.min_samples})"
         thresholds = _thresholds(policy)
         return [GateResult(g, "NODATA", None, None, thresholds[g], None, f"{g}: {detail}") for g in GATES]
-    drafts = [f(b, c, policy) for f in (_latency, _error_rate, _decision_delta, _score_shift, _policy, _cost)]
+    judges = (_latency, _latency_tail, _error_rate, _decision_delta, _score_shift, _policy, _cost)
+    drafts = [f(b, c, policy) for f in judges]
     keys = [(i, name) for i, d in enumerate(drafts) for name in d.tests]
     adjusted = holm_adjust([drafts[i].tests[name] for i, name in keys])
     per_draft: list[dict[str, float]] = [{} for _ in drafts]
@@ -389,6 +410,7 @@ def judge(evidence: Evidence, policy: GatePolicy) -> list[GateResult]:
 def _thresholds(p: GatePolicy) -> dict[Gate, float]:
     return {
         "latency_p95": p.latency_p95_ms,
+        "latency_p99": p.latency_p99_ms,
         "error_rate": p.error_rate,
         "decision_delta": p.decision_delta_pp,
         "score_shift": p.score_psi,

@@ -128,12 +128,12 @@ def test_error_rate_significant_but_small_is_not_a_failure() -> None:
 
 def test_holm_keeps_a_lone_marginal_result_from_failing() -> None:
     # 17/400 against 2/200: 4.3% against 1%, practically large even at its lower bound (2.9%), and
-    # Fisher's one-sided p is 0.022: a failure alone, not after Holm over the 7 hypotheses tested here
-    # (latency 3, error 2, decisions 1, scores 1; a constant cost is not a test).
+    # Fisher's one-sided p is 0.022: a failure alone, not after Holm over the 9 hypotheses tested here
+    # (p95 3, p99 2, error 2, decisions 1, scores 1; a constant cost is not a test).
     relaxed = GatePolicy.from_config(CanaryConfig(), error_rate=0.05)
     g = gates_of(window(200, failures=2, positives=46), window(400, failures=17, positives=92), relaxed)
     assert g["error_rate"].verdict == "INCONCLUSIVE"
-    assert g["error_rate"].p_value == pytest.approx(7 * 0.022394735929526663, rel=1e-6)
+    assert g["error_rate"].p_value == pytest.approx(9 * 0.022394735929526663, rel=1e-6)
 
 
 def test_holm_adjustment_grows_with_the_number_of_tested_gates() -> None:
@@ -143,7 +143,7 @@ def test_holm_adjustment_grows_with_the_number_of_tested_gates() -> None:
     assert plain["decision_delta"].verdict == plain["score_shift"].verdict == "NODATA"
     p_scored, p_plain = scored["error_rate"].p_value, plain["error_rate"].p_value
     assert p_scored is not None and p_plain is not None
-    assert p_plain == pytest.approx(p_scored * 5 / 7)  # 5 hypotheses instead of 7
+    assert p_plain == pytest.approx(p_scored * 7 / 9)  # 7 hypotheses instead of 9
     assert p_plain < p_scored
 
 
@@ -182,6 +182,23 @@ def test_error_breach_the_baseline_shares_is_inconclusive_unless_clearly_worse()
     assert shared.verdict == "INCONCLUSIVE" and "the baseline is over it too" in shared.detail
     worse = gates_of(window(40000, failures=400), window(4000, failures=200))["error_rate"]
     assert worse.verdict == "HIGH" and "2x baseline" in worse.detail, worse.detail
+
+
+def test_a_tail_only_regression_fails_the_p99_gate() -> None:
+    # 2% of candidate requests take a slow path 4x the median: the p99 doubles, the p50 does not move.
+    base = window(40000, median_ms=30)
+    cand = window(2000, median_ms=30, slow_share=0.02, slow_factor=8.0)
+    g = gates_of(base, cand)
+    assert g["latency_p99"].verdict == "HIGH" and "latency_p99" in g["latency_p99"].detail
+    assert g["latency_p99"].value is not None and g["latency_p99"].baseline is not None
+    assert g["latency_p99"].value >= 1.5 * g["latency_p99"].baseline
+
+
+def test_the_p99_threshold_alone_fails_a_slow_tail_the_baseline_does_not_have() -> None:
+    g = gates_of(window(40000, median_ms=55), window(4000, median_ms=62.5))["latency_p99"]
+    assert g.threshold == 300 and g.verdict in ("PASS", "INCONCLUSIVE")  # p99 ~145 ms: within 300 ms
+    slow = gates_of(window(40000, median_ms=100), window(4000, median_ms=120))["latency_p99"]
+    assert slow.verdict == "HIGH" and "> 300 ms" in slow.detail, slow.detail
 
 
 def test_latency_slightly_slower_passes() -> None:
