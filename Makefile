@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-quick venv clean
+.PHONY: demo test fuzz lint bench bench-quick venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 ## make test: the whole test suite (real loopback servers; a few minutes on 2 cores)
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+
+## make fuzz: the fuzz tests at length (ROLLGUARD_FUZZ_EXAMPLES=2000; `make test` runs them short, fixed)
+FUZZ_TESTS := tests/edge/test_wire_fuzz.py tests/admin/test_api_fuzz.py $(wildcard tests/content/test_pii_properties.py)
+fuzz: $(STAMP)
+	ROLLGUARD_FUZZ_EXAMPLES=2000 $(PY) -m pytest $(FUZZ_TESTS) -p no:cacheprovider $(ARGS)
 
 ## make lint: ruff (lint and format) and mypy --strict on the package
 lint: $(STAMP)

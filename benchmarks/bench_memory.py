@@ -184,7 +184,7 @@ def running(proxy: Proxy) -> Iterator[Proxy]:
         procs.stop(proxy.server)
 
 
-# --- a failing upstream (tests/helpers/faulty_upstream.py's faults, rebuilt: benchmarks do not import tests) ----
+# --- a failing upstream (the faults of tests/helpers/faulty_upstream.py, rebuilt: benchmarks import no tests) ---
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -85,14 +85,26 @@ class Contract:
         return cls(orjson.loads(path.read_bytes()), source=str(path))
 
     def check(self, doc: Any) -> Violation | None:
-        if self._validator.is_valid(doc):
-            return None
+        try:
+            if self._validator.is_valid(doc):
+                return None
+        except ValueError as exc:
+            return _unchecked(exc)
         return self.explain(doc)
 
     def explain(self, doc: Any) -> Violation:
-        for err in self._validator.iter_errors(doc):
-            return Violation(path=json_path(list(err.instance_path)), message=err.message)
+        try:
+            for err in self._validator.iter_errors(doc):
+                return Violation(path=json_path(list(err.instance_path)), message=err.message)
+        except ValueError as exc:
+            return _unchecked(exc)
         return Violation(path="/", message="invalid")
+
+
+def _unchecked(exc: ValueError) -> Violation:
+    # The validator refuses documents nested deeper than it recurses (a few hundred levels) that orjson
+    # parses (up to 1024): what cannot be checked does not meet the contract.
+    return Violation(path="/", message=f"cannot be checked against the schema ({exc})")
 
 
 def score_of(doc: Any, pointer: str) -> float | None:

@@ -18,6 +18,8 @@ both ``Content-Length`` and ``Transfer-Encoding``; more than one   400     frami
 ``Content-Length`` or a list; ``Transfer-Encoding`` in HTTP/1.0
 or not ending in ``chunked``
 transfer codings besides ``chunked`` (``gzip, chunked``)           501     transfer_coding    close
+``CONNECT`` (a tunnel), ``OPTIONS *``                              501     method             close
+the ``*`` request-target with any other method                     400     target             close
 the HTTP/2 preface (``PRI * HTTP/2.0``); a version other than 1.x  505     http_version       close
 more than ``max_concurrency`` requests in flight on the listener   503     overloaded         keep-alive
 =================================================================  ======  =================  ==========
@@ -228,6 +230,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._has_body = False  # the head just checked declares a body
         self._from_head = False  # _start_asgi_task is being called for the head just parsed
         self._held: tuple[RequestResponseCycle, Any] | None = None  # admitted once its body has arrived
+        self._running: RequestResponseCycle | None = None  # the request admitted last
 
     # -- connection ----------------------------------------------------------------------------------
 
@@ -245,6 +248,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 timer.cancel()
         self._timer = self._linger = self._body_timer = None
         self._held = None  # never started: nothing to tell
+        running, self._running = self._running, None
+        if running is not None and running is not self.cycle and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -377,6 +384,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Admitted before its body arrived (a large body, or 100-continue): if the app answers and
             # closes without reading it all, a plain close would reset the client before it reads the answer.
             cycle.transport = _LingerOnClose(self, cycle.transport)  # type: ignore[assignment]
+        # uvicorn's connection_lost tells only the newest parsed request that the client left; a pipelined
+        # one still running would write to a closed transport (uvloop raises), so it is told here.
+        self._running = cycle
         coro = cycle.run_asgi(app)
         if self.config.reset_contextvars:
             task = self.loop.create_task(coro, context=contextvars.Context())
@@ -433,6 +443,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._refuse(505, "http_version", f"HTTP/{version} is not served here; use HTTP/1.1")
+        method = self.parser.get_method()
+        if method == b"CONNECT":
+            # llhttp treats CONNECT as an upgrade and stops parsing the connection: a tunnel is no
+            # request to a model, and forwarding it would leave whatever follows unread.
+            self._refuse(501, "method", "CONNECT (tunnels) is not served here")
+        if self.url == b"*":
+            # Asterisk-form (RFC 9112 §3.2.4) asks about the server, not a resource: nothing to forward.
+            if method == b"OPTIONS":
+                self._refuse(501, "method", "OPTIONS * is not served here; ask about a path")
+            self._refuse(400, "target", "the * request-target is only for OPTIONS")
         lengths = 0
         te: bytes | None = None
         declared = b""
