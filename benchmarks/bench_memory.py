@@ -184,7 +184,7 @@ def running(proxy: Proxy) -> Iterator[Proxy]:
         procs.stop(proxy.server)
 
 
-# --- a failing upstream (the faults of tests/helpers/faulty_upstream.py, rebuilt: benchmarks import no tests) ---
+# --- a failing upstream (faulty_upstream.py of tests/helpers, rebuilt: benchmarks import no tests) ---
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
