@@ -41,6 +41,8 @@ from proxy.rollout.controller import Controller
 from proxy.rollout.state import Phase
 from proxy.rollout.store import FileStateStore, open_store
 from proxy.shadow.book import ShadowBook
+from proxy.shadow.capture import TraceCapture
+from proxy.shadow.mirror import PairObserver, ShadowPair
 
 log = logging.getLogger("rollguard")
 
@@ -115,13 +117,22 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             watching.append(("tracing", tracing))
         watching.append(("access_log", access_log))
         observers = Observers(watching, on_failure=metrics.observer_failure)
+        on_pair: PairObserver = book.observe
+        if config.shadow.capture is not None:
+            capture = TraceCapture(config.shadow.capture, masker)
+            stack.callback(capture.close)  # after the mirrors have drained (registered later, run earlier)
+
+            def on_pair(pair: ShadowPair) -> None:
+                book.observe(pair)
+                capture.observe(pair)
+
         shared = Shared(
             store=store,
             metrics=metrics,
             observers=observers,
             tasks=tasks,
             shadow_tasks=shadow_tasks,
-            on_pair=book.observe,
+            on_pair=on_pair,
             tracing=tracing,
         )
         data = DataPlane(await open_generation(config, verdict, shared))

@@ -98,6 +98,8 @@ def restart_keys(old: Config, new: Config) -> list[str]:
         out.append("logging.access_log")
     if old.logging.pii != new.logging.pii:
         out.append("logging.pii")
+    if old.shadow.capture != new.shadow.capture:
+        out.append("shadow.capture")
     out += [f"reports.{k}" for k in ("dir", "keep") if getattr(old.reports, k) != getattr(new.reports, k)]
     out += [
         f"tracing.{f.name}"
@@ -123,6 +125,7 @@ def effective(old: Config, new: Config) -> Config:
         state=old.state,
         limits=replace(new.limits, **{k: getattr(old.limits, k) for k in _LISTENER_LIMITS}),
         logging=replace(new.logging, access_log=old.logging.access_log, pii=old.logging.pii),
+        shadow=replace(new.shadow, capture=old.shadow.capture),
         reports=replace(new.reports, dir=old.reports.dir, keep=old.reports.keep),
         tracing=replace(old.tracing, sample_ratio=new.tracing.sample_ratio),
     )

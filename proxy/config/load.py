@@ -207,7 +207,7 @@ def _pii(raw: dict[str, Any], base: Path) -> PiiConfig:
     )
 
 
-def _shadow(raw: dict[str, Any], limits: LimitsConfig, api_key_header: str) -> ShadowConfig:
+def _shadow(raw: dict[str, Any], limits: LimitsConfig, api_key_header: str, base: Path) -> ShadowConfig:
     tol = raw.get("numeric_tolerance", {})
     noise = raw.get("noise", {})
     max_body = parse_size(raw["max_body_bytes"]) if "max_body_bytes" in raw else limits.replay_body_bytes
@@ -236,6 +236,7 @@ def _shadow(raw: dict[str, Any], limits: LimitsConfig, api_key_header: str) -> S
         segment_top_n=int(raw.get("segment_top_n", defaults.segment_top_n)),
         breaker_failures=int(raw.get("breaker", {}).get("failures", defaults.breaker_failures)),
         breaker_open_for=parse_duration(raw.get("breaker", {}).get("open_for", defaults.breaker_open_for)),
+        capture=_path(raw["capture"], base, "shadow.capture") if raw.get("capture") else None,
     )
 
 
@@ -309,7 +310,7 @@ def build_config(doc: dict[str, Any], base: Path, source: Path | None = None) ->
         raise ConfigError("canary.weight", f"{weight} has more than two decimals (resolution is 0.01)")
     canary_raw = doc.get("canary", {})
     auth = build_auth(doc.get("auth", {}), base, routes, lambda v, at: resolve_secret(v, at, base))
-    shadow = _shadow(doc.get("shadow", {}), limits, auth.api_key_header)
+    shadow = _shadow(doc.get("shadow", {}), limits, auth.api_key_header, base)
     state_ref = doc.get("state", {}).get("url", "file:./var/rollguard-state.json")
     log_raw = doc.get("logging", {})
     access_log = log_raw.get("access_log", "stdout")

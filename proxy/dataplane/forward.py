@@ -127,7 +127,7 @@ class Forwarder:
             doc = self._parse_request(compiled, body.held, body.data)
             client = scope.get("client")
             forced = self._forced(headers, client[0] if client else "", ex.route_name)
-            role: Role = forced or self._choose(compiled, headers, doc)
+            role: Role = forced or self._choose(ex, headers, doc)
             if not self.candidate_allowed:
                 role = "baseline"
             ex.role = role
@@ -171,12 +171,13 @@ class Forwarder:
         except InvalidJSON as exc:
             return exc
 
-    def _choose(self, compiled: CompiledRoute | None, headers: list[tuple[bytes, bytes]], doc: Any) -> Role:
+    def _choose(self, ex: Exchange, headers: list[tuple[bytes, bytes]], doc: Any) -> Role:
+        compiled = ex.route
         if compiled is None:
             return "baseline"
         state = self.store.current
         sticky = compiled.route.sticky_key
-        key = sticky_value(sticky, headers, doc) if sticky is not None else None
+        key = ex.sticky = sticky_value(sticky, headers, doc) if sticky is not None else None
         return choose(state.weight_bp, state.rollout_id, key, self.rand)
 
     async def _exchange(self, ex: Exchange, receive: Receive, send: Send) -> Attempt:
@@ -235,6 +236,7 @@ class Forwarder:
                     body=body.data,
                     doc=ex.doc,
                     link=ex.trace.span_context if ex.trace is not None else None,
+                    sticky=ex.sticky,
                 )
             )
         # A candidate that a fallback would replace is not retried: the baseline answers sooner.

@@ -68,6 +68,7 @@ class Exchange:
     credential_header: bytes | None = None  # the header holding the credential verified, not forwarded
     trace: Trace | None = None  # spans, when tracing is on
     trace_id: str | None = None
+    sticky: str | None = None  # the request's sticky key value, when the route has one and it was sent
     role: Role | None = None  # the version chosen (before any fallback)
     version: str | None = None
     body: Body | None = None

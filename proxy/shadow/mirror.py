@@ -83,6 +83,7 @@ class MirrorRequest:
     body: bytes
     doc: Any  # the parsed request body, or MISSING
     link: SpanContext | None = None  # the client's SERVER span, when tracing is on
+    sticky: str | None = None  # the request's sticky key value (a capture writes only its pseudonym)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ def test_a_slower_candidate_is_rolled_back_by_the_gates(tmp_path: Path) -> None:
     res = _run("--config", str(_config(tmp_path, gates={"latency_p95_ms": 120})), str(trace))
     assert res.returncode == 0, res.stderr
     last = res.stdout.strip().splitlines()[-1]
-    assert last.startswith("outcome: rolled_back by the gates (latency_p95)"), res.stdout
+    assert last.startswith("outcome: rolled_back by the gates (latency_p95, latency_p99)"), res.stdout
 
 
 def test_the_replay_is_a_function_of_the_trace_and_the_seed(tmp_path: Path) -> None:
