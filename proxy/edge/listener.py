@@ -11,7 +11,7 @@ a request head over ``max_header_bytes``                           431     heade
 a head still incomplete ``head_timeout`` after its first byte      408     head_timeout       close
 no byte at all ``head_timeout`` after the connection was accepted  --      --                 close
 a body still incomplete ``body_timeout`` after its head            408     body_timeout       close
-a body averaging under ``min_body_rate`` once 5 s have passed      408     body_too_slow      close
+a body averaging under ``min_body_rate`` once 5-6 s have passed    408     body_too_slow      close
 a body whose framing breaks (a bad chunk size, a truncated chunk)  400     parse_error        close
 not HTTP/1.x syntax (httptools refuses it)                         400     parse_error        close
 both ``Content-Length`` and ``Transfer-Encoding``; more than one   400     framing            close
@@ -66,6 +66,7 @@ import asyncio
 import contextvars
 import http
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
@@ -96,6 +97,7 @@ LINGER_SECONDS = 2.0
 """Longest a closing answer waits for the client to stop sending before the socket is closed."""
 
 BODY_GRACE = 5.0
+BODY_GRACE_SPREAD = 0.2  # the first rate check of each body falls in BODY_GRACE * [1, 1.2)
 """Seconds a body may start slowly before ``min_body_rate`` applies (a client's first round trips)."""
 
 # status -> (title, problem type slug); 400 and 501 share the error tree's, the rest exist only here.
@@ -326,7 +328,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             now = self.loop.time()
             self._body_started = self._body_checked = now
             self._body_bytes = 0
-            first = min(self._body_timeout, BODY_GRACE) if self._min_rate else self._body_timeout
+            # The first look at the rate is spread over BODY_GRACE..1.2x: drippers that connected together
+            # would otherwise all be refused in the same few milliseconds, and their reconnects with them,
+            # a burst of work every BODY_GRACE that sets everyone else's p99.
+            grace = BODY_GRACE * (1.0 + BODY_GRACE_SPREAD * random.random())
+            first = min(self._body_timeout, grace) if self._min_rate else self._body_timeout
             self._body_timer = self.loop.call_later(first, self._on_body_timer)
 
     def on_body(self, body: bytes) -> None:
