@@ -226,6 +226,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timeout = limits.body_timeout
         self._min_rate = limits.min_body_rate
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_due = False  # a body began in the read being parsed; its timer is not armed yet
         self._body_started = 0.0  # loop time the current body's clock started (moved while reading is ours)
         self._body_checked = 0.0  # loop time of the body timer's last look
         self._body_bytes = 0
@@ -278,6 +279,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._parse_failed(exc)
             return
+        if self._body_due and not self._closing:  # a body began in this read and has not ended in it
+            self._arm_body_timer()
         if not self._in_head or self._closing:
             return
         # The head is still incomplete: this chunk is head from the message's start on. Where that start
@@ -328,12 +331,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             now = self.loop.time()
             self._body_started = self._body_checked = now
             self._body_bytes = 0
-            # The first look at the rate is spread over BODY_GRACE..1.2x: drippers that connected together
-            # would otherwise all be refused in the same few milliseconds, and their reconnects with them,
-            # a burst of work every BODY_GRACE that sets everyone else's p99.
-            grace = BODY_GRACE * (1.0 + BODY_GRACE_SPREAD * random.random())
-            first = min(self._body_timeout, grace) if self._min_rate else self._body_timeout
-            self._body_timer = self.loop.call_later(first, self._on_body_timer)
+            # Armed by data_received only if the body is still incomplete when this read is parsed: most
+            # bodies arrive with their head, and a timer made and cancelled per request is not free.
+            self._body_due = True
+
+    def _arm_body_timer(self) -> None:
+        self._body_due = False
+        # The first look at the rate is spread over BODY_GRACE..1.2x: drippers that connected together
+        # would otherwise all be refused in the same few milliseconds, and their reconnects with them, a
+        # burst of work every BODY_GRACE that sets everyone else's p99.
+        grace = BODY_GRACE * (1.0 + BODY_GRACE_SPREAD * random.random())
+        first = min(self._body_timeout, grace) if self._min_rate else self._body_timeout
+        self._body_timer = self.loop.call_at(self._body_started + first, self._on_body_timer)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
@@ -343,6 +352,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._body_due = False
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
