@@ -61,6 +61,7 @@ _SECRET_QUERY_NAMES: Final = _SECRET_NAMES | frozenset(
 KINDS: Final = ("bearer", "jwt", "apikey", "iban", "cnpj", "cpf", "card", "email", "phone", "ip")
 _RANK: Final = {kind: rank for rank, kind in enumerate(KINDS)}
 _ESCAPES: Final = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_NAME_WORDS: Final = re.compile(r"[a-z0-9_]+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +162,8 @@ class Masker:
         Parts are split on ``&``; what is not masked is kept exactly as it arrived, a masked span is
         replaced by its pseudonym. A value whose key names a credential (``token``, ``password``,
         ``api_key``, ...) is masked whole as ``apikey``. A part that fails comes out as
-        ``key=<masked:error>`` (or :data:`MASK_ERROR` alone when the key itself failed).
+        ``key=<masked:error>`` (or :data:`MASK_ERROR` alone when the key itself failed). A bracketed or
+        dotted key is named by its last part (``user[password]``).
         """
         try:
             return "&".join(self._mask_query_part(part) for part in query.split("&"))
@@ -228,8 +230,11 @@ class Masker:
         return self._resolve(found)
 
     def _resolve(self, found: list[Hit]) -> list[Hit]:
-        """Non-overlapping hits in text order. Within each cluster of overlapping hits the longest wins,
-        then the more specific kind (:data:`KINDS` order), then the leftmost."""
+        """Non-overlapping hits in text order. Each cluster of overlapping hits is masked as one span,
+        their union, under the pseudonym of its best hit: the longest, then the more specific kind
+        (:data:`KINDS` order), then the leftmost. Keeping the best hit's span alone would leave raw
+        whatever part of the others sticks out of it ("password=<secret>:<IBAN>" when the secret runs
+        into the IBAN)."""
         if not self._config.ip_addresses:
             found = [hit for hit in found if hit.kind != "ip"]
         if len(found) <= 1:
@@ -239,11 +244,11 @@ class Masker:
         cluster, reach = [found[0]], found[0].end
         for hit in found[1:]:
             if hit.start >= reach:  # clusters never overlap each other: resolve each on its own
-                kept.extend(_pick(cluster))
+                kept.append(_union(cluster, reach))
                 cluster, reach = [], hit.end
             cluster.append(hit)
             reach = max(reach, hit.end)
-        kept.extend(_pick(cluster))
+        kept.append(_union(cluster, reach))
         return kept
 
     def _replace(self, text: str, hits: list[Hit]) -> str:
@@ -279,7 +284,10 @@ class Masker:
         if not eq:
             return masked_key
         try:
-            name = (_decode(key)[1] if "%" in key or "+" in key else key).strip().lower().replace("-", "_")
+            name = (_decode(key)[1] if "%" in key or "+" in key else key).lower().replace("-", "_")
+            # The innermost name says what the value is: "user[password]", "/password", "a.token".
+            if not name.isidentifier() and (words := _NAME_WORDS.findall(name)):
+                name = words[-1]
             if name in _SECRET_QUERY_NAMES and value:
                 return f"{masked_key}={self.pseudonym('apikey', _decode(value)[1])}"
             return f"{masked_key}={self._mask_component(value)}"
@@ -333,15 +341,12 @@ class Masker:
         return out if isinstance(node, dict) else list(out.values())
 
 
-def _pick(cluster: list[Hit]) -> list[Hit]:
+def _union(cluster: list[Hit], end: int) -> Hit:
+    """``cluster[0].start`` (the hits are in start order) to ``end``, as the best of the hits."""
     if len(cluster) == 1:
-        return cluster
-    cluster.sort(key=lambda h: (h.start - h.end, _RANK.get(h.kind, len(_RANK)), h.start))
-    kept: list[Hit] = []
-    for hit in cluster:
-        if all(hit.end <= other.start or hit.start >= other.end for other in kept):
-            kept.append(hit)
-    return sorted(kept, key=lambda hit: hit.start)
+        return cluster[0]
+    best = min(cluster, key=lambda h: (h.start - h.end, _RANK.get(h.kind, len(_RANK)), h.start))
+    return Hit(cluster[0].start, end, best.kind, best.value)
 
 
 def _is_secret(name: str, value: Any) -> bool:

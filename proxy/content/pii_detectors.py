@@ -4,13 +4,16 @@ A detector yields the :class:`Hit` s it finds in a text and never looks at other
 masker (:mod:`proxy.content.pii`) resolves overlaps. Patterns are loose where the validator is strong (check
 digits, Luhn, mod 97, ``ipaddress``, a JWT header) and strict about boundaries: a digit detector never
 matches inside a longer run of digits or word characters, so order ids, hex ids, UUIDs, versions and
-decimals keep their digits. For speed, one regex finds the numeric runs of a line and the numeric
-patterns run inside those alone; text detectors first test for a substring they cannot match without.
+decimals keep their digits, while the separators of paths, queries and lists (``/ ? & = , ; :`` and
+spaces) end a value whatever follows them ("/users/12345678909/42"). For speed, one regex finds the
+numeric runs of a line and the numeric patterns run inside those alone; text detectors first test for a
+substring they cannot match without.
 Detectors may raise on inputs nobody anticipated: the masker fails closed around them.
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -101,14 +104,14 @@ def _email_at(text: str, at: int, after: int, hits: list[Hit]) -> None:
         hits.append(Hit(at - len(local), domain.end(), "email", text[at - len(local) : domain.end()]))
 
 
-# "+" and 8-15 digits; not a "+" inside a word, not followed by more digits or a decimal part.
-_E164 = re.compile(r"\+(?<![\w+]\+)[1-9](?:[ .()-]{0,2}\d){7,14}(?!\d|[.,]\d)")
-_DECIMALS = re.compile(r"[.,]\d{1,2}$")
+# "+" and 8-15 digits; not a "+" inside a word, not followed by more digits or a decimal part (a comma
+# after that many digits separates values, as for the national numbers below). It never ends in one
+# either: "+1234567.89" is a signed amount, and in "+61475823 192.0.2.81" the number stops before the
+# address, where it would stop if the address were not there.
+_E164 = re.compile(r"\+(?<![\w+]\+)[1-9](?:[ .()-]{0,2}\d){7,14}(?<!\.\d)(?<!\.\d\d)(?!\d|\.\d)")
 
 
-def _e164(m: re.Match[str]) -> Span | None:
-    if _DECIMALS.search(m.group()):  # "+1234567.89" is a signed amount
-        return None
+def _e164(m: re.Match[str]) -> Span:
     return m.start(), m.end(), "+" + _digits(m.group())
 
 
@@ -119,14 +122,21 @@ def _jwt(m: re.Match[str]) -> Span | None:
     return _whole(m) if jwt_header_valid(m.group()) else None
 
 
-# The token68 of "Bearer <token>". Prose is not a credential ("missing Bearer token", "Bearer realm="):
-# it needs 8+ characters and a non-letter, or 20+ letters.
-_BEARER = re.compile(r"(?<![\w-])[Bb](?i:earer)\s+([A-Za-z0-9._~+/-]+=*)(?![\w\"=])")
+# The token68 of "Bearer <token>". Prose is not a credential ("missing Bearer token", "Bearer realm=",
+# "Bearer error_uri="): it needs 8+ characters and something but letters and "_", or 20+ of those. A "="
+# the padding cannot account for starts a neighbour ("Bearer <token>=12345678909").
+_BEARER = re.compile(r"(?<![\w-])[Bb](?i:earer)\s+([A-Za-z0-9._~+/-]+=*)(?![\w\"])")
 
 
-def _bearer(m: re.Match[str]) -> Span | None:
-    token = m.group(1)
-    return None if len(token) < 8 or (token.isalpha() and len(token) < 20) else _group1(m)
+def _bearers(text: str, hits: list[Hit]) -> None:
+    # "/" is a token68 character, so a token can run into the next "Bearer" ("<token>/Bearer <token>"):
+    # each search resumes inside the last token, not after it.
+    m = _BEARER.search(text)
+    while m is not None:
+        token = m.group(1)
+        if len(token) >= 8 and (len(token) >= 20 or not token.replace("_", "").isalpha()):
+            hits.append(Hit(m.start(1), m.end(1), "bearer", token))
+        m = _BEARER.search(text, m.start(1))
 
 
 _API_KEY = re.compile(
@@ -166,9 +176,7 @@ def _maybe_labelled(text: str) -> bool:
     return "api" in low or "token" in low or "private" in low
 
 
-_CNPJ_ALNUM = re.compile(
-    r"(?<![\w.,-])[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-\d{2}(?![\w]|[.,/-]\d)"
-)
+_CNPJ_ALNUM = re.compile(r"(?<![\w.-])[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-\d{2}(?![\w]|[.-]\d)")
 _CNPJ_ALNUM_HINT = re.compile(r"/[0-9A-Z]{4}-\d\d")
 
 
@@ -177,28 +185,89 @@ def _cnpj_alnum(m: re.Match[str]) -> Span | None:
     return (m.start(), m.end(), chars) if cnpj_valid(chars) else None
 
 
-_IPV6 = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w]|\.\w)"
-)
+# Where IPv6 addresses can be: whole runs of hex digits, colons and dots (the look-behind keeps a hex blob
+# from being rescanned from each of its characters).
+_IPV6_RUN = re.compile(r"(?<![0-9A-Fa-f.:])[0-9A-Fa-f.:]{2,}")
+_IPV6_MAX = 45  # "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+_GAP_BEFORE_NUMBER = re.compile(r"::(?=\d{5,}(?!\w))")  # "2001:db8::11912345678": see _ipv6s
 
 
-def _ipv6(m: re.Match[str]) -> Span | None:
-    text = m.group()
-    if text.endswith(":") and not text.endswith("::"):  # "2001:db8::1: connection refused"
-        text = text[:-1]
-    colons = text.count(":")
-    # Clock times ("10:52:09") and "::" separators are the usual candidates; reject them cheaply.
-    if ("::" not in text and colons != 7 and not (colons == 6 and "." in text)) or text.strip(":") == "":
-        return None
+def _word_char(c: str) -> bool:
+    return c == "_" or c.isalnum()
+
+
+def _ipv6s(text: str, hits: list[Hit]) -> None:
+    """IPv6 addresses, cut out of the runs of hex digits, colons and dots at field boundaries only.
+
+    An address starts where its run does (past leading dots, and not when a word is glued to it: "std::")
+    or just after a colon ("client_ip:2001:db8::1", "11912345678:2001:db8::1"). It ends where its run does
+    (before trailing dots, and not when a word follows), just before a colon ("[2001:db8::1]:443",
+    "2001:db8::1: refused"), or just after a "::" that a number too long to be a group follows:
+    ``ipaddress`` refuses "2001:db8::11912345678" (a group holds 4 hex digits), and reading 2001:db8::1191
+    out of it would cut the number in two, so that is the address 2001:db8:: and then a phone. At each
+    start the longest valid address wins; a later start may find one that overlaps it and goes further
+    ("2001:db8::1:2001:db8::2" holds two, sharing a colon), and the masker merges what overlaps.
+    """
+    for run in _IPV6_RUN.finditer(text):
+        chunk = run.group()
+        if "::" not in chunk and chunk.count(":") < 6:  # clock times, "a:b" labels, MAC addresses
+            continue
+        first, last = run.start(), run.end()
+        colons = [first + i for i, c in enumerate(chunk) if c == ":"]
+        starts = [at + 1 for at in colons]
+        ends = colons + [gap.end() for gap in _GAP_BEFORE_NUMBER.finditer(text, first, last + 1)]
+        if first == 0 or not _word_char(text[first - 1]):
+            starts.insert(0, first + len(chunk) - len(chunk.lstrip(".")))
+        if last == len(text) or not _word_char(text[last]):
+            ends.append(last - (len(chunk) - len(chunk.rstrip("."))))
+        ends.sort()
+        reach = 0  # where the last address found ends: a later one may overlap it, but must go past it
+        for start in starts:
+            if reach >= ends[-1]:
+                break
+            head = text[start : start + 3]
+            if head[:1] == ":" and (head[:2] != "::" or head == ":::"):
+                continue  # an address starts with a hex digit or with one "::"
+            # An address has 7 colons and one "::" at most: end by the 8th colon and the second "::", so
+            # a run of thousands of colons costs a few candidates per start.
+            limit = start + _IPV6_MAX
+            if (eighth := bisect.bisect_left(colons, start) + 7) < len(colons):
+                limit = min(limit, colons[eighth])
+            if (gap := text.find("::", start, limit)) >= 0 and (
+                again := text.find("::", gap + 1, limit)
+            ) >= 0:
+                limit = again + 1
+            for k in range(bisect.bisect_right(ends, limit) - 1, -1, -1):
+                if ends[k] <= max(start, reach):
+                    break
+                if _ipv6_valid(candidate := text[start : ends[k]]):
+                    hits.append(Hit(start, ends[k], "ip", candidate))  # normalize() compresses it
+                    reach = ends[k]
+                    break
+
+
+def _ipv6_valid(candidate: str) -> bool:
+    # Cheap refusals first, so that runs of colons seldom reach ipaddress (which refuses by raising).
+    if (candidate[0] == ":" and candidate[:2] != "::") or (candidate[-1] == ":" and candidate[-2:] != "::"):
+        return False
+    if "::" in candidate:
+        if candidate.count("::") > 1 or candidate.strip(":") == "":  # "::" alone separates, "a :: b"
+            return False
+    elif (colons := candidate.count(":")) != 7 and not (colons == 6 and "." in candidate):
+        return False
     try:
-        return m.start(), m.start() + len(text), str(ipaddress.IPv6Address(text))
+        ipaddress.IPv6Address(candidate)
     except ValueError:
-        return None
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------
-# Numeric values. Lookarounds: "(?<![\w.,/-])" keeps a match from starting inside a word, a number, a
-# decimal or a dashed id; "(?![\w]|[.,/-]\d)" keeps it from ending inside one.
+# Numeric values. Lookarounds: "(?<![\w.-])" keeps a match from starting inside a word, a number, a
+# dotted number or a dashed id; "(?![\w]|[.-]\d)" keeps it from ending inside one. A comma or a slash
+# belongs to none of these numbers (the CNPJ's own "/" is inside its pattern), so next to one it
+# separates values: "/users/12345678909/42", "12345678909,12345678909". Nobody prints an amount with
+# 10+ digits on one side of a decimal comma, so that comma is not read as one.
 
 # Where numeric PII can be: 7+ characters of digits and separators, starting and ending with a digit.
 _RUN = re.compile(r"[0-9][0-9\s.()/-]{5,}[0-9]")
@@ -214,18 +283,21 @@ def _digits(text: str) -> str:
     return text if text.isdigit() else _NON_DIGITS.sub("", text)
 
 
-_CPF = re.compile(r"(?<![\w.,-])\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?![\w]|[.,/-]\d)")
-_CNPJ = re.compile(r"(?<![\w.,-])\d{2}\.?\d{3}\.?\d{3}/?\d{4}-?\d{2}(?![\w]|[.,/-]\d)")
+_CPF = re.compile(r"(?<![\w.-])\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?![\w]|[.-]\d)")
+_CNPJ = re.compile(r"(?<![\w.-])\d{2}\.?\d{3}\.?\d{3}/?\d{4}-?\d{2}(?![\w]|[.-]\d)")
 # National forms only; "DDD number" needs a dash or nothing inside the number, so runs of small numbers
 # ("21 2345 6789") stay numbers. International ones are E.164.
 _BR_PHONE = re.compile(
-    r"(?<![\w+.,-])(?:\(\d{2}\)\s?(?:9\s?\d{4}|[2-5]\d{3})[\s-]?\d{4}"
-    r"|\d{2}[\s-](?:9\s?\d{4}|[2-5]\d{3})-?\d{4}|\d{2}(?:9\d{8}|[2-5]\d{7}))(?![\w-]|[.,/]\d)"
+    r"(?<![\w+.-])(?:\(\d{2}\)\s?(?:9\s?\d{4}|[2-5]\d{3})[\s-]?\d{4}"
+    r"|\d{2}[\s-](?:9\s?\d{4}|[2-5]\d{3})-?\d{4}|\d{2}(?:9\d{8}|[2-5]\d{7}))(?![\w-]|\.\d)"
 )
-# Four octets, not glued to a word, a longer dotted run, or a version token ("Chrome/120.0.0.0").
-_IPV4 = re.compile(r"(?<![\w.])(?<!\w/)(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\w)")
+# Four octets, not glued to a word or a longer dotted run.
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\w)")
+# A product token before a version ("Chrome/120.0.0.0"): a short name of letters that starts a word.
+# After any other "x/" four octets are an address ("/users/10.0.0.1", "maria@x.com/10.0.0.1").
+_PRODUCT = re.compile(r"(?:^|(?<=[\s(\"';]))[A-Za-z][A-Za-z-]{1,15}/\Z")
 # 13+ digits with single spaces or dashes between groups: where cards can be.
-_CARD_RUN = re.compile(r"(?<![\w.,])\d(?:[ -]?\d){12,}(?![\w]|[.,]\d)")
+_CARD_RUN = re.compile(r"(?<![\w.])\d(?:[ -]?\d){12,}(?![\w]|\.\d)")
 _GROUP = re.compile(r"\d+")
 _IBAN_HEAD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}")
 _IBAN_BODY = re.compile(r"[A-Za-z0-9]+(?: [A-Za-z0-9]+){0,12}")
@@ -247,6 +319,9 @@ def _br_phone(m: re.Match[str]) -> Span | None:
 
 
 def _ipv4(m: re.Match[str]) -> Span | None:
+    start = m.start()
+    if start and m.string[start - 1] == "/" and _PRODUCT.search(m.string, max(0, start - 17), start):
+        return None
     canonical = ipv4_canonical(m.group())
     return None if canonical is None else (m.start(), m.end(), canonical)
 
@@ -373,7 +448,7 @@ class BuiltinDetector:
         if len(text) < 20 and text.isalpha():  # a word: shorter than any key, no digits, "@", "." or "="
             return hits
         if "earer" in text or "EARER" in text:
-            _scan(hits, "bearer", _BEARER, _bearer, text)
+            _bearers(text, hits)
         if "eyJ" in text:
             _scan(hits, "jwt", _JWT, _jwt, text)
         if _maybe_api_key(text):
@@ -386,8 +461,8 @@ class BuiltinDetector:
             _scan(hits, "phone", _E164, _e164, text)
         if "/" in text and _CNPJ_ALNUM_HINT.search(text):
             _scan(hits, "cnpj", _CNPJ_ALNUM, _cnpj_alnum, text)
-        if self._ip and ("::" in text or text.count(":") >= 7):
-            _scan(hits, "ip", _IPV6, _ipv6, text)
+        if self._ip and ("::" in text or text.count(":") >= 6):
+            _ipv6s(text, hits)
         long_run = False
         for run in _RUN.finditer(text):
             start, end = run.span()

@@ -426,16 +426,25 @@ NUMBERS = [
 ]
 
 
+def joins(value: str, separator: str) -> bool:
+    """A short number after ``separator`` continues ``value`` by its own syntax: E.164 digits go in
+    spaced groups ("+5511912345678 42"), IPv6 groups follow colons ("2001:db8::1:42", "42:2001:db8::1")."""
+    return (value.startswith("+") and separator == " ") or ("::" in value and separator == ":")
+
+
 def test_numbers_masked_between_any_separators_even_next_to_digits() -> None:
     # "/users/12345678909/42", "12345678909,12345678909", "a=1,12345678909&b=2": each side on its own.
     wrong = []
     for kind, value in NUMBERS:
         ps = M.pseudonym(kind, value)
-        for left in ("", *SEPARATORS):
-            for right in ("", *SEPARATORS):
-                text = f"{'42' if left else ''}{left}{value}{right}{'42' if right else ''}"
-                if (out := M.mask_text(text)) != text.replace(value, ps):
-                    wrong.append((text, out))
+        for number in ("42", "1000000001"):
+            for left in ("", *SEPARATORS):
+                for right in ("", *SEPARATORS):
+                    if len(number) == 2 and (joins(value, right) or (left == ":" and "::" in value)):
+                        continue
+                    text = f"{number if left else ''}{left}{value}{right}{number if right else ''}"
+                    if (out := M.mask_text(text)) != text.replace(value, ps):
+                        wrong.append((text, out))
     assert not wrong, wrong
 
 
@@ -457,7 +466,9 @@ def test_numbers_masked_between_any_separators_even_next_to_digits() -> None:
         # ipaddress refuses the whole (a group holds 4 hex digits); reading 2001:db8::1191 out of it would
         # cut a number in two, so it is the address 2001:db8:: followed by a phone.
         ("2001:db8::11912345678", [("ip", "2001:db8::"), ("phone", "11912345678")]),
+        ("12345678909:::1", [("cpf", "12345678909"), ("ip", "::1")]),
         ("12345678909/10.0.0.1", [("cpf", "12345678909"), ("ip", "10.0.0.1")]),
+        ("+61475823 192.0.2.81", [("phone", "+61475823"), ("ip", "192.0.2.81")]),
         ("/users/10.0.0.1/orders", [("ip", "10.0.0.1")]),
         ("maria@x.com/10.0.0.1", [("email", "maria@x.com"), ("ip", "10.0.0.1")]),
         (
@@ -496,6 +507,7 @@ def test_values_glued_by_separators(text: str, planted: list[tuple[str, str]]) -
         "10.0.0.1.5",  # a longer dotted run
         "Chrome/10.0.0.1",  # a version token
         "std::vector Abc::Definitely",
+        "+12345678.90 and +1234567.89",  # signed amounts
     ],
 )
 def test_numbers_inside_longer_tokens_stay_readable(text: str) -> None:
@@ -542,6 +554,8 @@ def test_overlapping_hits_are_masked_as_their_union_under_the_best_one() -> None
         ("?password=NDwUXsK7B2xgRMeP:DE89 3704 0044 0532 0130 00", ["NDwUXsK7B2xgRMeP", "3704"]),
         # an E.164 number that swallows the DDD of the national number after it
         ("+7599580761 91 93911-7908", ["7599580761", "93911-7908"]),
+        # two addresses sharing a colon: the first one read out of the run stops inside the second
+        ("2001:db8::1:2001:db8::2 ok", ["2001", "::2"]),
     ],
 )
 def test_overlapping_detectors_leave_nothing_raw(text: str, secrets: list[str]) -> None:
@@ -708,6 +722,14 @@ def test_query_credentials_by_name_and_pii_in_keys() -> None:
         f"access_token={M.pseudonym('apikey', 'abc')}&X-Amz-Signature={M.pseudonym('apikey', 'deadbeef')}"
         f"&Password={M.pseudonym('apikey', 'p@ss')}&{M.pseudonym('email', 'john@x.com')}=1&token="
     )
+
+
+def test_query_credential_named_by_the_last_part_of_its_key() -> None:
+    secret = M.pseudonym("apikey", "hunter2hunter2")
+    assert M.mask_query("user[password]=hunter2hunter2&a=1") == f"user[password]={secret}&a=1"
+    assert M.mask_query("/password=hunter2hunter2") == f"/password={secret}"
+    assert M.mask_query("auth.token=hunter2hunter2") == f"auth.token={secret}"
+    assert M.mask_query("password_hint=blue") == "password_hint=blue"  # the last part is the name
 
 
 def test_query_keeps_unmasked_bytes_around_a_masked_span() -> None:
