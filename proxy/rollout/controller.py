@@ -27,7 +27,9 @@ from proxy.config.model import Config
 from proxy.errors import IllegalTransition
 from proxy.observe.metrics import ProxyMetrics
 from proxy.rollout.decide import Decision, GateResult, StepPolicy, StepProgress, decide
+from proxy.rollout.evidence import Evidence
 from proxy.rollout.gates import GatePolicy, judge
+from proxy.rollout.needs import eta_seconds, evidence_needed
 from proxy.rollout.recorder import Recorder
 from proxy.rollout.shadow_gate import judge_shadow
 from proxy.rollout.state import (
@@ -68,6 +70,7 @@ class Controller:
         self.recorder = Recorder(config, on_trip=self.trip, clock=clock)
         self.last: Decision | None = None
         self.last_gates: tuple[GateResult, ...] = ()
+        self.last_needs: dict[str, Any] | None = None  # what the last inconclusive step still needed
         self._tripping = False
         self._reconfigured = asyncio.Event()
         self._marker = self._key(store.current)
@@ -142,8 +145,43 @@ class Controller:
             now=self.clock(),
         )
         decision = decide(progress, gates, self.steps)
+        if (
+            state.phase is Phase.CANARY
+            and decision.action == "HOLD"
+            and decision.reason.startswith("inconclusive")
+        ):
+            decision = dataclasses.replace(
+                decision, reason=decision.reason + self._needs(snapshot, gates, progress)
+            )
+        else:
+            self.last_needs = None
         await self._apply(state, decision, gates)
         return decision
+
+    def _needs(self, snapshot: Evidence, gates: list[GateResult], progress: StepProgress) -> str:
+        """The HOLD's "how long": what the undecided gates still need, at this step's candidate rate."""
+        weight = self.store.current.weight_bp / 10_000
+        needs = evidence_needed(snapshot, self.policy, gates, weight)
+        held = progress.now - progress.step_started_at
+        total = snapshot.baseline.requests + snapshot.candidate.requests
+        eta = eta_seconds(needs, held, total, weight)
+        left = self.steps.max_hold_s - held
+        self.last_needs = {
+            "per_gate": needs.per_gate,
+            "candidate_requests": needs.have,
+            "more": needs.more,
+            "eta_s": None if eta is None else round(eta, 1),
+            "max_hold_left_s": round(left, 1),
+        }
+        if needs.more is None:
+            if not needs.per_gate:
+                return ""
+            stuck = [g for g, v in needs.per_gate.items() if v is None]
+            return f"; {', '.join(stuck)} cannot pass as the candidate is doing: waiting will not decide it"
+        if eta is None:
+            return f"; needs ~{needs.more} more candidate requests"
+        text = f"; needs ~{needs.more} more candidate requests, ~{_duration(eta)} at this step's rate"
+        return text + (f", more than max_hold leaves ({_duration(max(0.0, left))})" if eta > left else "")
 
     async def _apply(
         self, state: RolloutState, decision: Decision, gates: tuple[GateResult, ...] | list[GateResult]
@@ -247,6 +285,7 @@ class Controller:
             "last_decision": None if last is None else {"action": last.action, "reason": last.reason},
             "gates": [g.to_json() for g in self.last_gates],
             "tripwire": {**self.recorder.tripwire.state, "armed": self.recorder.armed},
+            "needs": self.last_needs,
             "interval_s": self.config.canary.interval,
             "steps": list(self.config.canary.steps),
             "thresholds": dataclasses.asdict(self.config.canary.gates),
@@ -264,6 +303,14 @@ def _guarded(
         return change(current)
 
     return apply
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def _gauge_value(g: GateResult, *, shadow: bool) -> float | None:

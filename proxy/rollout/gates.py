@@ -221,7 +221,7 @@ def _error_rate(b: VersionWindow, c: VersionWindow, pol: GatePolicy) -> _Draft:
             return "HIGH", p_abs, f"error_rate {_pct(rate)} > {_pct(t)} ({vs}, {_p(p_abs)})"
         if guard and p_rel < alpha:
             return "HIGH", p_rel, f"error_rate {_pct(rate)} > {relative}, {_p(p_rel)})"
-        if shared:
+        if shared and p_abs < alpha:
             return (
                 "INCONCLUSIVE",
                 shown,
@@ -278,7 +278,7 @@ def _quantile_gate(
             return "HIGH", p_abs, f"{text} > {_ms_text(t_ms)} ({vs}, {_p(p_abs)})"
         if guard and p_rel < alpha:
             return "HIGH", p_rel, f"{text} > {relative}, {_p(p_rel)})"
-        if shared:
+        if shared and p_abs < alpha:
             return "INCONCLUSIVE", shown, f"{text} vs {_ms_text(t_ms)}: the baseline is over it too ({vs})"
         if p_within < alpha and not (guard and raw_rel < alpha):
             return "PASS", shown, f"{text} <= {_ms_text(t_ms)} ({vs})"

@@ -166,3 +166,18 @@ def test_trace_lines_round_trip_and_keep_optional_fields() -> None:
         parse_line(b'{"t": 0, "baseline": {"status": 200, "latency_ms": 1e999}, "candidate": {}}', 7)
     with pytest.raises(TraceError, match="trace line 8: baseline.latency_ms"):
         parse_line(b'{"t": 0, "baseline": {"status": 200, "latency_ms": true}, "candidate": {}}', 8)
+
+
+def test_a_step_that_cannot_decide_in_max_hold_says_so_at_its_first_window(tmp_path: Path) -> None:
+    # 20 requests a minute at 1%: the gates would need days; the operator reads it in the first HOLD.
+    config = _config(
+        tmp_path, interval="60s", steps=[1, 5, 25, 50, 100], min_samples=1, gates={"error_rate": 0.005}
+    )
+    trace = write_trace(tmp_path / "quiet.jsonl", traced_requests(seconds=600, rps=20 / 60, seed=5))
+    res = _run("--config", str(config), str(trace), "--json")
+    assert res.returncode == 0, res.stderr
+    decisions, _ = _json_lines(res.stdout)
+    holds = [d for d in decisions if d["action"] == "HOLD" and d["reason"].startswith("inconclusive")]
+    assert holds, decisions
+    assert "more candidate requests" in holds[0]["reason"] or "waiting will not decide" in holds[0]["reason"]
+    assert any("more than max_hold leaves" in d["reason"] for d in holds), [d["reason"] for d in holds]

@@ -177,6 +177,11 @@ def test_latency_breach_the_baseline_shares_is_inconclusive() -> None:
     assert g.verdict == "INCONCLUSIVE" and "the baseline is over it too" in g.detail, g.detail
 
 
+def test_a_candidate_within_a_threshold_the_baseline_misses_passes_it() -> None:
+    g = gates_of(window(4000, median_ms=80), window(2000, median_ms=30))["latency_p95"]
+    assert g.verdict == "PASS" and "over it too" not in g.detail, g.detail
+
+
 def test_error_breach_the_baseline_shares_is_inconclusive_unless_clearly_worse() -> None:
     shared = gates_of(window(40000, failures=400), window(4000, failures=44))["error_rate"]
     assert shared.verdict == "INCONCLUSIVE" and "the baseline is over it too" in shared.detail
