@@ -36,6 +36,15 @@ def judge_shadow(
     pairs = sum(int(r.get("pairs_total", 0)) for r in routes)
     if compared < max(shadow_samples, 1):
         why = f"{compared} of {shadow_samples} compared pairs so far"
+        # A pair is compared only when both answered, so a candidate that fails its mirrors would never
+        # reach shadow_samples: its failures are judged on every mirrored pair meanwhile, and fail it.
+        errors = _errors(routes, pairs, policy) if pairs else None
+        if errors is not None and errors.verdict == "HIGH":
+            return [
+                _nodata("decision_delta", policy.decision_delta_pp, why),
+                errors,
+                _nodata("latency_p95", policy.latency_p95_ms, why),
+            ], True
         return [
             _nodata("decision_delta", policy.decision_delta_pp, why),
             _nodata("error_rate", policy.error_rate, why),

@@ -50,3 +50,16 @@ def test_the_candidates_own_errors_over_the_threshold_fail_it(tmp_path: Path) ->
 
 def test_a_clean_candidate_passes(tmp_path: Path) -> None:
     assert _error_gate(tmp_path, [(i % 100 == 0, False) for i in range(5000)])[0] == "PASS"
+
+
+def test_a_candidate_failing_its_mirrors_fails_before_shadow_samples_pairs_are_compared(
+    tmp_path: Path,
+) -> None:
+    # Failed mirrors are never "compared" pairs: waiting for 500 of them would hold the phase forever.
+    config = build_config(config_doc(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:10"), tmp_path)
+    book = ShadowBook(config, ProxyMetrics(CollectorRegistry()))
+    for i in range(100):
+        book.observe_answers(config.routes[0], _answer(False, i / 100), _answer(True, 0.0), None)
+    gates, judged = judge_shadow(book.report("now"), GatePolicy.from_config(config.canary), 500)
+    verdicts = {g.gate: g.verdict for g in gates}
+    assert judged and verdicts == {"decision_delta": "NODATA", "error_rate": "HIGH", "latency_p95": "NODATA"}
