@@ -62,6 +62,7 @@ from typing import Literal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proxy.rollout.trace import TracedRequest
+from proxy.stats.inference import mann_whitney_z
 
 STEPS: tuple[float, ...] = (1.0, 5.0, 25.0, 50.0, 100.0)
 
@@ -176,33 +177,6 @@ class FlaggerStyle(Walk):
         self.detail = f"failed check {self.failed_checks}/{self.threshold} at {self.weight:g}%: {why}"
         if self.failed_checks >= self.threshold:
             self.roll_back(t_end + window_s)  # at the next tick
-
-
-def mann_whitney_z(x: Sequence[float], y: Sequence[float]) -> float:
-    """Mann-Whitney U of x against y as a z statistic (positive: x tends larger), with the tie and
-    continuity corrections of R's ``wilcox.test``; 0.0 when all values are equal."""
-    n1, n2 = len(x), len(y)
-    n = n1 + n2
-    pooled = sorted([(v, 0) for v in x] + [(v, 1) for v in y])
-    rank_sum_x = 0.0
-    ties = 0.0
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and pooled[j + 1][0] == pooled[i][0]:
-            j += 1
-        mid = (i + j) / 2.0 + 1.0  # the average rank of a tie group
-        k = j - i + 1
-        if k > 1:
-            ties += k**3 - k
-        rank_sum_x += mid * sum(1 for m in range(i, j + 1) if pooled[m][1] == 0)
-        i = j + 1
-    u = rank_sum_x - n1 * (n1 + 1) / 2.0
-    var = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
-    if var <= 0.0:
-        return 0.0
-    d = u - n1 * n2 / 2.0
-    return (d - math.copysign(0.5, d) if d else 0.0) / math.sqrt(var)
 
 
 def tails(baseline: Sequence[float], candidate: Sequence[float], q: float = 0.99) -> tuple[list[float], ...]:

@@ -137,16 +137,9 @@ def fisher_greater(x1: int, n1: int, x2: int, n2: int) -> float:
     return min(1.0, max(0.0, 1.0 - acc))
 
 
-def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Mann-Whitney U test that ``x`` tends to be larger than ``y``: (U of x, one-sided p-value).
-
-    Normal approximation with midranks, the tie-corrected variance and a continuity correction; good for
-    the tens to thousands of values it sees here. ``U / (len(x) * len(y))`` estimates P(X > Y) + P(X = Y)/2.
-    Empty input, or all values tied, gives p = 1.
-    """
+def _rank_sum(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """U of ``x`` (midranks) and its tie-corrected variance under "same distribution"."""
     n1, n2 = len(x), len(y)
-    if n1 == 0 or n2 == 0:
-        return 0.0, 1.0
     pooled = sorted([(v, 0) for v in x] + [(v, 1) for v in y])
     n = n1 + n2
     rank_sum = 0.0
@@ -163,11 +156,37 @@ def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> tuple[float,
         rank_sum += mid * sum(1 for k in range(i, j + 1) if pooled[k][1] == 0)
         i = j + 1
     u = rank_sum - n1 * (n1 + 1) / 2.0
-    var = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
+    return u, n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
+
+
+def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Mann-Whitney U test that ``x`` tends to be larger than ``y``: (U of x, one-sided p-value).
+
+    Normal approximation with midranks, the tie-corrected variance and a continuity correction; good for
+    the tens to thousands of values it sees here. ``U / (len(x) * len(y))`` estimates P(X > Y) + P(X = Y)/2.
+    Empty input, or all values tied, gives p = 1.
+    """
+    n1, n2 = len(x), len(y)
+    if n1 == 0 or n2 == 0:
+        return 0.0, 1.0
+    u, var = _rank_sum(x, y)
     if var <= 0.0:
         return u, 1.0
     z = (u - n1 * n2 / 2.0 - 0.5) / math.sqrt(var)
     return u, normal_sf(z)
+
+
+def mann_whitney_z(x: Sequence[float], y: Sequence[float]) -> float:
+    """The same statistic as a signed z (positive: ``x`` tends larger), continuity-corrected toward 0 as
+    R's ``wilcox.test`` does, for two-sided use; 0.0 when a side is empty or all values are tied."""
+    n1, n2 = len(x), len(y)
+    if n1 == 0 or n2 == 0:
+        return 0.0
+    u, var = _rank_sum(x, y)
+    if var <= 0.0:
+        return 0.0
+    d = u - n1 * n2 / 2.0
+    return (d - math.copysign(0.5, d) if d else 0.0) / math.sqrt(var)
 
 
 def exceedance_greater(x: Sequence[float], y: Sequence[float], q: float) -> tuple[float, float]:
