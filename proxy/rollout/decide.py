@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from proxy.config.model import CanaryConfig
 
@@ -53,15 +53,7 @@ Gate = Literal[
     "policy_violations",
     "cost_per_1k",
 ]
-GATES: Final[tuple[Gate, ...]] = (
-    "latency_p95",
-    "latency_p99",
-    "error_rate",
-    "decision_delta",
-    "score_shift",
-    "policy_violations",
-    "cost_per_1k",
-)
+GATES: Final[tuple[Gate, ...]] = get_args(Gate)  # in the order the gates are judged and shown
 
 
 @dataclass(frozen=True, slots=True)
