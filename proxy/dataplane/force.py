@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from proxy._types import Role
 from proxy.edge.throttle import FailureThrottle
 from proxy.errors import RateLimited
+from proxy.observe.exchange import Exchange
 
 log = logging.getLogger("rollguard.force")
 
@@ -25,7 +26,7 @@ OnWrongToken = Callable[[str, str], None]  # (route, reason): the auth-failure c
 
 
 class ForcedRole:
-    """``forced(headers, peer, route)`` -> the role the operator asked for, or None."""
+    """``forced(headers, ex)`` -> the role the operator asked for, or None."""
 
     def __init__(
         self,
@@ -40,7 +41,8 @@ class ForcedRole:
         self._on_wrong_token = on_wrong_token
         self._clock = clock
 
-    def __call__(self, headers: list[tuple[bytes, bytes]], peer: str, route: str) -> Role | None:
+    def __call__(self, headers: list[tuple[bytes, bytes]], ex: Exchange) -> Role | None:
+        """Only a wrong token reads the exchange (its peer and route): the common request pays one scan."""
         force = token = None
         for k, v in headers:
             if k == b"x-rollguard-force":
@@ -55,6 +57,7 @@ class ForcedRole:
         if valid:
             return "candidate" if force == b"candidate" else "baseline"
         now = self._clock()
+        peer, route = ex.peer or "", ex.route_name
         wait = self.throttle.blocked_for(peer, now)
         if wait:
             raise RateLimited(

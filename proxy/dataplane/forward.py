@@ -125,9 +125,7 @@ class Forwarder:
                 hold_bytes=limits.replay_body_bytes,
             )
             doc = self._parse_request(compiled, body.held, body.data)
-            client = scope.get("client")
-            forced = self._forced(headers, client[0] if client else "", ex.route_name)
-            role: Role = forced or self._choose(ex, headers, doc)
+            role: Role = self._forced(headers, ex) or self._choose(ex, headers, doc)
             if not self.candidate_allowed:
                 role = "baseline"
             ex.role = role
