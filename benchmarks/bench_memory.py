@@ -55,10 +55,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 import procs  # benchmarks/procs.py: start, stop and probe the processes a benchmark needs
+from proxy_config import proxy_config_doc
 
 from proxy.demo.sample_model import features_generator
 
-SCHEMAS = REPO / "config" / "schemas"
 HOST = procs.HOST
 _LISTENING = re.compile(r"rollguard listening data=http://(\S+):(\d+) admin=http://(\S+):(\d+)")
 _BIG = 50_000_000  # the tests' 50 MB, in bytes (not MiB), so "holding it" would be ~48 MiB
@@ -123,35 +123,7 @@ def start_model(version: str, log_dir: Path) -> tuple[procs.Server, str]:
 
 
 def config_doc(work: Path, baseline: str, candidate: str, **overrides: Any) -> dict[str, Any]:
-    """The test suite's config (tests/helpers/config.py ``config_doc``), rebuilt here: benchmarks stand alone.
-
-    No admin tokens: nothing here calls the admin API, and a proxy without tokens refuses every
-    authenticated call, which is what we want from a throwaway process."""
-    doc: dict[str, Any] = {
-        "listen": f"{HOST}:0",
-        "admin": {"listen": f"{HOST}:0"},
-        "state": {"url": f"file:{work / 'state' / 'rollguard-state.json'}"},
-        "upstreams": {
-            "baseline": {"url": baseline, "version": "v1", "timeout": "2s"},
-            "candidate": {"url": candidate, "version": "v2", "timeout": "2s"},
-        },
-        "routes": [
-            {
-                "name": "infer",
-                "path": "/v1/infer",
-                "methods": ["POST"],
-                "request_schema": str(SCHEMAS / "infer_request.json"),
-                "response_schema": str(SCHEMAS / "infer_response.json"),
-                "score": "/score",
-                "sticky_key": "header:x-user-id",
-                "segment": "/features/region",
-            }
-        ],
-        "canary": {"weight": 0},
-        "logging": {"access_log": "off"},
-    }
-    doc.update(overrides)
-    return doc
+    return proxy_config_doc(work / "state", baseline, candidate, **overrides)
 
 
 def start_proxy(work: Path, name: str, doc: dict[str, Any]) -> Proxy:

@@ -76,11 +76,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 import procs  # benchmarks/procs.py: start, stop and probe the processes a benchmark needs
+from proxy_config import proxy_config_doc
 
 HOST = procs.HOST
 T = TypeVar("T")
 RESULTS_DIR = BENCH / "results"
-SCHEMAS = REPO / "config" / "schemas"
 _LISTENING = re.compile(r"rollguard listening data=http://(\S+):(\d+) admin=http://(\S+):(\d+)")
 MAX_CONCURRENCY = 100
 TARGET_RATIO = 2.0
@@ -339,32 +339,9 @@ def start_model(log_dir: Path) -> tuple[procs.Server, str]:
 
 
 def config_doc(work: Path, name: str, model: str, limits: dict[str, Any]) -> dict[str, Any]:
-    """bench_memory's config (the test suite's, rebuilt: benchmarks stand alone) with ``limits``; one model
-    process is both baseline and candidate, and the canary weight is 0, so every answer is the baseline's."""
-    return {
-        "listen": f"{HOST}:0",
-        "admin": {"listen": f"{HOST}:0"},
-        "state": {"url": f"file:{work / ('state-' + _slug(name)) / 'rollguard-state.json'}"},
-        "upstreams": {
-            "baseline": {"url": model, "version": "v1", "timeout": "2s"},
-            "candidate": {"url": model, "version": "v2", "timeout": "2s"},
-        },
-        "routes": [
-            {
-                "name": "infer",
-                "path": "/v1/infer",
-                "methods": ["POST"],
-                "request_schema": str(SCHEMAS / "infer_request.json"),
-                "response_schema": str(SCHEMAS / "infer_response.json"),
-                "score": "/score",
-                "sticky_key": "header:x-user-id",
-                "segment": "/features/region",
-            }
-        ],
-        "canary": {"weight": 0},
-        "limits": limits,
-        "logging": {"access_log": "off"},
-    }
+    """One model process is both baseline and candidate, and the canary weight is 0, so every answer is
+    the baseline's; ``limits`` are the listener's under test."""
+    return proxy_config_doc(work / ("state-" + _slug(name)), model, model, limits=limits)
 
 
 def start_proxy(work: Path, name: str, doc: dict[str, Any]) -> Proxy:
