@@ -6,6 +6,9 @@ One line each (p-values one-sided and exact or conservative unless stated):
 - ``binom_sf``/``binom_cdf``: exact binomial tails, summed from the tail's end nearest the mode outwards;
 - ``fisher_greater``: Fisher's exact test that the first share exceeds the second (hypergeometric tail);
 - ``mann_whitney_greater``: Mann-Whitney U, normal approximation with tie and continuity corrections;
+- ``log_quantile``: a sample quantile on the log scale with its variance from the order statistics
+  around it (distribution-free, no density estimate); ``rank_shift``: Mann-Whitney's P(X > Y) - 1/2
+  with its variance, the estimate a confidence sequence needs rather than a p-value;
 - ``exceedance_greater``: Mood's two-sample quantile test, the shares above the pooled q-quantile compared
   by Fisher's exact test; where the U test sees shifts of the whole distribution, this one sees the tail;
 - ``wilson_interval``: Wilson's score interval for one binomial share;
@@ -187,6 +190,40 @@ def mann_whitney_z(x: Sequence[float], y: Sequence[float]) -> float:
         return 0.0
     d = u - n1 * n2 / 2.0
     return (d - math.copysign(0.5, d) if d else 0.0) / math.sqrt(var)
+
+
+_LOG_FLOOR: Final = 1e-6  # seconds; a latency of 0 (a clock tick) has no logarithm
+
+
+def log_quantile(data: list[float], q: float) -> tuple[float, float]:
+    """(ln of the ``q``-quantile of ascending ``data``, the variance of that estimate).
+
+    The variance comes from the order statistics one binomial standard deviation of rank either side of
+    the quantile, sqrt(n q (1 - q)) ranks: the log-values there lie about one standard error of the
+    estimate apart each way (the interval behind the distribution-free quantile confidence bound), so no
+    density has to be guessed. Ranks clamp to the sample, which widens rather than narrows it. Fewer than
+    two values: (nan, inf)."""
+    n = len(data)
+    if n < 2:
+        return math.nan, math.inf
+    k = q * (n - 1)
+    h = math.sqrt(n * q * (1.0 - q))
+    lo, hi = max(0, math.floor(k - h)), min(n - 1, math.ceil(k + h))
+    est = math.log(max(quantile_sorted(data, q), _LOG_FLOOR))
+    spread = math.log(max(data[hi], _LOG_FLOOR)) - math.log(max(data[lo], _LOG_FLOOR))
+    sd = spread * h / max(hi - lo, 1)
+    return est, max(sd * sd, 1e-12)
+
+
+def rank_shift(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(P(X > Y) + P(X = Y)/2 - 1/2 estimated by U / (n1 n2) - 1/2, its variance under "same distribution",
+    tie-corrected). Positive: ``x`` tends to be larger. Empty input: (0.0, inf)."""
+    n1, n2 = len(x), len(y)
+    if n1 == 0 or n2 == 0:
+        return 0.0, math.inf
+    u, var = _rank_sum(x, y)
+    scale = float(n1 * n2)
+    return u / scale - 0.5, var / (scale * scale)
 
 
 def exceedance_greater(x: Sequence[float], y: Sequence[float], q: float) -> tuple[float, float]:
