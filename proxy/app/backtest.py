@@ -156,6 +156,7 @@ async def backtest(
     routes: dict[str, RouteConfig] = {r.name: r for r in config.routes}
     default_route = config.routes[0]
     rand = random.Random(seed).random
+    paired = config.canary.paired_sample
     summary = BacktestSummary()
     interval = canary.interval
     next_window = interval
@@ -213,8 +214,12 @@ async def backtest(
             threshold,
             cost=observed.cost,
             violations=observed.violations,
+            key=req.key,
         )
         summary.observed[role] += 1
+        if role == "candidate" and paired > 0.0 and (paired >= 1.0 or rand() < paired):
+            # The paired canary: the baseline's answer to the same request, off the client's path.
+            recorder.observe_pair(_paired_score(req.candidate), _paired_score(req.baseline), threshold)
         if role == "candidate" and kind is not None and fallback:
             b = req.baseline
             recorder.observe(
@@ -225,6 +230,7 @@ async def backtest(
                 threshold,
                 cost=b.cost,
                 violations=b.violations,
+                key=req.key,
             )
             summary.observed["baseline"] += 1
         if len(tasks):  # the trip-wire fired on this request: its rollback lands before the next one
@@ -250,3 +256,8 @@ def _finish(summary: BacktestSummary, store: MemoryStateStore, t: float) -> Back
     ]
     summary.decisive_gates = [g["gate"] for g in decisive]
     return summary
+
+
+def _paired_score(outcome: Outcome) -> float | None:
+    ok = outcome.failure_kind is None and outcome.contract_ok
+    return outcome.score if ok else None

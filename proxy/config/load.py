@@ -169,6 +169,8 @@ def _canary(raw: dict[str, Any], weight: float) -> CanaryConfig:
         on_max_hold=raw.get("on_max_hold", d.on_max_hold),
         auto_promote=bool(raw.get("auto_promote", d.auto_promote)),
         shadow_samples=int(raw.get("shadow_samples", d.shadow_samples)),
+        step_evidence=raw.get("step_evidence", d.step_evidence),
+        paired_sample=float(raw.get("paired_sample", d.paired_sample)),
         tripwire=TripwireConfig(**{k: type(getattr(dt, k))(trip[k]) for k in trip}),
         gates=GatesConfig(**{k: type(getattr(dg, k))(gates[k]) for k in gates}),
     )

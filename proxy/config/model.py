@@ -197,10 +197,11 @@ class GatesConfig:
     policy_violations: int = 0
     cost_per_1k: float = 0.50
     score_psi: float = 0.2  # score distribution shift that counts as practically large
-    latency_ratio: float = 1.2  # relative latency regression must also exceed this p95 ratio
-    error_ratio: float = 2.0  # relative error regression must be >= ratio x baseline...
-    error_delta: float = 0.005  # ...and >= baseline + delta
-    family_alpha: float = 0.05  # false-failure rate of a whole judgement (Holm across gates)
+    latency_ratio: float = 1.2  # p95 ratio to the baseline: passing proves it below, failing can't
+    latency_p99_ratio: float = 1.5  # likewise for the p99 (a tail needs ~3x the samples of a p95)
+    error_ratio: float = 2.0  # the error margin over the baseline: the larger of (ratio - 1) x its rate...
+    error_delta: float = 0.005  # ...and this difference
+    family_alpha: float = 0.05  # chance of failing an A/A candidate in a whole rollout, every look
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +217,8 @@ class CanaryConfig:
     on_max_hold: Literal["wait", "rollback"] = "wait"  # ...then wait for an operator, or roll back
     auto_promote: bool = True
     shadow_samples: int = 500  # compared pairs the shadow phase needs before step 1 (0: no shadow phase)
+    step_evidence: Literal["exposure", "full"] = "exposure"  # margins widened at steps of less exposure
+    paired_sample: float = 0.0  # share of candidate-routed requests also sent to the baseline, off-path
     tripwire: TripwireConfig = TripwireConfig()
     gates: GatesConfig = GatesConfig()
 

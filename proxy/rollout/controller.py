@@ -132,7 +132,7 @@ class Controller:
             # Judging full reservoirs takes tens of milliseconds: do it on a snapshot, off the event loop,
             # so a tick never stalls traffic (the recorder keeps adding to the live evidence meanwhile).
             snapshot = copy.deepcopy(self.recorder.evidence)
-            gates = await asyncio.to_thread(judge, snapshot, self.policy)
+            gates = await asyncio.to_thread(judge, snapshot, self.policy, self._scale(state))
         elif state.phase is Phase.SHADOW:
             gates, _ = judge_shadow(self.shadow_report(), self.policy, self.config.canary.shadow_samples)
         else:
@@ -158,10 +158,15 @@ class Controller:
         await self._apply(state, decision, gates)
         return decision
 
+    def _scale(self, state: RolloutState) -> float:
+        """How much wider than configured this step's relative margins are (``canary.step_evidence``)."""
+        return self.policy.scale(state.weight_bp / 100, self.steps.steps[-2])
+
     def _needs(self, snapshot: Evidence, gates: list[GateResult], progress: StepProgress) -> str:
         """The HOLD's "how long": what the undecided gates still need, at this step's candidate rate."""
-        weight = self.store.current.weight_bp / 10_000
-        needs = evidence_needed(snapshot, self.policy, gates, weight)
+        state = self.store.current
+        weight = state.weight_bp / 10_000
+        needs = evidence_needed(snapshot, self.policy, gates, self._scale(state))
         held = progress.now - progress.step_started_at
         total = snapshot.baseline.requests + snapshot.candidate.requests
         eta = eta_seconds(needs, held, total, weight)
@@ -274,6 +279,7 @@ class Controller:
         return {
             "baseline": ev.baseline.to_json(),
             "candidate": ev.candidate.to_json(),
+            "paired": ev.pairs.to_json(),
             "seconds": round(self.clock() - self.recorder.started, 3),
         }
 

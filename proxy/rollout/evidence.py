@@ -9,16 +9,75 @@ candidate's. The gates in :mod:`proxy.rollout.gates` judge an :class:`Evidence` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from proxy.stats.sketches import LogHistogram, Moments, Reservoir
 
 SAMPLE_SIZE: Final = 4096  # latency and score samples per version: ranks and quantile bounds use these
+CLUSTER_BINS: Final = 128  # sticky keys hashed into this many groups, for the clustered variance
+MIN_CLUSTER_BINS: Final = 16  # occupied groups below which a clustered variance is not estimated
 
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
+
+
+class Clusters:
+    """Per-group counts of requests by sticky key, for the variance of a rate when users, not requests,
+    are what routing draws (PRODUCT §3: a sticky key sends all of a user's requests to one version).
+
+    A user whose requests all fail (or all decide alike) makes failures arrive in clumps: the binomial
+    variance, which assumes independent requests, is then too small, and two unpaired groups look
+    different when they drew different users. Keys are hashed into ``CLUSTER_BINS`` groups; each group is
+    a union of whole users, so the spread of the groups' residuals estimates the clustered variance (the
+    random-groups estimator), in memory fixed whatever the number of users. :meth:`design_effect` is its
+    ratio to the binomial variance (Kish): the counts are worth that many times fewer requests."""
+
+    __slots__ = ("decided", "failures", "positives", "requests")
+
+    def __init__(self) -> None:
+        self.requests = [0] * CLUSTER_BINS
+        self.failures = [0] * CLUSTER_BINS
+        self.decided = [0] * CLUSTER_BINS
+        self.positives = [0] * CLUSTER_BINS
+
+    def add(self, group: int, failed: bool, decision: bool | None) -> None:
+        self.requests[group] += 1
+        self.failures[group] += failed
+        if decision is not None:
+            self.decided[group] += 1
+            self.positives[group] += decision
+
+    def merge(self, other: Clusters) -> None:
+        for mine, theirs in (
+            (self.requests, other.requests),
+            (self.failures, other.failures),
+            (self.decided, other.decided),
+            (self.positives, other.positives),
+        ):
+            for i, v in enumerate(theirs):
+                mine[i] += v
+
+    def design_effect(self, kind: str) -> float:
+        """Clustered over binomial variance of the failure rate (``kind`` "failures") or the positive
+        decision rate ("positives"), at least 1; 1 when too few groups are occupied to tell."""
+        counts, totals = (
+            (self.failures, self.requests) if kind == "failures" else (self.positives, self.decided)
+        )
+        n, y = sum(totals), sum(counts)
+        groups = sum(1 for t in totals if t)
+        if groups < MIN_CLUSTER_BINS or n == 0 or y in (0, n):
+            return 1.0
+        r = y / n
+        spread = sum((c - r * t) ** 2 for c, t in zip(counts, totals, strict=True)) * groups / (groups - 1)
+        return max(1.0, spread / (n * r * (1.0 - r)))
+
+
+def cluster_of(key: str) -> int:
+    """The group of a sticky key: stable across processes and restarts (CRC-32, not Python's hash)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % CLUSTER_BINS
 
 
 class VersionWindow:
@@ -33,6 +92,7 @@ class VersionWindow:
     """
 
     __slots__ = (
+        "clusters",
         "cost",
         "cost_moments",
         "decided",
@@ -56,6 +116,7 @@ class VersionWindow:
         self.policy_violations = 0
         self.cost = 0.0
         self.cost_moments = Moments()  # per-request cost, for a confidence bound on the mean
+        self.clusters = Clusters()  # requests that came with a sticky key, by key group
 
     def add(
         self,
@@ -66,8 +127,10 @@ class VersionWindow:
         decision: bool | None,
         cost: float = 0.0,
         policy_violations: int = 0,
+        cluster: int | None = None,
     ) -> None:
-        """Count one request. ``latency_s``, ``score`` and ``cost`` must be finite (ValueError)."""
+        """Count one request. ``latency_s``, ``score`` and ``cost`` must be finite (ValueError).
+        ``cluster`` is the request's sticky-key group (:func:`cluster_of`), None without a key."""
         if not math.isfinite(latency_s) or not math.isfinite(cost):
             raise ValueError(f"latency_s and cost must be finite, got {latency_s!r}, {cost!r}")
         if score is not None and not math.isfinite(score):
@@ -84,6 +147,8 @@ class VersionWindow:
         self.policy_violations += policy_violations
         self.cost += cost
         self.cost_moments.add(cost)
+        if cluster is not None:
+            self.clusters.add(cluster, bool(failed), decision)
 
     def merge(self, other: VersionWindow) -> None:
         """Add ``other``'s requests (same ``sample_size`` required), e.g. to fold windows into a step."""
@@ -97,6 +162,7 @@ class VersionWindow:
         self.policy_violations += other.policy_violations
         self.cost += other.cost
         self.cost_moments.merge(other.cost_moments)
+        self.clusters.merge(other.clusters)
 
     @property
     def error_rate(self) -> float | None:
@@ -137,12 +203,39 @@ class VersionWindow:
         }
 
 
+class Pairs:
+    """Decisions of both versions on the same requests (``canary.paired_sample``): the discordant
+    counts are all a paired difference needs, and far fewer pairs decide it than two unpaired groups
+    (versions that agree on nearly every request differ by nearly nothing, with nearly no variance)."""
+
+    __slots__ = ("baseline_only", "candidate_only", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.candidate_only = 0  # pairs where only the candidate decided positively
+        self.baseline_only = 0
+
+    def add(self, candidate: bool, baseline: bool) -> None:
+        self.count += 1
+        self.candidate_only += candidate and not baseline
+        self.baseline_only += baseline and not candidate
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pairs": self.count,
+            "candidate_only": self.candidate_only,
+            "baseline_only": self.baseline_only,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Both versions' windows over the same span: every sample since the current step began."""
+    """Both versions' windows over the same span: every sample since the current step began, and the
+    decision pairs of the paired share."""
 
     baseline: VersionWindow
     candidate: VersionWindow
+    pairs: Pairs = field(default_factory=Pairs)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from proxy.config.model import Config
 from proxy.observe.exchange import Exchange
-from proxy.rollout.evidence import Evidence, VersionWindow
+from proxy.rollout.evidence import Evidence, VersionWindow, cluster_of
 from proxy.rollout.tripwire import Tripwire
+
+if TYPE_CHECKING:
+    from proxy.content.contracts import CompiledRoute
+    from proxy.upstream.attempt import Attempt
+
+
+def _score(att: Attempt) -> float | None:
+    return att.score if att.failure_kind is None else None
 
 
 class Recorder:
@@ -28,6 +37,16 @@ class Recorder:
         }
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
         self.started = self.clock()
+
+    def observe_paired(self, route: CompiledRoute, candidate: Attempt, baseline: Attempt) -> None:
+        """A paired canary request's two answers (``canary.paired_sample``): their decisions, if both
+        answered with a score."""
+        self.observe_pair(_score(candidate), _score(baseline), route.route.decision_threshold)
+
+    def observe_pair(self, candidate: float | None, baseline: float | None, threshold: float) -> None:
+        """Both versions' scores for one paired request (either None: no decision, not a pair)."""
+        if candidate is not None and baseline is not None:
+            self.evidence.pairs.add(candidate >= threshold, baseline >= threshold)
 
     def reconfigure(self, config: Config) -> None:
         """Take new costs and trip-wire settings; the evidence so far is kept (same step, same samples).
@@ -54,8 +73,9 @@ class Recorder:
         if ex.route is None:
             return
         threshold = ex.route.route.decision_threshold
+        key = ex.sticky
         for att in ex.attempts:
-            self.observe(att.pool.role, att.elapsed, att.failure_kind, att.score, threshold)
+            self.observe(att.pool.role, att.elapsed, att.failure_kind, att.score, threshold, key=key)
 
     def observe(
         self,
@@ -67,9 +87,11 @@ class Recorder:
         *,
         cost: float | None = None,
         violations: int = 0,
+        key: str | None = None,
     ) -> None:
         """One upstream attempt on a routed request (a candidate attempt replaced by a fallback included).
-        ``cost`` replaces the configured price (a trace that recorded it); ``violations`` are policy ones."""
+        ``cost`` replaces the configured price (a trace that recorded it); ``violations`` are policy ones;
+        ``key`` is the request's sticky key, whose group the clustered variance counts by."""
         if cost is None:
             per_request, per_second = self._costs[role]
             cost = per_request + per_second * latency_s
@@ -82,6 +104,7 @@ class Recorder:
             decision=None if score is None else score >= threshold,
             cost=cost,
             policy_violations=violations,
+            cluster=None if key is None else cluster_of(key),
         )
         if role == "baseline":
             self.tripwire.observe_baseline(failed)

@@ -12,7 +12,7 @@ from typing import Any
 
 from proxy.rollout.decide import Gate, GateResult, GateVerdict
 from proxy.rollout.gates import GatePolicy
-from proxy.stats.inference import wilson_interval
+from proxy.stats.sequential import Estimate
 
 
 def _nodata(gate: Gate, threshold: float, detail: str) -> GateResult:
@@ -88,14 +88,22 @@ def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> Gat
     """The candidate's failures on the mirrored requests against ``error_rate``, and against the
     baseline's on the same requests: errors both versions had at the same moments (a burst upstream of
     both) are not the candidate's, so over the threshold fails only when the baseline is within it or the
-    candidate fails clearly more (``error_ratio`` x and ``error_delta`` over it, at the lower bound)."""
+    candidate fails clearly more (``error_ratio`` x and ``error_delta`` over it, at the lower bound).
+
+    The phase re-judges its pairs every window, so the bounds are confidence sequences, as the canary's
+    are: the lower one at the fail tests' level (``fail_alpha``), the upper one at ``family_alpha``."""
     errors, breaches = _failures(routes, "candidate")
     failures = errors + breaches
-    lo, hi = wilson_interval(failures, pairs)
     rate = failures / pairs if pairs else 0.0
+    limit = policy.error_rate
+    if pairs and limit > 0.0:
+        # A score test against the threshold, as the canary's error gate: the variance at the limit.
+        own = Estimate(rate, limit * (1.0 - limit) / pairs, limit * limit)
+        lo, hi = max(0.0, own.lower(policy.fail_alpha)), min(1.0, own.upper(policy.family_alpha))
+    else:
+        lo, hi = (0.0, 1.0) if not pairs else (rate, rate)
     base_failures = sum(_failures(routes, "baseline"))
     base = base_failures / pairs if pairs else 0.0
-    limit = policy.error_rate
     worse = lo >= policy.error_ratio * base and lo >= base + policy.error_delta
     verdict: GateVerdict = "PASS" if hi <= limit else "INCONCLUSIVE"
     if lo > limit and (base <= limit or worse):
