@@ -133,6 +133,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             tasks=tasks,
             shadow_tasks=shadow_tasks,
             on_pair=on_pair,
+            on_paired=controller.recorder.observe_paired,
             tracing=tracing,
         )
         data = DataPlane(await open_generation(config, verdict, shared))

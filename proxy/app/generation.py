@@ -26,7 +26,7 @@ from proxy.observe.metrics import ProxyMetrics
 from proxy.observe.tracing import Tracing
 from proxy.rollout.manifest import ManifestVerdict
 from proxy.rollout.store import StateStore
-from proxy.shadow.mirror import Mirror, PairObserver
+from proxy.shadow.mirror import Mirror, PairedObserver, PairObserver
 from proxy.upstream.pool import UpstreamPool
 
 _ROLES: tuple[Role, ...] = ("baseline", "candidate")
@@ -46,6 +46,7 @@ class Shared:
     tasks: TaskSet
     shadow_tasks: TaskSet
     on_pair: PairObserver
+    on_paired: PairedObserver | None = None
     tracing: Tracing | None = None
     # Wrong x-rollguard-token values per peer: a reload must not hand a guesser a fresh budget.
     force_throttle: FailureThrottle = field(default_factory=FailureThrottle)
@@ -113,6 +114,7 @@ async def open_generation(
         ):
             mirror = previous.mirror
             mirror.candidate_allowed = verdict.ok
+            mirror.paired = config.canary.paired_sample
         else:
             mirror = Mirror(
                 config.shadow,
@@ -124,6 +126,8 @@ async def open_generation(
                 on_pair=shared.on_pair,
                 candidate_allowed=verdict.ok,
                 tracing=shared.tracing,
+                paired=config.canary.paired_sample,
+                on_paired=shared.on_paired,
             )
             opened.append(mirror)
             try:

@@ -237,6 +237,23 @@ class Forwarder:
                     sticky=ex.sticky,
                 )
             )
+        elif (
+            role == "candidate"
+            and self.mirror is not None
+            and compiled is not None
+            and body.held
+            and self.mirror.paired > 0.0
+        ):
+            shadow = self.mirror.offer_pair(
+                MirrorRequest(
+                    route=compiled,
+                    method=ex.method,
+                    target=target.decode("latin-1"),
+                    headers=out.headers,
+                    body=body.data,
+                    doc=ex.doc,
+                )
+            )
         # A candidate that a fallback would replace is not retried: the baseline answers sooner.
         falls_back = role == "candidate" and self._fallback and body.held
         answer: Attempt | None = None

@@ -165,6 +165,13 @@ class ProxyMetrics:
             ["route", "reason"],
             registry=registry,
         )
+        self.paired_requests = Counter(
+            "rollguard_paired_requests",
+            "Candidate-routed requests also sent to the baseline (canary.paired_sample): sent, failed "
+            "(of those sent), dropped (shadow.max_in_flight reached), skipped (body over max_body_bytes).",
+            ["route", "outcome"],
+            registry=registry,
+        )
         self.shadow_requests = Counter(
             "rollguard_shadow_requests",
             "Mirrors to the candidate: sent, failed (of those sent), dropped "
@@ -333,6 +340,9 @@ class ProxyMetrics:
 
     def shadow_request(self, route: str, outcome: str) -> None:
         self.shadow_requests.labels(route, outcome).inc()
+
+    def paired_request(self, route: str, outcome: str) -> None:
+        self.paired_requests.labels(route, outcome).inc()
 
     def shadow_comparison(self, route: str, match: bool, score_delta: float | None) -> None:
         self.shadow_comparisons.labels(route, "match" if match else "mismatch").inc()

@@ -9,6 +9,11 @@ not cancel a mirror already sent. When both answers are in, the pair goes to the
 
 A ``shadow.noise_sample`` share of the mirrored requests is also sent to the baseline a second time, so
 fields that differ between two baseline answers (ids, timestamps) are learned as noise.
+
+The paired canary (``canary.paired_sample``) is a mirror in reverse: a share of the requests the
+*candidate* answers is also sent to the baseline, on the same shadow pool, bound and isolation rules
+(credentials stripped, ``x-rollguard-shadow: 1``), and both answers go to ``on_paired`` for the
+controller's paired decisions. The client's answer never waits on it either.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ class ShadowPair:
 
 
 PairObserver = Callable[[ShadowPair], None]
+# A paired canary request: the route, the candidate's answer (the client's), the baseline's.
+PairedObserver = Callable[[CompiledRoute, Attempt, Attempt], None]
 
 
 class ShadowHandle:
@@ -131,8 +138,12 @@ class Mirror:
         candidate_allowed: bool = True,
         rand: Callable[[], float] = random.random,
         tracing: Tracing | None = None,
+        paired: float = 0.0,
+        on_paired: PairedObserver | None = None,
     ) -> None:
         self.cfg = cfg
+        self.paired = paired  # canary.paired_sample
+        self.on_paired = on_paired
         self.store = store
         self.metrics = metrics
         self.tasks = tasks
@@ -197,6 +208,54 @@ class Mirror:
         noise = self.cfg.noise_sample > 0 and self.rand() < self.cfg.noise_sample
         self.tasks.spawn(self._run(req, handle, noise), name="shadow-mirror")
         return handle, "sent"
+
+    def offer_pair(self, req: MirrorRequest) -> ShadowHandle | None:
+        """Maybe send candidate-routed ``req`` to the baseline as well (the paired canary): the handle to
+        complete with the client's (candidate's) answer, or None. Same bound and rules as a mirror."""
+        if self.on_paired is None or req.method not in self.cfg.methods:
+            return None
+        share = self.paired
+        if share <= 0.0 or (share < 1.0 and self.rand() >= share):
+            return None
+        route = req.route.route.name
+        if len(req.body) > self.cfg.max_body_bytes:
+            self.metrics.paired_request(route, "skipped")
+            return None
+        if self.in_flight >= self.cfg.max_in_flight:
+            self.metrics.paired_request(route, "dropped")
+            return None
+        self.in_flight += 1
+        self.metrics.paired_request(route, "sent")
+        handle = ShadowHandle()
+        self.tasks.spawn(self._run_pair(req, handle), name="paired-canary")
+        return handle
+
+    async def _run_pair(self, req: MirrorRequest, handle: ShadowHandle) -> None:
+        try:
+            headers = [(k, v) for k, v in req.headers if k.lower() not in self._strip]
+            headers.append(("x-rollguard-shadow", "1"))
+            body = Body(data=req.body, length=len(req.body))
+            out = Outgoing(
+                method=req.method,
+                target=req.target.encode("latin-1"),
+                headers=headers,
+                body=body,
+                route=req.route,
+            )
+            base = await attempt(self.noise, out, budget=None)
+            base.release()
+            self._account(req.route.route.name, base)
+            if base.failed:
+                self.metrics.paired_request(req.route.route.name, "failed")
+            cand = await handle.wait()
+            if cand is None or cand.pool.role != "candidate" or self.on_paired is None:
+                return  # the client went away, or a fallback answered it: no candidate answer to pair
+            try:
+                self.on_paired(req.route, cand, base)
+            except Exception:  # an observer never breaks the pair, let alone traffic
+                log.exception("paired canary observer failed for route %s", req.route.route.name)
+        finally:
+            self.in_flight -= 1
 
     async def _run(self, req: MirrorRequest, handle: ShadowHandle, noise: bool) -> None:
         span = None
