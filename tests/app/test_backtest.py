@@ -181,3 +181,42 @@ def test_a_step_that_cannot_decide_in_max_hold_says_so_at_its_first_window(tmp_p
     assert holds, decisions
     assert "more candidate requests" in holds[0]["reason"] or "waiting will not decide" in holds[0]["reason"]
     assert any("more than max_hold leaves" in d["reason"] for d in holds), [d["reason"] for d in holds]
+
+
+def test_paired_decisions_prove_a_tight_decision_gate_that_unpaired_groups_cannot(tmp_path: Path) -> None:
+    # The same model on both sides, +-1 pp on decisions: two unpaired groups of a few thousand requests
+    # cannot bound their difference that tightly, pairs of the same requests can (they never disagree).
+    trace = write_trace(tmp_path / "aa.jsonl", traced_requests(seconds=300, rps=100, seed=3))
+    tight = {"error_rate": 0.05, "latency_p95_ms": 1000, "decision_delta_pp": 1}
+
+    def outcome(**canary: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        res = _run("--config", str(_config(tmp_path, gates=tight, **canary)), str(trace), "--json")
+        assert res.returncode == 0, res.stderr
+        decisions, summary = _json_lines(res.stdout)
+        return summary, decisions
+
+    unpaired, decisions = outcome()
+    assert unpaired["outcome"] != "promoted"
+    assert any("decision_delta" in d["reason"] and "n=" in d["reason"] for d in decisions)
+    paired, decisions = outcome(paired_sample=0.5)
+    assert paired["outcome"] == "promoted", paired
+    assert any("paired" in str(d.get("gates")) for d in decisions)
+
+
+def test_users_who_always_fail_are_counted_by_user_not_by_request(tmp_path: Path) -> None:
+    # Sticky traffic where 5% of users fail every request on both versions: the replayed evidence knows
+    # the failures came in clumps (the sticky key reaches the clustered variance), and the error gate
+    # says by how much the counts were discounted.
+    reqs = []
+    for i in range(30_000):
+        user = i % 500
+        out = Outcome(503 if user < 25 else 200, 20.0, 0.3)
+        reqs.append(TracedRequest(i * 0.01, f"u-{user}", None, out, out))
+    trace = write_trace(tmp_path / "sticky.jsonl", reqs)
+    config = _config(tmp_path, gates={"error_rate": 0.5, "latency_p95_ms": 1000}, steps=[50, 100])
+    res = _run("--config", str(config), str(trace), "--json")
+    assert res.returncode == 0, res.stderr
+    decisions, summary = _json_lines(res.stdout)
+    details = [g["detail"] for d in decisions for g in d.get("gates") or [] if g["gate"] == "error_rate"]
+    assert any("clustered x" in text for text in details), details
+    assert summary["rolled_back_by"] != "gates", summary
