@@ -218,42 +218,28 @@ class Forwarder:
             else None
         )
         shadow = None
+        mirror = self.mirror
+        # A baseline answer may be mirrored to the candidate, a candidate answer paired with the baseline's.
         if (
-            role == "baseline"
-            and self.mirror is not None
+            mirror is not None
             and compiled is not None
             and body.held
-            and self.mirror.sample > 0.0
+            and (mirror.sample if role == "baseline" else mirror.paired) > 0.0
         ):
-            shadow, ex.shadow = self.mirror.offer(
-                MirrorRequest(
-                    route=compiled,
-                    method=ex.method,
-                    target=target.decode("latin-1"),
-                    headers=out.headers,
-                    body=body.data,
-                    doc=ex.doc,
-                    link=ex.trace.span_context if ex.trace is not None else None,
-                    sticky=ex.sticky,
-                )
+            req = MirrorRequest(
+                route=compiled,
+                method=ex.method,
+                target=target.decode("latin-1"),
+                headers=out.headers,
+                body=body.data,
+                doc=ex.doc,
+                link=ex.trace.span_context if ex.trace is not None else None,
+                sticky=ex.sticky,
             )
-        elif (
-            role == "candidate"
-            and self.mirror is not None
-            and compiled is not None
-            and body.held
-            and self.mirror.paired > 0.0
-        ):
-            shadow = self.mirror.offer_pair(
-                MirrorRequest(
-                    route=compiled,
-                    method=ex.method,
-                    target=target.decode("latin-1"),
-                    headers=out.headers,
-                    body=body.data,
-                    doc=ex.doc,
-                )
-            )
+            if role == "baseline":
+                shadow, ex.shadow = mirror.offer(req)
+            else:
+                shadow = mirror.offer_pair(req)
         # A candidate that a fallback would replace is not retried: the baseline answers sooner.
         falls_back = role == "candidate" and self._fallback and body.held
         answer: Attempt | None = None

@@ -341,7 +341,7 @@ def _quantile_gate(
             if p_shift < j.a_pass and not_small:
                 p_rel, worse = p_shift, True
         if not worse:
-            p_tail = j.adjusted(_exceedance_p(sample, base_sample, q, pol_ratio=j.pol.error_ratio))
+            p_tail = j.adjusted(_exceedance_p(sample, base_sample, q, ratio=j.pol.error_ratio))
             if p_tail < j.a_pass and not_small:
                 p_rel, worse = p_tail, True
         rel_bound = PassBound(diff, log_margin * j.scale, m, b_var)
@@ -375,7 +375,7 @@ def _quantile_gate(
     return GateResult(gate, "INCONCLUSIVE", value, base, t_ms, shown, detail)
 
 
-def _exceedance_p(cand: list[float], base: list[float], q: float, *, pol_ratio: float) -> float:
+def _exceedance_p(cand: list[float], base: list[float], q: float, *, ratio: float) -> float:
     """Mood's quantile test as a count at the same moment: of the samples above the pooled ``q``-quantile,
     the candidate's share against its share of all samples (:func:`share_p`). A slow path on 2% of
     requests barely moves a sample p99 that sits in the gap between the paths, yet doubles the share of
@@ -384,7 +384,7 @@ def _exceedance_p(cand: list[float], base: list[float], q: float, *, pol_ratio: 
     cut = pooled[min(len(pooled) - 1, max(0, math.ceil(q * len(pooled)) - 1))]
     above_c = len(cand) - bisect_right(cand, cut)
     above_b = len(base) - bisect_right(base, cut)
-    return share_p(above_c, above_c + above_b, len(cand) / len(pooled), pol_ratio)
+    return share_p(above_c, above_c + above_b, len(cand) / len(pooled), ratio)
 
 
 def _too_few(gate: Gate, what: str, nc: int, nb: int, floor: int, threshold: float) -> GateResult | None:

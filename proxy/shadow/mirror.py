@@ -232,17 +232,7 @@ class Mirror:
 
     async def _run_pair(self, req: MirrorRequest, handle: ShadowHandle) -> None:
         try:
-            headers = [(k, v) for k, v in req.headers if k.lower() not in self._strip]
-            headers.append(("x-rollguard-shadow", "1"))
-            body = Body(data=req.body, length=len(req.body))
-            out = Outgoing(
-                method=req.method,
-                target=req.target.encode("latin-1"),
-                headers=headers,
-                body=body,
-                route=req.route,
-            )
-            base = await attempt(self.noise, out, budget=None)
+            base = await attempt(self.noise, self._outgoing(req, self._headers(req)), budget=None)
             base.release()
             self._account(req.route.route.name, base)
             if base.failed:
@@ -260,14 +250,11 @@ class Mirror:
     async def _run(self, req: MirrorRequest, handle: ShadowHandle, noise: bool) -> None:
         span = None
         try:
-            headers = [(k, v) for k, v in req.headers if k.lower() not in self._strip]
-            headers.append(("x-rollguard-shadow", "1"))
+            headers = self._headers(req)
             if self.tracing is not None and req.link is not None:
                 span = self.tracing.mirror(req.link, req.method, req.route.route.name, self.candidate.version)
                 headers = span.headers(headers)
-            body = Body(data=req.body, length=len(req.body))
-            target = req.target.encode("latin-1")
-            out = Outgoing(method=req.method, target=target, headers=headers, body=body, route=req.route)
+            out = self._outgoing(req, headers)
             sends = [attempt(self.candidate, out, budget=None)]
             if noise:
                 sends.append(attempt(self.noise, out, budget=None))
@@ -293,6 +280,18 @@ class Mirror:
             self.in_flight -= 1
             if span is not None:
                 span.end(None)  # cancelled before the candidate answered
+
+    def _headers(self, req: MirrorRequest) -> list[tuple[str, str]]:
+        """The client's headers less the stripped credentials, marked as shadow traffic."""
+        headers = [(k, v) for k, v in req.headers if k.lower() not in self._strip]
+        headers.append(("x-rollguard-shadow", "1"))
+        return headers
+
+    @staticmethod
+    def _outgoing(req: MirrorRequest, headers: list[tuple[str, str]]) -> Outgoing:
+        body = Body(data=req.body, length=len(req.body))
+        target = req.target.encode("latin-1")
+        return Outgoing(method=req.method, target=target, headers=headers, body=body, route=req.route)
 
     def _account(self, route: str, att: Attempt) -> None:
         version = att.pool.version

@@ -36,6 +36,22 @@ async def full_weight(proxy: Any) -> None:
         assert r.status_code == 200, r.text
 
 
+async def at_full_weight(
+    proxy_factory: Any, baseline_url: str, models: Models, canary: dict[str, Any]
+) -> Any:
+    """A proxy in front of ``baseline_url`` and the candidate sample model, every request to the candidate."""
+    proxy = await proxy_factory(
+        upstreams={
+            "baseline": {"url": baseline_url, "version": "v1"},
+            "candidate": {"url": models.candidate.url, "version": "v2"},
+        },
+        canary=canary,
+        shadow=SHADOW,
+    )
+    await full_weight(proxy)
+    return proxy
+
+
 async def paired_status(proxy: Any, at_least: int) -> dict[str, Any]:
     async with proxy.admin_client() as admin, asyncio.timeout(10):
         while True:
@@ -75,15 +91,7 @@ async def test_paired_requests_carry_the_shadow_header_and_no_credentials(
     proxy_factory: Any, models: Models
 ) -> None:
     async with FaultyUpstream(Fault.OK) as baseline:
-        proxy = await proxy_factory(
-            upstreams={
-                "baseline": {"url": baseline.url, "version": "v1"},
-                "candidate": {"url": models.candidate.url, "version": "v2"},
-            },
-            canary=PAIRED,
-            shadow=SHADOW,
-        )
-        await full_weight(proxy)
+        proxy = await at_full_weight(proxy_factory, baseline.url, models, canary=PAIRED)
         results = await post_all(proxy.data_url, 10, {"cookie": "session=abc"})
         assert results == [(200, "v2")] * 10
         await baseline.wait_for_requests(10)
@@ -100,15 +108,7 @@ async def test_a_failing_baseline_never_touches_the_client_and_makes_no_pair(
     proxy_factory: Any, models: Models
 ) -> None:
     async with FaultyUpstream(Fault.STATUS_500) as baseline:
-        proxy = await proxy_factory(
-            upstreams={
-                "baseline": {"url": baseline.url, "version": "v1"},
-                "candidate": {"url": models.candidate.url, "version": "v2"},
-            },
-            canary=PAIRED,
-            shadow=SHADOW,
-        )
-        await full_weight(proxy)
+        proxy = await at_full_weight(proxy_factory, baseline.url, models, canary=PAIRED)
         assert await post_all(proxy.data_url, 20) == [(200, "v2")] * 20
         await paired_metric(proxy, "failed", 20)
         async with proxy.admin_client() as admin:
@@ -120,15 +120,7 @@ async def test_without_paired_sample_nothing_is_sent_to_the_baseline(
     proxy_factory: Any, models: Models
 ) -> None:
     async with FaultyUpstream(Fault.OK) as baseline:
-        proxy = await proxy_factory(
-            upstreams={
-                "baseline": {"url": baseline.url, "version": "v1"},
-                "candidate": {"url": models.candidate.url, "version": "v2"},
-            },
-            canary={"shadow_samples": 0},
-            shadow=SHADOW,
-        )
-        await full_weight(proxy)
+        proxy = await at_full_weight(proxy_factory, baseline.url, models, canary={"shadow_samples": 0})
         assert await post_all(proxy.data_url, 20) == [(200, "v2")] * 20
         # A pair is counted when it is offered, before the client's answer: none was.
         samples = await metric_samples(proxy.admin_url)
