@@ -6,11 +6,13 @@ Helpers the tests import live in ``tests/helpers/``; this file only wires them i
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from proxy.config.load import load_config
 from proxy.demo.sample_model import ModelBehavior, start_sample_model
@@ -18,6 +20,24 @@ from tests.helpers.config import config_doc, write_config
 from tests.helpers.models import Models
 from tests.helpers.proxy_runner import ProxyProcess, RunningProxy, start_proxy
 from tests.helpers.tokens import OPERATOR_TOKEN, OPERATOR_TOKEN_ENV, VIEWER_TOKEN, VIEWER_TOKEN_ENV
+
+# Property tests: ``make test`` and every CI run are a regression gate, so they replay the same inputs
+# each time (a red build means the code changed, not the draw), with no wall-clock deadline (two shared
+# cores make per-example timings noise) and no example database carried between runs. ``make fuzz``
+# asks for a count (ROLLGUARD_FUZZ_EXAMPLES) and explores new inputs each time; a failure prints the
+# blob that replays it (``@reproduce_failure``). Test-level settings override only what they name.
+FUZZ_EXAMPLES = os.environ.get("ROLLGUARD_FUZZ_EXAMPLES")
+settings.register_profile("regression", derandomize=True, deadline=None, database=None, print_blob=True)
+settings.register_profile(
+    "explore",
+    max_examples=int(FUZZ_EXAMPLES or 1000),
+    derandomize=False,
+    deadline=None,
+    database=None,
+    print_blob=True,
+)
+EXPLORING = FUZZ_EXAMPLES is not None and os.environ.get("CI") != "true"
+settings.load_profile("explore" if EXPLORING else "regression")
 
 
 @pytest.fixture

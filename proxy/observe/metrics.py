@@ -179,6 +179,12 @@ class ProxyMetrics:
             ["route", "outcome"],
             registry=registry,
         )
+        self.shadow_in_flight = Gauge(
+            "rollguard_shadow_in_flight",
+            "Mirrors and paired-canary requests in flight now (bounded by shadow.max_in_flight; "
+            "beyond it they are dropped).",
+            registry=registry,
+        )
         self.shadow_comparisons = Counter(
             "rollguard_shadow_comparisons",
             "Mirrored pairs compared: match or mismatch (status, decision, contract).",

@@ -202,7 +202,7 @@ class Mirror:
             # candidate then costs a probe every few seconds instead of a socket per request.
             self.metrics.shadow_request(route, "dropped")
             return None, "dropped"
-        self.in_flight += 1
+        self._hold()
         self.metrics.shadow_request(route, "sent")
         handle = ShadowHandle()
         noise = self.cfg.noise_sample > 0 and self.rand() < self.cfg.noise_sample
@@ -224,7 +224,7 @@ class Mirror:
         if self.in_flight >= self.cfg.max_in_flight:
             self.metrics.paired_request(route, "dropped")
             return None
-        self.in_flight += 1
+        self._hold()
         self.metrics.paired_request(route, "sent")
         handle = ShadowHandle()
         self.tasks.spawn(self._run_pair(req, handle), name="paired-canary")
@@ -245,7 +245,7 @@ class Mirror:
             except Exception:  # an observer never breaks the pair, let alone traffic
                 log.exception("paired canary observer failed for route %s", req.route.route.name)
         finally:
-            self.in_flight -= 1
+            self._let_go()
 
     async def _run(self, req: MirrorRequest, handle: ShadowHandle, noise: bool) -> None:
         span = None
@@ -277,9 +277,17 @@ class Mirror:
             except Exception:  # an observer never breaks the mirror, let alone traffic
                 log.exception("shadow comparison failed for route %s", req.route.route.name)
         finally:
-            self.in_flight -= 1
+            self._let_go()
             if span is not None:
                 span.end(None)  # cancelled before the candidate answered
+
+    def _hold(self) -> None:
+        self.in_flight += 1
+        self.metrics.shadow_in_flight.inc()
+
+    def _let_go(self) -> None:
+        self.in_flight -= 1
+        self.metrics.shadow_in_flight.dec()
 
     def _headers(self, req: MirrorRequest) -> list[tuple[str, str]]:
         """The client's headers less the stripped credentials, marked as shadow traffic."""

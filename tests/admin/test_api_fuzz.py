@@ -27,9 +27,7 @@ from tests.helpers.tokens import OPERATOR_TOKEN
 
 PER_OPERATION_DEFAULT = 25
 TOTAL = os.environ.get("ROLLGUARD_FUZZ_EXAMPLES")
-# As in tests/edge/test_wire_fuzz.py: the short run and CI replay the same inputs, so a red build means
-# the code changed; a longer run asked for by count explores new inputs each time.
-DERANDOMIZE = TOTAL is None or os.environ.get("CI") == "true"
+# Whether the inputs are replayed or new is the profile's (tests/conftest.py): fixed in make test and CI.
 
 
 def per_operation(operations: int) -> int:
@@ -59,9 +57,6 @@ async def test_no_generated_request_gets_a_5xx(running: Any, capsys: pytest.Capt
             @settings(
                 max_examples=per_operation(len(operations)),
                 deadline=None,
-                database=None,
-                derandomize=DERANDOMIZE,
-                print_blob=True,
                 suppress_health_check=list(HealthCheck),
             )
             def check(case: Any) -> None:

@@ -18,6 +18,7 @@ from tests.helpers.config import config_doc, write_config
 from tests.helpers.faulty_upstream import Fault, FaultyUpstream, refused_url
 from tests.helpers.metrics import metric_samples, sample
 from tests.helpers.models import Models
+from tests.helpers.tokens import VIEWER_TOKEN
 from tests.helpers.traffic import VALID_BODY, raw_http_server
 
 
@@ -182,6 +183,16 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+async def _fds_settle(pid: int, at_most: int, within: float = 10.0) -> int:
+    """The process's fd count once it is at most ``at_most`` (or, past the guard, whatever it is)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        n = _fds(pid)
+        if n <= at_most or asyncio.get_running_loop().time() > deadline:
+            return n
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -239,12 +250,12 @@ async def test_a_thousand_faults_leak_no_sockets(
         fds = _fds(pid)  # memory growth: measured in benchmarks/bench_memory.py, not asserted here
         statuses = await burst(1000)
         assert set(statuses) <= {502, 504, 500, -1, 200}, set(statuses)
-        await asyncio.sleep(0.3)  # let the last sockets close
-        assert _fds(pid) <= fds + 5, (fds, _fds(pid))
+        # The last sockets close a moment after their answers: wait for the count to settle back.
+        assert await _fds_settle(pid, fds + 5) <= fds + 5, (fds, _fds(pid))
 
 
 async def test_sigterm_drains_accepted_requests(tmp_path: Path, models: Models, proxy_process: Any) -> None:
-    models.baseline.model.set_behavior(ModelBehavior(version="v1", latency_ms=400))
+    models.baseline.model.set_behavior(ModelBehavior(version="v1", latency_ms=1500))
     doc = config_doc(tmp_path, models.baseline.url, models.candidate.url, logging={"access_log": "off"})
     proc = await asyncio.to_thread(proxy_process, write_config(tmp_path, doc))
     assert proc.proc is not None
@@ -256,7 +267,12 @@ async def test_sigterm_drains_accepted_requests(tmp_path: Path, models: Models, 
                 return r.status
 
         inflight = [asyncio.create_task(one()) for _ in range(30)]
-        await asyncio.sleep(0.15)  # accepted and waiting on the 400 ms model
+        # SIGTERM only once all 30 are accepted and waiting on the (1.5 s) model: the proxy's own count.
+        viewer = {"authorization": f"Bearer {VIEWER_TOKEN}"}
+        async with httpx.AsyncClient(base_url=proc.admin_url, headers=viewer) as admin:
+            while (await admin.get("/status")).json()["upstreams"]["baseline"]["in_flight"] < 30:
+                assert not any(t.done() for t in inflight), "a request ended before the signal"
+                await asyncio.sleep(0.01)
         proc.signal(signal.SIGTERM)
         statuses = await asyncio.gather(*inflight)
     assert statuses == [200] * 30

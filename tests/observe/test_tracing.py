@@ -395,7 +395,9 @@ async def test_tracing_off_passes_the_clients_traceparent_through_and_logs_no_tr
             await c.post("/v1/infer", json=VALID_BODY)
     assert baseline.seen[0]["traceparent"] == client_tp
     assert "traceparent" not in baseline.seen[1]
-    assert all("trace_id" not in line for line in access_lines(tmp_path))
+    lines = access_lines(tmp_path)
+    assert len(lines) == 2, lines  # both exchanges were logged...
+    assert all("trace_id" not in line for line in lines)  # ...and neither names a trace
 
 
 # -- admin ----------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from proxy.demo.sample_model import ModelBehavior
 from tests.helpers.config import config_doc, write_config
 from tests.helpers.faulty_upstream import refused_url
+from tests.helpers.metrics import metric_samples, sample
 from tests.helpers.models import Models
 from tests.helpers.traffic import VALID_BODY, drive_traffic, wait_for_phase
 
@@ -66,7 +66,7 @@ async def test_a_good_candidate_goes_through_shadow_and_every_step_to_promotion(
     final, counts = await run_rollout(proxy, {"promoted", "rolled_back"}, within=60)
     assert final["phase"] == "promoted", final
     assert final["weight"] == 100
-    assert all(k.startswith("200") for k in counts), counts
+    assert counts and all(k.startswith("200") for k in counts), counts
     actions = [d["action"] for d in await decisions(proxy)]
     assert actions[0] == "start"
     assert actions.count("PROCEED") == 2  # shadow -> 20%, 20% -> 50%
@@ -88,7 +88,7 @@ async def test_an_erroring_candidate_is_rolled_back_and_latched(proxy_factory: A
     assert final["phase"] == "rolled_back" and final["weight"] == 0
     assert "error" in str(final["reason"]) or "trip-wire" in str(final["reason"])
     # The fallback answered every client: the candidate's 500s never reached anyone.
-    assert all(k.startswith("200") for k in counts), counts
+    assert counts and all(k.startswith("200") for k in counts), counts
     async with proxy.admin_client() as admin:
         assert (await admin.put("/weights", json={"canary": 5})).status_code == 409  # latched
         assert (await admin.post("/rollout/start")).status_code == 409
@@ -96,9 +96,7 @@ async def test_an_erroring_candidate_is_rolled_back_and_latched(proxy_factory: A
         assert rearmed.status_code == 200 and rearmed.json()["phase"] == "idle"
 
 
-async def test_tripwire_rolls_back_within_a_second_of_the_deciding_failure(
-    proxy_factory: Any, models: Models
-) -> None:
+async def test_tripwire_rolls_back_at_the_deciding_failure(proxy_factory: Any, models: Models) -> None:
     proxy = await proxy_factory(
         upstreams={
             "baseline": {"url": models.baseline.url, "version": "v1"},
@@ -108,15 +106,20 @@ async def test_tripwire_rolls_back_within_a_second_of_the_deciding_failure(
     )
     final, counts = await run_rollout(proxy, {"rolled_back"}, within=20)
     assert final["reason"].startswith("trip-wire"), final
-    assert all(k.startswith("200 v1") for k in counts), counts  # every client answered by the fallback
+    assert counts and all(k.startswith("200 v1") for k in counts), (
+        counts
+    )  # every client answered by the fallback
     log = await decisions(proxy)
     start = next(d for d in log if d["action"] == "start")
     trip = next(d for d in log if d["actor"] == "tripwire")
-    started = datetime.fromisoformat(start["ts"].replace("Z", "+00:00"))
-    tripped = datetime.fromisoformat(trip["ts"].replace("Z", "+00:00"))
-    # At 300 requests/s the 20% candidate share fails 5 in a row within a few dozen milliseconds.
-    assert (tripped - started).total_seconds() < 1.0, (started, tripped)
+    assert log.index(start) < log.index(trip)
     assert trip["tripwire"]["consecutive"] >= 5 or "consecutive" in trip["reason"]
+    # Counts, not durations (the reaction time is measured by benchmarks/bench_tripwire.py): the
+    # rollback came at the deciding failure, so the candidate saw at most those five plus the requests
+    # already in flight to it then (the traffic driver holds at most 48).
+    samples = await metric_samples(proxy.admin_url)
+    tried = sample(samples, "rollguard_upstream_errors_total", role="candidate")
+    assert 5 <= tried <= 5 + 48, tried
 
 
 async def test_the_steps_evidence_survives_a_pause_and_resume(proxy_factory: Any) -> None:
@@ -207,18 +210,26 @@ async def test_status_shows_the_controller(proxy_factory: Any) -> None:
     proxy = await proxy_factory(canary={**FAST_CANARY, "shadow_samples": 0})
     stop = asyncio.Event()
     traffic = asyncio.create_task(drive_traffic(proxy.data_url, stop))
+    seen: dict[str, Any] | None = None
     try:
         await start_rollout(proxy)
         t0 = time.monotonic()
         async with proxy.admin_client() as admin:
-            while time.monotonic() - t0 < 10:
-                ctl = (await admin.get("/status")).json()["controller"]
-                if ctl["last_decision"] is not None:
-                    break
+            # A failure guard, not a timing claim: the first 1 s window closes long before it.
+            while seen is None and time.monotonic() - t0 < 20:
+                doc = (await admin.get("/status")).json()
+                ctl = doc["controller"]
+                if ctl["last_decision"] is not None and ctl["window"]["candidate"]["requests"] > 0:
+                    seen = doc
                 await asyncio.sleep(0.1)
     finally:
         stop.set()
         await traffic
-    assert ctl["window"]["candidate"]["requests"] >= 0
+    assert seen is not None, "no decision with candidate traffic in the window was ever shown"
+    ctl, rollout = seen["controller"], seen["rollout"]
+    assert ctl["last_decision"]["action"] in {"PROCEED", "HOLD", "PROMOTE"}, ctl["last_decision"]
+    assert ctl["window"]["baseline"]["requests"] > 0
     assert {g["gate"] for g in ctl["gates"]} >= {"latency_p95", "error_rate", "decision_delta"}
-    assert ctl["tripwire"]["armed"] in (True, False)
+    # Armed exactly while the candidate takes real canary traffic (and nothing has tripped it).
+    assert rollout["phase"] == "canary" and rollout["weight"] > 0, rollout
+    assert ctl["tripwire"]["armed"] is True, ctl["tripwire"]

@@ -26,7 +26,7 @@ from proxy.stats.inference import (
 )
 from proxy.stats.sequential import always_valid_p, cs_radius, share_p
 
-EXAMPLES = settings(max_examples=200, deadline=None, derandomize=True)
+EXAMPLES = settings(max_examples=200)
 
 
 @EXAMPLES
