@@ -224,6 +224,7 @@ def _shadow(raw: dict[str, Any], limits: LimitsConfig, api_key_header: str, base
         methods=frozenset(raw.get("methods", defaults.methods)),
         max_body_bytes=max_body,
         forward_credentials=bool(raw.get("forward_credentials", False)),
+        after_rollback=bool(raw.get("after_rollback", False)),
         # The data plane's API-key header is a credential too: never mirrored unless asked for.
         credential_headers=frozenset(
             h.lower() for h in raw.get("credential_headers", defaults.credential_headers)

@@ -283,6 +283,7 @@ def rollback(state: RolloutState, *, now: str, ts: float, reason: str) -> Rollou
         paused_from=None,
         passes=0,
         failed_windows=0,
+        shadow_sample=None,  # an override set for the rollout ends with it; one set afterwards is asked anew
     )
 
 

@@ -71,9 +71,12 @@ ALWAYS_STRIPPED = frozenset(
 
 def mirror_share(cfg: ShadowConfig, state: RolloutState) -> float:
     """The share of requests to mirror: the operator's override, else ``shadow.sample``; during the
-    shadow phase at least something, since the phase exists to mirror (a configured 0 means all)."""
+    shadow phase at least something, since the phase exists to mirror (a configured 0 means all); none to
+    a rolled-back candidate unless ``shadow.after_rollback`` or an operator asks again."""
     if state.shadow_sample is not None:
-        return state.shadow_sample
+        return state.shadow_sample  # after a rollback, only an operator's PUT /shadow since then
+    if state.phase is Phase.ROLLED_BACK and not cfg.after_rollback:
+        return 0.0  # rolled back for being slow or broken: mirrors would only load it (shadow.after_rollback)
     if cfg.sample == 0.0 and state.phase is Phase.SHADOW:
         return 1.0
     return cfg.sample

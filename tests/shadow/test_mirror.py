@@ -301,3 +301,36 @@ def test_expected_divergence_is_not_trivial() -> None:
     # Guard for the drift test above: the drift must flip a clearly non-zero share of decisions.
     assert 3 < expected_divergence(0.4, n=20_000) < 30
     assert math.isclose(expected_divergence(0.0, n=2000), 0.0)
+
+
+@pytest.mark.parametrize("after_rollback", [False, True])
+async def test_a_rolled_back_candidate_gets_mirrors_only_when_asked(
+    proxy_factory: Any, after_rollback: bool
+) -> None:
+    proxy = await proxy_factory(shadow={**SHADOW_ALL, "after_rollback": after_rollback})
+
+    async def sent_after(n: int) -> float:
+        """Mirrors sent once ``n`` more requests are answered (a mirror is counted before the answer)."""
+        results = await load(proxy.data_url, bodies(n, seed=n))
+        assert [status for status, _, _ in results] == [200] * n
+        return sample(
+            await metric_samples(proxy.admin_url), "rollguard_shadow_requests_total", outcome="sent"
+        )
+
+    assert await sent_after(20) == 20  # mirroring as configured while the rollout is idle
+    async with proxy.admin_client() as admin:
+        # An override set for the rollout ends with it: a rollback does not inherit it.
+        assert (await admin.put("/shadow", json={"sample": 1.0, "reason": "t"})).status_code == 200
+        assert (await admin.post("/rollout/start", json={"reason": "t"})).status_code == 200
+        rolled = await admin.post("/rollout/rollback", json={"reason": "too slow"})
+        assert rolled.status_code == 200 and rolled.json()["phase"] == "rolled_back", rolled.text
+    assert await sent_after(20) == (40 if after_rollback else 20)
+    # An operator asking again (PUT /shadow after the rollback) is heard either way.
+    async with proxy.admin_client() as admin:
+        assert (await admin.put("/shadow", json={"sample": 1.0, "reason": "diagnose"})).status_code == 200
+    before = sample(await metric_samples(proxy.admin_url), "rollguard_shadow_requests_total", outcome="sent")
+    assert await sent_after(10) == before + 10
+    # Re-armed and idle again: mirrored as before.
+    async with proxy.admin_client() as admin:
+        assert (await admin.post("/rollout/rearm", json={"reason": "fixed"})).status_code == 200
+    assert await sent_after(10) == before + 20
