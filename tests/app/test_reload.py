@@ -8,6 +8,7 @@ import http.client
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,3 +418,77 @@ async def test_repeated_reloads_leak_no_file_descriptors(
         assert not [line for line in proc.stderr_lines if "Unclosed" in line]
     finally:
         await second.close()
+
+
+async def _answered_by(proxy: RunningProxy) -> str:
+    async with httpx.AsyncClient(base_url=proxy.data_url, timeout=10) as c:
+        r = await c.post("/v1/infer", json=VALID_BODY)
+    assert r.status_code == 200, r.text
+    return r.headers["x-rollguard-version"]
+
+
+async def _promote(proxy: RunningProxy) -> None:
+    async with proxy.admin_client() as admin:
+        assert (await admin.post("/rollout/start", json={"reason": "go"})).status_code == 200
+        promoted = (await admin.post("/rollout/promote", json={"reason": "ship it"})).json()
+    assert (promoted["phase"], promoted["weight"]) == ("promoted", 100), promoted
+
+
+async def test_a_promotion_is_never_handed_back_to_the_old_baseline(live: Any, models: Models) -> None:
+    rl: Live = await live(canary={"weight": 0, "shadow_samples": 0}, logging={"access_log": "off"})
+    await _promote(rl.proxy)
+    assert await _answered_by(rl.proxy) == "v2"
+
+    # Only the candidate changed: v1, out of service since the promotion, would take every request.
+    doc = copy.deepcopy(rl.doc)
+    doc["upstreams"]["candidate"]["version"] = "v3"
+    rl.rewrite(doc)
+    async with rl.proxy.admin_client() as admin:
+        r = await admin.post("/config/reload")
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    detail = r.json()["detail"]
+    assert "upstreams.baseline.version: v2 was promoted and serves all traffic" in detail, detail
+    assert "Make v2 the baseline first" in detail, detail
+    status = await rl.status()
+    assert (status["rollout"]["phase"], status["rollout"]["weight"]) == ("promoted", 100)
+    assert status["versions"] == {"baseline": "v1", "candidate": "v2"}
+    assert await _answered_by(rl.proxy) == "v2"
+
+    # The documented way on: the promoted version becomes the baseline, then the next candidate comes.
+    doc = copy.deepcopy(rl.doc)
+    doc["upstreams"]["baseline"] = {"url": models.candidate.url, "version": "v2"}
+    doc["upstreams"]["candidate"] = {"url": models.baseline.url, "version": "v3"}
+    rl.rewrite(doc)
+    outcome = await rl.reload()
+    assert outcome["candidate_reset"] == "candidate changed from v2 to v3: reset to idle"
+    status = await rl.status()
+    assert (status["rollout"]["phase"], status["rollout"]["weight"]) == ("idle", 0)
+    assert await _answered_by(rl.proxy) == "v2"  # now as the baseline
+
+
+async def test_a_restart_that_would_revert_a_promotion_is_refused(tmp_path: Path, models: Models) -> None:
+    doc = config_doc(
+        tmp_path,
+        models.baseline.url,
+        models.candidate.url,
+        canary={"weight": 0, "shadow_samples": 0},
+        logging={"access_log": "off"},
+    )
+    path = write_config(tmp_path, doc)
+    proxy, stop, task = await start_proxy(load_config(path))
+    try:
+        await _promote(proxy)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    state_file = load_config(path).state.path
+    before = state_file.read_bytes()
+    doc["upstreams"]["candidate"]["version"] = "v3"
+    write_config(tmp_path, doc)
+    res = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "--config", str(path), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(res.communicate(), 30)
+    assert res.returncode == 2, err.decode()
+    assert b"invalid config: upstreams.baseline.version: v2 was promoted" in err, err.decode()
+    assert state_file.read_bytes() == before  # nothing reset, nothing logged
