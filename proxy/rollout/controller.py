@@ -72,6 +72,7 @@ class Controller:
         self.last_gates: tuple[GateResult, ...] = ()
         self.last_needs: dict[str, Any] | None = None  # what the last inconclusive step still needed
         self._tripping = False
+        self._published_version: str | None = None  # whose gate gauges /metrics exports
         self._reconfigured = asyncio.Event()
         self._marker = self._key(store.current)
         self.recorder.reset(armed=self._armed(store.current), weight=store.current.weight_bp / 10_000)
@@ -267,6 +268,12 @@ class Controller:
 
     def _publish_gates(self, gates: Any, *, shadow: bool) -> None:
         version = self.config.candidate.version
+        if version != self._published_version:
+            # A new candidate: the old one's gauges would go on being exported, frozen at its last
+            # window, and mixed into every max by (gate) of a dashboard or alert.
+            self.metrics.gate_value.clear()
+            self.metrics.gate_threshold.clear()
+            self._published_version = version
         for g in gates:
             value = _gauge_value(g, shadow=shadow)
             if value is not None:

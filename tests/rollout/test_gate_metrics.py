@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from proxy.demo.sample_model import ModelBehavior
+from tests.helpers.config import config_doc, write_config
 from tests.helpers.metrics import metric_samples, sample
 from tests.helpers.models import Models
 from tests.helpers.traffic import drive_traffic, wait_for_phase
@@ -69,3 +71,42 @@ async def test_decision_delta_gauge_is_the_distance_between_decision_rates_in_pp
     latency = gates["latency_p95"]
     assert sample(samples, "rollguard_gate_value", gate="latency_p95", version="v2") == latency["value"]
     assert sample(samples, "rollguard_gate_threshold", gate="latency_p95", version="v2") == 5000.0
+
+
+async def test_only_the_current_candidates_gate_gauges_are_exported(
+    proxy_factory: Any, models: Models, tmp_path: Path
+) -> None:
+    proxy = await proxy_factory(canary=HOLDING_CANARY)
+
+    def versions(samples: dict[Any, float]) -> set[str]:
+        return {
+            dict(labels)["version"]
+            for name, labels in samples
+            if name in ("rollguard_gate_value", "rollguard_gate_threshold")
+        }
+
+    async def judged_rollout(candidate: str) -> dict[Any, float]:
+        """/metrics once a window of a new rollout of ``candidate`` has been judged."""
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(drive_traffic(proxy.data_url, stop, rps=200))
+        try:
+            async with proxy.admin_client() as admin:
+                assert (await admin.post("/rollout/start", json={"reason": "gauges"})).status_code == 200
+            deadline = time.monotonic() + 20  # a failure guard: 1 s windows
+            while candidate not in versions(samples := await metric_samples(proxy.admin_url)):
+                assert time.monotonic() < deadline, f"no gate gauges of {candidate}: {versions(samples)}"
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await traffic
+        return samples
+
+    assert versions(await judged_rollout("v2")) == {"v2"}
+    # The next candidate: a reload resets the rollout to idle, and a new rollout is judged.
+    doc = config_doc(tmp_path, models.baseline.url, models.candidate.url, canary=HOLDING_CANARY)
+    doc["upstreams"]["candidate"]["version"] = "v3"
+    write_config(tmp_path, doc)
+    async with proxy.admin_client() as admin:
+        assert (await admin.post("/config/reload")).status_code == 200
+    # v2's gauges, frozen at its last window, would otherwise be mixed into every max by (gate).
+    assert versions(await judged_rollout("v3")) == {"v3"}
