@@ -25,7 +25,7 @@ from proxy.config.model import Config
 from proxy.content.pii import Masker, MaskerConfig
 from proxy.observe.exchange import Observer, Observers
 from proxy.observe.logs import AccessLog
-from proxy.observe.metrics import ProxyMetrics
+from proxy.observe.metrics import ProxyMetrics, UpstreamCollector, UpstreamGauge
 from proxy.observe.tracing import Tracing
 from proxy.reports.artifacts import (
     CANARY_PLAN,
@@ -137,6 +137,14 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             tracing=tracing,
         )
         data = DataPlane(await open_generation(config, verdict, shared))
+        registry.register(
+            UpstreamCollector(
+                lambda: [
+                    UpstreamGauge(role, pool.version, pool.in_flight, pool.breaker.state.value)
+                    for role, pool in data.current.pools.items()
+                ]
+            )
+        )
         reloader = Reloader(data, shared, audit=access_log.audit)
         pools.push_async_callback(reloader.close)
         # Mirrors in flight get a short grace at shutdown, then are cancelled: never the client's wait.

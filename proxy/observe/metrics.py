@@ -7,12 +7,64 @@ status codes and fixed kinds. Never a client id, key or raw path. Label children
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import platform
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from proxy._version import __version__
 from proxy.observe.exchange import Exchange
+
+BREAKER_STATES = ("closed", "half_open", "open")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamGauge:
+    """One upstream's occupancy and circuit, read at scrape time (never on the request path)."""
+
+    role: str
+    version: str
+    in_flight: int
+    circuit: str  # one of BREAKER_STATES
+
+
+class UpstreamCollector(Collector):
+    """``rollguard_upstream_in_flight`` and ``rollguard_upstream_circuit_state`` for the pools in use now.
+
+    Read from the current generation on each scrape, so a reload's new pools (and versions) show at
+    once and a retired generation's never linger, at no cost per request."""
+
+    def __init__(self, upstreams: Callable[[], Iterable[UpstreamGauge]]) -> None:
+        self.upstreams = upstreams
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily(
+            "rollguard_upstream_in_flight",
+            "Upstream requests in flight now, per role (bounded by the upstream's max_connections).",
+            labels=["role", "version"],
+        )
+        circuit = GaugeMetricFamily(
+            "rollguard_upstream_circuit_state",
+            "1 for each upstream's circuit-breaker state now (closed, half_open, open), 0 for the others.",
+            labels=["role", "version", "state"],
+        )
+        for u in self.upstreams():
+            in_flight.add_metric([u.role, u.version], u.in_flight)
+            for state in BREAKER_STATES:
+                circuit.add_metric([u.role, u.version, state], 1.0 if u.circuit == state else 0.0)
+        yield in_flight
+        yield circuit
+
 
 # Every latency gate threshold is a bucket edge (0.12 for the default 120 ms p95 gate), so a PromQL
 # histogram_quantile and /status agree to within one bucket.
@@ -104,6 +156,17 @@ class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry, *, gate_thresholds_s: Iterable[float] = ()) -> None:
         buckets = latency_buckets(gate_thresholds_s)
         self.registry = registry
+        # What every Envoy-like proxy exports besides its own series: the process (CPU, RSS, fds, start
+        # time; Linux) and the build, so a dashboard can tell which release answered.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.build_info = Gauge(
+            "rollguard_build_info",
+            "Always 1; the labels say which rollguard and Python serve.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.requests = Counter(
             "rollguard_requests",
             "Client requests answered, by the version that answered.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import signal
 from pathlib import Path
@@ -111,6 +112,12 @@ async def test_circuit_opens_fails_fast_and_recovers(proxy_factory: Any, models:
             async with proxy.admin_client() as admin:
                 status = (await admin.get("/status")).json()
             assert status["upstreams"]["baseline"]["circuit"]["state"] == "open"
+            samples = await metric_samples(proxy.admin_url)
+            circuit = {
+                state: sample(samples, "rollguard_upstream_circuit_state", role="baseline", state=state)
+                for state in ("closed", "half_open", "open")
+            }
+            assert circuit == {"closed": 0, "half_open": 0, "open": 1}, circuit
             faulty.fault = Fault.OK
             await asyncio.sleep(0.45)  # open_for elapses: the next call is the half-open probe
             probe = await c.post("/v1/infer", json=VALID_BODY)
@@ -280,3 +287,28 @@ async def test_sigterm_drains_accepted_requests(tmp_path: Path, models: Models, 
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as c:
             await c.get(proc.data_url + "/x", timeout=2)
+
+
+async def test_requests_in_flight_build_and_process_are_exported(proxy_factory: Any) -> None:
+    async with FaultyUpstream(Fault.HANG_BEFORE_HEADERS) as hung:
+        proxy = await proxy_factory(
+            upstreams={
+                "baseline": {"url": hung.url, "version": "v1", "timeout": "30s"},
+                "candidate": {"url": hung.url, "version": "v2"},
+            }
+        )
+        async with httpx.AsyncClient(base_url=proxy.data_url, timeout=30) as c:
+            waiting = [asyncio.create_task(c.post("/v1/infer", json=VALID_BODY)) for _ in range(3)]
+            async with asyncio.timeout(10):  # a failure guard: three requests reach the hung model
+                await hung.wait_for_requests(3)
+            samples = await metric_samples(proxy.admin_url)
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+    assert sample(samples, "rollguard_upstream_in_flight", role="baseline", version="v1") == 3
+    assert sample(samples, "rollguard_upstream_in_flight", role="candidate", version="v2") == 0
+    closed = sample(samples, "rollguard_upstream_circuit_state", role="baseline", state="closed")
+    assert closed == 1
+    assert sample(samples, "rollguard_build_info", version=importlib.metadata.version("rollguard")) == 1
+    assert sample(samples, "process_resident_memory_bytes") > 0
+    assert sample(samples, "process_open_fds") > 0
