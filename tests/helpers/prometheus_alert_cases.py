@@ -5,9 +5,10 @@ rendered here with the labels and the formatted values each case states by hand 
 expected labels, every ``{{ $value | ... }}`` from the case's ``values``). promtool then checks that Go's
 templates render to the same text, so a wrong label, value or format in a template fails the test.
 
-    .venv/bin/python -m tests.prometheus_alert_cases      # rewrite the YAML after changing rules or cases
+    .venv/bin/python -m tests.helpers.prometheus_alert_cases    # rewrite the YAML after changing them
 
-``tests/test_prometheus_rules.py`` fails when the committed YAML differs from what this table produces.
+``tests/observe/test_prometheus_rules.py`` fails when the committed YAML differs from what this table
+produces.
 """
 
 from __future__ import annotations
@@ -82,6 +83,21 @@ def _candidate_latency(instance: str, per_minute: dict[str, int], minutes: int) 
     return out
 
 
+def _proxy(instance: str, minutes: int, **thresholds: str) -> list[tuple[str, str]]:
+    """What a proxy exports besides traffic: the weight gauge (from start-up, which the SLOs' fallback
+    keys on) and, per gate, the candidate's published threshold as promtool values (none: not yet)."""
+    out = [s("rollguard_canary_weight_percent", f"5x{minutes}", instance=instance)]
+    for gate, values in thresholds.items():
+        out.append(s("rollguard_gate_threshold", values, instance=instance, gate=gate, version="v2"))
+    return out
+
+
+def _candidate(instance: str, values: dict[str, str]) -> Fired:
+    """The expected alert of a candidate-version rule on ``instance``, with its rendered ``values``."""
+    labels = {"job": "rollguard", "instance": instance, "role": "candidate", "version": "v2"}
+    return Fired({**labels, "severity": "warning"}, values)
+
+
 def _attempts(instance: str, role: str, version: str, attempts: int, errors: int) -> list[tuple[str, str]]:
     common = {"instance": instance, "route": "infer", "role": role, "version": version}
     return [
@@ -111,12 +127,21 @@ CASES: list[Case] = [
         ],
     ),
     Case(
-        "RollguardCanaryLatencyP95OverSLO: a is slow with enough samples (p95 = 0.12 + 0.03 * 114/120); "
-        "c is as slow but has 150 attempts in 5m (< min_samples 200); d is fast (p95 95 ms).",
+        "RollguardCanaryLatencyP95OverSLO: a and b are as slow as each other with enough samples (p95 = "
+        "0.12 + 0.03 * 114/120): a publishes latency_p95 120 ms, b 200 ms, so only a fires; c is as slow but "
+        "has 150 attempts in 5m (< min_samples 200); d is fast (p95 95 ms); e is as slow and has published "
+        "no threshold yet, so the default 120 ms holds it.",
         [
             *_candidate_latency("a:9901", {"0.1": 0, "0.12": 0, "0.15": 120, "+Inf": 120}, 15),
+            *_proxy("a:9901", 15, latency_p95="120x15"),
+            *_candidate_latency("b:9901", {"0.1": 0, "0.12": 0, "0.15": 120, "+Inf": 120}, 15),
+            *_proxy("b:9901", 15, latency_p95="200x15"),
             *_candidate_latency("c:9901", {"0.1": 0, "0.12": 0, "0.15": 30, "+Inf": 30}, 15),
+            *_proxy("c:9901", 15, latency_p95="120x15"),
             *_candidate_latency("d:9901", {"0.1": 300, "0.12": 300, "0.15": 300, "+Inf": 300}, 15),
+            *_proxy("d:9901", 15, latency_p95="120x15"),
+            *_candidate_latency("e:9901", {"0.1": 0, "0.12": 0, "0.15": 120, "+Inf": 120}, 15),
+            *_proxy("e:9901", 15),
         ],
         [
             Check("5m", "RollguardCanaryLatencyP95OverSLO", []),  # pending since 1m, `for: 5m`
@@ -124,27 +149,56 @@ CASES: list[Case] = [
                 "10m",
                 "RollguardCanaryLatencyP95OverSLO",
                 [
-                    Fired(
-                        {
-                            "job": "rollguard",
-                            "instance": "a:9901",
-                            "role": "candidate",
-                            "version": "v2",
-                            "severity": "warning",
-                        },
-                        {"$value | humanizeDuration": "148.5ms"},
-                    )
+                    _candidate("a:9901", {"$value | humanizeDuration": "148.5ms"}),
+                    _candidate("e:9901", {"$value | humanizeDuration": "148.5ms"}),
                 ],
             ),
         ],
     ),
     Case(
-        "RollguardCandidateErrorRate: a's candidate fails 5% (6/120 a minute); b's 0.4% (under 0.5%); "
-        "a's baseline fails 10%, which is not this alert's business.",
+        "RollguardCanaryLatencyP95OverSLO follows a reload: at 10m a's latency_p95 tightens from 200 ms to "
+        "120 ms and b's loosens from 120 ms to 200 ms, both candidates as slow (p95 148.5 ms) throughout: "
+        "b's alert resolves, a's goes pending and fires once it has held for its `for: 5m`.",
+        [
+            *_candidate_latency("a:9901", {"0.1": 0, "0.12": 0, "0.15": 120, "+Inf": 120}, 20),
+            *_proxy("a:9901", 20, latency_p95="200x9 120x10"),
+            *_candidate_latency("b:9901", {"0.1": 0, "0.12": 0, "0.15": 120, "+Inf": 120}, 20),
+            *_proxy("b:9901", 20, latency_p95="120x9 200x10"),
+        ],
+        [
+            Check(
+                "8m",
+                "RollguardCanaryLatencyP95OverSLO",
+                [_candidate("b:9901", {"$value | humanizeDuration": "148.5ms"})],
+            ),
+            Check("13m", "RollguardCanaryLatencyP95OverSLO", []),  # b resolved, a still pending
+            Check(
+                "16m",
+                "RollguardCanaryLatencyP95OverSLO",
+                [_candidate("a:9901", {"$value | humanizeDuration": "148.5ms"})],
+            ),
+        ],
+    ),
+    Case(
+        "RollguardCandidateErrorRate: a's candidate fails 5% (6/120 a minute) against error_rate 0.005; b's "
+        "and c's fail 0.4% (4/1000), b's against 0.005, c's against 0.002, so only c fires; d allows none "
+        "(error_rate 0) and fails 0.4%, e allows none and fails none; f fails 1% and has published no "
+        "threshold yet, so the default 0.005 holds it; a's baseline fails 10%, which is not this alert's "
+        "business.",
         [
             *_attempts("a:9901", "candidate", "v2", 120, 6),
             *_attempts("a:9901", "baseline", "v1", 120, 12),
+            *_proxy("a:9901", 15, error_rate="0.005x15"),
             *_attempts("b:9901", "candidate", "v2", 1000, 4),
+            *_proxy("b:9901", 15, error_rate="0.005x15"),
+            *_attempts("c:9901", "candidate", "v2", 1000, 4),
+            *_proxy("c:9901", 15, error_rate="0.002x15"),
+            *_attempts("d:9901", "candidate", "v2", 1000, 4),
+            *_proxy("d:9901", 15, error_rate="0x15"),
+            *_attempts("e:9901", "candidate", "v2", 1000, 0),
+            *_proxy("e:9901", 15, error_rate="0x15"),
+            *_attempts("f:9901", "candidate", "v2", 1000, 10),
+            *_proxy("f:9901", 15),
         ],
         [
             Check("5m", "RollguardCandidateErrorRate", []),
@@ -152,16 +206,10 @@ CASES: list[Case] = [
                 "10m",
                 "RollguardCandidateErrorRate",
                 [
-                    Fired(
-                        {
-                            "job": "rollguard",
-                            "instance": "a:9901",
-                            "role": "candidate",
-                            "version": "v2",
-                            "severity": "warning",
-                        },
-                        {"$value | humanizePercentage": "5%"},
-                    )
+                    _candidate("a:9901", {"$value | humanizePercentage": "5%"}),
+                    _candidate("c:9901", {"$value | humanizePercentage": "0.4%"}),
+                    _candidate("d:9901", {"$value | humanizePercentage": "0.4%"}),
+                    _candidate("f:9901", {"$value | humanizePercentage": "1%"}),
                 ],
             ),
         ],
@@ -395,7 +443,8 @@ def build() -> str:
             }
         )
     header = (
-        "# Generated by `python -m tests.prometheus_alert_cases` from the case table there; do not edit.\n"
+        "# Generated by `python -m tests.helpers.prometheus_alert_cases` from the case table there;"
+        " do not edit.\n"
         "# promtool test rules config/prometheus/tests/alerts_test.yml\n"
     )
     body = {"rule_files": ["../rollguard-rules.yml"], "evaluation_interval": "1m", "tests": tests}

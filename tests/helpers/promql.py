@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,6 +51,27 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     return subprocess.run(
         [need_binary("promtool"), *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def promtool_expr_tests(
+    workdir: Path, series: list[tuple[str, str]], tests: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """``promtool test rules`` of ``tests`` (promql_expr_test entries, no rules loaded) over ``series``
+    ((selector, values), one sample a minute)."""
+    doc = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": sel, "values": values} for sel, values in series],
+                "promql_expr_test": tests,
+            }
+        ],
+    }
+    path = workdir / "promql_test.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return promtool("test", "rules", str(path))
 
 
 def metric_names(expr: str) -> set[str]:

@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.config import config_doc, write_config
 from tests.helpers.metrics import metric_samples
+from tests.helpers.models import Models
 from tests.helpers.paths import ROOT
 from tests.helpers.prometheus_alert_cases import OUT as ALERT_TESTS
 from tests.helpers.prometheus_alert_cases import build
+from tests.helpers.prometheus_server import PrometheusServer
 from tests.helpers.promql import (
     DASHBOARD,
     PROM_DIR,
@@ -118,15 +121,63 @@ def test_every_alert_has_a_summary_a_description_and_a_runbook_with_commands() -
         assert a["labels"]["severity"] in {"page", "warning"}
 
 
-def test_slo_parameters_match_the_default_gates() -> None:
+# An SLO rule: the gate's published threshold per proxy (scaled to the alert's unit), else the default.
+_SLO = re.compile(
+    r'max by \(job, instance\) \(rollguard_gate_threshold\{gate="(?P<gate>\w+)"\}\)(?: / (?P<div>\d+))?'
+    r" or (?P<fallback>[0-9.]+) \* group by \(job, instance\) \(rollguard_canary_weight_percent\)"
+)
+
+
+def test_slos_read_the_gates_the_proxy_publishes_and_fall_back_to_their_defaults() -> None:
+    """A gate renamed in the proxy would leave its SLO on the fallback for good; a changed default would
+    leave the fallback holding proxies to a number no config means."""
     from proxy.config.model import CanaryConfig
+    from proxy.rollout.decide import GATES
     from proxy.rollout.gates import GatePolicy
 
     params = {r["record"]: r["expr"] for r in _rules() if r.get("record", "").startswith("rollguard:slo_")}
     defaults = GatePolicy.from_config(CanaryConfig())
-    assert params["rollguard:slo_latency_p95:seconds"] == f"vector({defaults.latency_p95_ms / 1000:.3f})"
-    assert params["rollguard:slo_error_ratio:ratio"] == f"vector({defaults.error_rate})"
+    for record, gate, div, default in (
+        # latency_p95 is published in ms, the SLO is in seconds like the histogram.
+        ("rollguard:slo_latency_p95:seconds", "latency_p95", "1000", defaults.latency_p95_ms / 1000),
+        ("rollguard:slo_error_ratio:ratio", "error_rate", None, defaults.error_rate),
+    ):
+        m = _SLO.fullmatch(" ".join(params[record].split()))
+        assert m is not None, (record, params[record])
+        assert m["gate"] == gate and gate in GATES, record
+        assert m["div"] == div, record
+        assert float(m["fallback"]) == default, record
     assert params["rollguard:slo_min_samples:count"] == f"vector({defaults.min_samples})"
+
+
+async def test_slos_follow_a_live_proxys_gates_through_a_reload(
+    proxy_factory: Any, models: Models, tmp_path: Path
+) -> None:
+    """The thresholds a real proxy publishes, scraped by a real Prometheus, in the SLOs' units: the
+    defaults before its first judged window, the configured gates after it, the new ones after a reload."""
+    canary = {"weight": 0, "interval": "1s", "gates": {"latency_p95_ms": 250, "error_rate": 0.02}}
+    proxy = await proxy_factory(canary=canary)
+    slo = "rollguard:slo_latency_p95:seconds == {} and rollguard:slo_error_ratio:ratio == {}"
+    async with (
+        PrometheusServer(tmp_path / "prometheus", [proxy.admin_url.removeprefix("http://")], [RULES]) as prom,
+        proxy.admin_client() as admin,
+    ):
+        # Idle: the controller judges nothing, so nothing is published and the defaults hold.
+        await prom.wait_for(slo.format(0.12, 0.005), 20, "the default SLOs")
+        assert not await prom.query("rollguard_gate_threshold")
+        assert (await admin.post("/rollout/start", json={"reason": "slo test"})).status_code == 200
+        await prom.wait_for(slo.format(0.25, 0.02), 20, "the configured gates")
+
+        doc = config_doc(
+            tmp_path,
+            models.baseline.url,
+            models.candidate.url,
+            canary={**canary, "gates": {"latency_p95_ms": 400, "error_rate": 0}},
+        )
+        write_config(tmp_path, doc)
+        assert (await admin.post("/config/reload")).status_code == 200
+        # error_rate 0 allows no failure at all: it is the SLO, not a gap for the default to fill.
+        await prom.wait_for(slo.format(0.4, 0), 20, "the reloaded gates")
 
 
 async def test_a_live_proxys_metrics_pass_promtool_lint_and_cover_every_name_the_rules_use(
