@@ -66,7 +66,7 @@ from proxy.demo.traffic import (
     rollguard_report,
     start_proxy,
 )
-from proxy.demo.view import field_names, plain_line, render, summary_lines
+from proxy.demo.view import doors_line, field_names, plain_line, render, summary_lines
 from proxy.reports.artifacts import ARTIFACTS
 
 log = logging.getLogger("rollguard.demo")
@@ -88,6 +88,7 @@ class Demo:
         self.tasks = TaskSet("demo")
         self.phase = "starting"  # what the demo itself is doing
         self.started: float | None = None  # time.monotonic() when traffic began
+        self.admin_url: str | None = None  # the proxy's admin listener, once it runs (the view shows it)
         # The rollout as the admin API last showed it.
         self.status: dict[str, Any] = {}  # GET /status
         self.decisions: list[dict[str, Any]] = []  # GET /decisions, newest last
@@ -141,6 +142,8 @@ class Demo:
             self.phase = "starting the proxy"
             proxy = await start_proxy(load_config(self.files.config), self.tasks)
             stack.push_async_callback(proxy.close)
+            stack.callback(setattr, self, "admin_url", None)  # the doors close with the proxy
+            self.admin_url = proxy.admin_url
             operator = Operator(proxy.admin_url, token)
             stack.push_async_callback(operator.aclose)
             for poll, name in ((self._poll_decisions, "demo-decisions"), (self._poll_shadow, "demo-shadow")):
@@ -332,7 +335,14 @@ async def _main(args: argparse.Namespace, scenario: Scenario) -> int:
             live = stack.enter_context(Live(console=console, auto_refresh=False))
             show: Callable[[], None] = lambda: live.update(render(demo), refresh=True)  # noqa: E731
         else:
-            show = lambda: print(plain_line(demo), flush=True)  # noqa: E731
+            shown_doors: list[str] = []
+
+            def show() -> None:
+                if (door := doors_line(demo)) is not None and door not in shown_doors:
+                    shown_doors.append(door)  # once: the plain log stays one line a second
+                    print(door, flush=True)
+                print(plain_line(demo), flush=True)
+
         view.spawn(tick(0.25 if live_view else 1.0, show), name="demo-view")
         try:
             await demo.run()

@@ -255,6 +255,14 @@ def clients_line(stats: TrafficStats) -> Text:
     )
 
 
+def doors_line(demo: Demo) -> str | None:
+    """Where to look while the demo runs: the status page, and the token it asks for (a file, never
+    printed: the terminal's scrollback is not a secret store)."""
+    if demo.admin_url is None:
+        return None
+    return f"status page {demo.admin_url}/ui  token in {demo.files.token}  (admin API {demo.admin_url})"
+
+
 def render(demo: Demo) -> RenderableType:
     """The live view: header, trip-wire, gates, the controller's window, the shadow panel, the clients'
     count and the decision timeline."""
@@ -270,6 +278,7 @@ def render(demo: Demo) -> RenderableType:
         f"  revision {demo.revision or '-'}   steps {steps_strip(demo)}\n",
         (tripwire_line(ctl), "dim"),
         *(("\n" + line.strip(), "bold yellow") for line in fault_lines(demo)),
+        *((("\n" + door, "dim"),) if (door := doors_line(demo)) is not None else ()),
     )
     parts: list[RenderableType] = [header, gates_table(ctl), window_table(ctl, demo.versions)]
     if (panel := shadow_panel(demo)) is not None:

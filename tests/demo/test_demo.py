@@ -248,6 +248,14 @@ def test_plain_mode_prints_a_line_a_second(runs: dict[str, Run]) -> None:
     assert any(re.search(r"\| shadow sent=[1-9]\d* compared=[1-9]\d* div=", x) for _, x in lines), lines
     assert not any("shadow sent=" in x for _, x in lines if x.startswith("canary")), lines
     assert any("last PROCEED by controller" in x for _, x in lines), lines
+    # Where to look while it runs, printed once: the status page and the file holding its token.
+    doors = re.findall(
+        r"^status page (http://127\.0\.0\.1:\d+)/ui  token in (\S+)  \(admin API (\S+)\)$", run.stdout, re.M
+    )
+    assert len(doors) == 1, run.text
+    admin, token_file, api = doors[0]
+    assert api == admin and token_file == str(run.out / "demo-token")
+    assert run.stdout.index("status page") < run.stdout.index("last PROCEED")
 
 
 def test_a_rerun_starts_from_a_clean_state(runs: dict[str, Run]) -> None:
