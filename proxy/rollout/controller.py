@@ -27,7 +27,7 @@ from proxy.config.model import Config
 from proxy.errors import IllegalTransition
 from proxy.observe.metrics import ProxyMetrics
 from proxy.rollout.decide import Decision, GateResult, StepPolicy, StepProgress, decide
-from proxy.rollout.evidence import Evidence
+from proxy.rollout.evidence import Evidence, VersionWindow
 from proxy.rollout.gates import GatePolicy, judge
 from proxy.rollout.needs import eta_seconds, evidence_needed
 from proxy.rollout.recorder import Recorder
@@ -73,6 +73,7 @@ class Controller:
         self.last_needs: dict[str, Any] | None = None  # what the last inconclusive step still needed
         self._tripping = False
         self._published_version: str | None = None  # whose gate gauges /metrics exports
+        self._publish_thresholds()
         self._reconfigured = asyncio.Event()
         self._marker = self._key(store.current)
         self.recorder.reset(armed=self._armed(store.current), weight=store.current.weight_bp / 10_000)
@@ -105,6 +106,7 @@ class Controller:
         self.policy = GatePolicy.from_config(config.canary)
         self.steps = StepPolicy.from_config(config.canary)
         self.recorder.reconfigure(config)
+        self._publish_thresholds()
         self._reconfigured.set()
 
     async def _next_window(self) -> None:
@@ -265,6 +267,12 @@ class Controller:
         )
         self.metrics.rollbacks.labels("tripwire").inc()
         log.warning("trip-wire rolled back the candidate: %s", reason)
+
+    def _publish_thresholds(self) -> None:
+        """The configured thresholds, from the start and at every reload: alerts and dashboards read
+        them, and must not wait for the first judged window (or hold a reloaded gate's old value)."""
+        empty = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
+        self._publish_gates(judge(empty, self.policy), shadow=False)  # NODATA: thresholds, no values
 
     def _publish_gates(self, gates: Any, *, shadow: bool) -> None:
         version = self.config.candidate.version
