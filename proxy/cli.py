@@ -3,7 +3,8 @@
 Server commands: ``serve --config FILE``, ``check-config FILE``, ``demo``; ``backtest --config FILE
 TRACE`` replays a trace through the controller offline. Client commands talk to a
 running proxy's admin listener (``--admin URL``, token from ``ROLLGUARD_TOKEN``): ``status``,
-``weights set N``. Exit codes: 0 success, 1 the server refused or failed, 2 bad usage or config.
+``weights set N``, ``rollout ACTION``, ``shadow set X``, ``report``, ``reload``, ``wait --for``. Exit
+codes: the ``EXIT_*`` constants below (0 success, 2 bad usage or config).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import os
 import ssl
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,6 +27,24 @@ from proxy.errors import ConfigError
 from proxy.reports.artifacts import ARTIFACTS
 
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
+
+
+# Exit codes of the client commands, distinct so a pipeline can tell a refusal from an outage.
+EXIT_FAILED = 1  # the server failed or answered otherwise (5xx, 404), or nothing to do
+EXIT_USAGE = 2  # bad arguments or an invalid config
+EXIT_UNREACHABLE = 3  # no admin API at --admin (connection, TLS)
+EXIT_UNAUTHORIZED = 4  # 401/403: no token, a wrong one, or a viewer token for an operator's change
+EXIT_REFUSED = 5  # 409/412/422: an illegal move, a stale revision, an invalid value or config
+EXIT_TIMEOUT = 6  # ``wait``: the condition did not hold within --timeout
+EXIT_OTHER_END = 7  # ``wait``: the rollout ended the other way (rolled back while waiting for promoted)
+
+
+def _exit_for(status: int) -> int:
+    if status in (401, 403):
+        return EXIT_UNAUTHORIZED
+    if status in (409, 412, 422):
+        return EXIT_REFUSED
+    return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,6 +153,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="folder to write into (created if missing)")
     client(report)
 
+    wait = sub.add_parser(
+        "wait",
+        help="wait until the rollout is promoted, rolled back, at a step or in a phase (for pipelines)",
+    )
+    wait.add_argument(
+        "--for",
+        dest="until",
+        required=True,
+        type=_wait_condition,
+        help="promoted, rolled_back, phase=NAME, or step=N (the Nth canary step reached, from 1)",
+    )
+    wait.add_argument("--timeout", type=_seconds, default=600.0, help="give up after this long (default 10m)")
+    wait.add_argument("--interval", type=_seconds, default=1.0, help="how often to read /status (default 1s)")
+    client(wait)
+
+    reload = sub.add_parser("reload", help="re-read the config file the proxy was started with")
+    client(reload)
+
     shadow = sub.add_parser("shadow", help="change the share of baseline traffic mirrored to the candidate")
     ssub = shadow.add_subparsers(dest="action", required=True)
     sset = ssub.add_parser("set", help="set the shadow sample, a share from 0 to 1")
@@ -139,6 +178,89 @@ def _parser() -> argparse.ArgumentParser:
     sset.add_argument("--reason", default="")
     client(sset)
     return p
+
+
+TERMINAL_PHASES = ("promoted", "rolled_back")
+PHASES = ("idle", "shadow", "canary", "paused", *TERMINAL_PHASES)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitCondition:
+    """What ``rollguard wait --for`` waits for: a phase, or the Nth canary step (from 1)."""
+
+    phase: str | None = None
+    step: int | None = None
+
+    def __str__(self) -> str:
+        return f"step {self.step}" if self.step is not None else str(self.phase)
+
+    def met(self, rollout: dict[str, Any]) -> bool:
+        if self.phase is not None:
+            return bool(rollout["phase"] == self.phase)
+        assert self.step is not None
+        stepping = rollout["phase"] in ("canary", "paused") and int(rollout["step"]) + 1 >= self.step
+        return stepping or rollout["phase"] == "promoted"  # promotion is past every step
+
+    def lost(self, rollout: dict[str, Any]) -> bool:
+        """The rollout ended where this condition can no longer hold (a latch needs an operator)."""
+        return rollout["phase"] in TERMINAL_PHASES and not self.met(rollout)
+
+
+def _wait_condition(text: str) -> WaitCondition:
+    key, _, value = text.partition("=")
+    if not value and key in PHASES:
+        return WaitCondition(phase=key)
+    if key == "phase" and value in PHASES:
+        return WaitCondition(phase=value)
+    if key == "step" and value.isdigit() and int(value) >= 1:
+        return WaitCondition(step=int(value))
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected promoted, rolled_back, phase=({'|'.join(PHASES)}) or step=N (N >= 1)"
+    )
+
+
+def _seconds(text: str) -> float:
+    from proxy.config.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _wait(args: argparse.Namespace) -> int:
+    """Poll ``/status`` until the condition holds (0), the rollout ends the other way (7) or the time is
+    up (6). A proxy that is briefly unreachable (a restart) is waited for too, within the timeout."""
+    until: WaitCondition = args.until
+    deadline = time.monotonic() + args.timeout
+    shown: tuple[Any, ...] | None = None
+    problem = ""
+    while True:
+        try:
+            status, doc = _request(args, "GET", "/status")
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            status, doc, problem = 0, {}, f"cannot reach the admin API at {args.admin}: {exc}"
+        if status >= 400:
+            return _die(f"{status} {printable(str(doc.get('detail', '')), 2000)}", _exit_for(status))
+        if status:
+            r = doc["rollout"]
+            now = (r["phase"], r["step"], r["weight"])
+            if now != shown and not args.json:
+                shown = now
+                print(f"phase {r['phase']}, candidate weight {r['weight']:g}%, revision {r['revision']}")
+            if until.met(r) or until.lost(r):
+                if args.json:
+                    print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
+                if until.met(r):
+                    return 0
+                return _die(
+                    f"the rollout ended {r['phase']} ({printable(str(r['reason']), 500)}), not {until}",
+                    EXIT_OTHER_END,
+                )
+        if time.monotonic() >= deadline:
+            why = f"; last: {problem}" if not status else ""
+            return _die(f"not {until} within {args.timeout:g}s{why}", EXIT_TIMEOUT)
+        time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
 
 
 def _write_reports(args: argparse.Namespace) -> int:
@@ -157,7 +279,7 @@ def _write_reports(args: argparse.Namespace) -> int:
                     print(f"{name}: not available from this proxy")
                     continue
                 if resp.status_code >= 400:
-                    return _die(f"{name}: {resp.status_code} {resp.text[:200]}", 1)
+                    return _die(f"{name}: {resp.status_code} {resp.text[:200]}", _exit_for(resp.status_code))
                 target = out / name
                 tmp = target.with_name(f".{name}.tmp")
                 tmp.write_bytes(resp.content)
@@ -165,7 +287,7 @@ def _write_reports(args: argparse.Namespace) -> int:
                 written += 1
                 print(f"wrote {target}")
     except (httpx.HTTPError, OSError, ValueError) as exc:  # OSError: ssl.SSLError, an unreadable cert file
-        return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
+        return _die(f"cannot reach the admin API at {args.admin}: {exc}", EXIT_UNREACHABLE)
     return 0 if written else _die("no artifact was available", 1)
 
 
@@ -210,12 +332,12 @@ def _client_call(
     try:
         status, doc = _request(args, method, path, body, headers)
     except (httpx.HTTPError, OSError, ValueError) as exc:  # OSError: ssl.SSLError, an unreadable cert file
-        return _die(f"cannot reach the admin API at {args.admin}: {exc}", 1)
+        return _die(f"cannot reach the admin API at {args.admin}: {exc}", EXIT_UNREACHABLE)
     if status >= 400:
         hint = " (set ROLLGUARD_TOKEN)" if status == 401 else ""
         title = printable(str(doc.get("title", "")), 200)
         detail = printable(str(doc.get("detail", "")), 2000)
-        return _die(f"{status} {title}: {detail}{hint}", 1)
+        return _die(f"{status} {title}: {detail}{hint}", _exit_for(status))
     return status, doc
 
 
@@ -384,8 +506,11 @@ def _num(x: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a client prints its answer, not its requests
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("httpx").setLevel(
+        logging.WARNING
+    )  # a client command prints its answer, not its requests
     if args.command in ("serve", "check-config"):
         from proxy.config.load import load_config
 
@@ -437,6 +562,23 @@ def main(argv: list[str] | None = None) -> int:
         return _mutation(args, "POST", f"/rollout/{args.action}", body, None, args.action)
     if args.command == "report":
         return _write_reports(args)
+    if args.command == "wait":
+        return _wait(args)
+    if args.command == "reload":
+        result = _client_call(args, "POST", "/config/reload")
+        if isinstance(result, int):
+            return result
+        doc = result[1]
+        if args.json:
+            print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        else:
+            changed = ", ".join(doc.get("changed") or []) or "no changes"
+            print(f"config reloaded (generation {doc.get('generation', '?')}): {changed}")
+            for key in doc.get("restart_required") or []:
+                print(f"  needs a restart to take effect: {key}")
+            if doc.get("candidate_reset"):
+                print(f"  {doc['candidate_reset']}")
+        return 0
     if args.command == "shadow":
         result = _client_call(args, "PUT", "/shadow", {"sample": args.sample, "reason": args.reason})
         if isinstance(result, int):

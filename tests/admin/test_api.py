@@ -6,11 +6,14 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.helpers.config import config_doc, write_config
+from tests.helpers.faulty_upstream import refused_url
 from tests.helpers.metrics import metric_samples, sample
 from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
 
@@ -196,11 +199,65 @@ async def test_cli_status_and_weights_set(proxy: Any) -> None:
     pretty = await asyncio.to_thread(_cli, proxy, "status", token=VIEWER_TOKEN)
     assert "7.5%" in pretty.stdout and "candidate" in pretty.stdout
     weak = await asyncio.to_thread(_cli, proxy, "weights", "set", "9", token=VIEWER_TOKEN)
-    assert weak.returncode == 1 and "403" in weak.stderr
+    assert weak.returncode == 4 and "403" in weak.stderr  # unauthorized for the change
     none = await asyncio.to_thread(_cli, proxy, "status", token=None)
-    assert none.returncode == 1 and "ROLLGUARD_TOKEN" in none.stderr
+    assert none.returncode == 4 and "ROLLGUARD_TOKEN" in none.stderr
     out_of_range = await asyncio.to_thread(_cli, proxy, "weights", "set", "150")
-    assert out_of_range.returncode == 1 and "422" in out_of_range.stderr
+    assert out_of_range.returncode == 5 and "422" in out_of_range.stderr  # refused by the server
+
+
+async def test_cli_wait_returns_as_the_rollout_ends_with_distinct_codes(proxy_factory: Any) -> None:
+    proxy = await proxy_factory(canary={"weight": 0, "shadow_samples": 0, "interval": "30s"})
+    # Nothing moves while idle: the bounded wait times out (6), naming what it waited for.
+    idle = await asyncio.to_thread(_cli, proxy, "wait", "--for", "promoted", "--timeout", "300ms")
+    assert idle.returncode == 6 and "not promoted within 0.3s" in idle.stderr, idle.stderr
+    assert "phase idle" in idle.stdout
+    # Started: the first canary step is reached at once, so step=1 holds now.
+    assert (await asyncio.to_thread(_cli, proxy, "rollout", "start")).returncode == 0
+    step = await asyncio.to_thread(_cli, proxy, "wait", "--for", "step=1", "--timeout", "5s")
+    assert step.returncode == 0, step.stderr
+    # Waiting for a promotion while an operator rolls back: the wait ends at once, the other way (7).
+    waiting = asyncio.create_task(
+        asyncio.to_thread(_cli, proxy, "wait", "--for", "promoted", "--timeout", "20s", "--interval", "100ms")
+    )
+    rolled = await asyncio.to_thread(_cli, proxy, "rollout", "rollback", "--reason", "bad latency")
+    assert rolled.returncode == 0, rolled.stderr
+    lost = await waiting
+    assert lost.returncode == 7, (lost.stdout, lost.stderr)
+    assert "the rollout ended rolled_back (bad latency), not promoted" in lost.stderr
+    assert "phase rolled_back" in lost.stdout  # whenever its first look came, it saw the end
+    done = await asyncio.to_thread(_cli, proxy, "wait", "--for", "rolled_back", "--json")
+    assert done.returncode == 0 and '"phase": "rolled_back"' in done.stdout
+    # Refused by the server's rules (409: start while rolled back) is 5; bad usage is 2.
+    again = await asyncio.to_thread(_cli, proxy, "rollout", "start")
+    assert again.returncode == 5 and "409" in again.stderr
+    bad = await asyncio.to_thread(_cli, proxy, "wait", "--for", "step=0")
+    assert bad.returncode == 2 and "step=N (N >= 1)" in bad.stderr
+    # No request log on stderr: a client command prints its answer only.
+    assert "HTTP Request" not in lost.stderr + done.stderr
+
+
+async def test_cli_unreachable_is_its_own_code() -> None:
+    class Nowhere:
+        admin_url = refused_url()
+
+    res = await asyncio.to_thread(_cli, Nowhere(), "status")
+    assert res.returncode == 3 and "cannot reach the admin API" in res.stderr
+
+
+async def test_cli_reload_reports_what_changed(proxy_factory: Any, models: Any, tmp_path: Path) -> None:
+    proxy = await proxy_factory()
+    doc = config_doc(
+        tmp_path, models.baseline.url, models.candidate.url, canary={"gates": {"error_rate": 0.02}}
+    )
+    write_config(tmp_path, doc)
+    res = await asyncio.to_thread(_cli, proxy, "reload")
+    assert res.returncode == 0, res.stderr
+    assert "config reloaded (generation 2): canary" in res.stdout, res.stdout  # the start was the first
+    doc["canary"]["steps"] = [1, 120]
+    write_config(tmp_path, doc)
+    bad = await asyncio.to_thread(_cli, proxy, "reload")
+    assert bad.returncode == 5 and "canary.steps[1]: 120 is greater than the maximum of 100" in bad.stderr
 
 
 async def test_failed_authentications_are_throttled_per_address(proxy: Any) -> None:

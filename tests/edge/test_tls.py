@@ -178,13 +178,13 @@ async def test_the_cli_reaches_an_mtls_admin_listener(proxy_factory: Any, pki: P
     assert json.loads(ok.stdout)["rollout"]["phase"] == "idle"
     # Without a client certificate the handshake is refused; without --cacert the listener is not trusted.
     bare = await asyncio.to_thread(_cli, proxy.admin_url, "--cacert", str(server_ca))
-    assert bare.returncode == 1 and "cannot reach the admin API" in bare.stderr
+    assert bare.returncode == 3 and "cannot reach the admin API" in bare.stderr
     untrusted = await asyncio.to_thread(_cli, proxy.admin_url, *with_cert[2:])
-    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    assert untrusted.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
     foreign = ("--cacert", str(server_ca), "--cert", str(pki.stranger.cert), "--key", str(pki.stranger.key))
-    assert (await asyncio.to_thread(_cli, proxy.admin_url, *foreign)).returncode == 1
+    assert (await asyncio.to_thread(_cli, proxy.admin_url, *foreign)).returncode == 3
     missing = await asyncio.to_thread(_cli, proxy.admin_url, "--cert", str(pki.folder / "nope.crt"))
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.returncode == 3 and "Traceback" not in missing.stderr
 
 
 # -- the scope's TLS extension, below the app ------------------------------------------------------------
