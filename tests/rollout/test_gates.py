@@ -440,6 +440,138 @@ def test_decision_json() -> None:
     assert [x["gate"] for x in doc["gates"]] == ["latency_p95", "error_rate", "decision_delta"]
 
 
+def test_step_policy_accepts_its_boundaries() -> None:
+    # Two steps (one judged, then 100%), one failing window to roll back, a sub-second hold: all legal.
+    policy = StepPolicy.from_config(
+        CanaryConfig(), steps=(50, 100), max_failed_windows=1, passes_per_step=1, max_hold_s=0.5
+    )
+    assert (policy.steps, policy.max_failed_windows, policy.max_hold_s) == ((50, 100), 1, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"steps": (1, 1, 100)},
+            r"steps must increase from above 0 to a last step of 100, got \(1, 1, 100\)",
+        ),
+        ({"steps": (100,)}, "steps must increase"),
+        ({"passes_per_step": 0}, "passes_per_step and max_failed_windows must be >= 1"),
+        ({"max_failed_windows": 0}, "passes_per_step and max_failed_windows must be >= 1"),
+        ({"max_hold_s": 0}, "max_hold_s must be > 0, got 0"),
+    ],
+)
+def test_step_policy_errors_name_the_rule(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StepPolicy.from_config(CanaryConfig(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_an_unjudged_step_names_itself() -> None:
+    with pytest.raises(
+        ValueError, match=r"^step 4 is not judged \(steps \(1\.0, 5\.0, 25\.0, 50\.0, 100\.0\)\)"
+    ):
+        decide(progress(step=4), PASSING, StepPolicy.from_config(CanaryConfig()))
+
+
+def test_one_failing_window_rolls_back_when_that_is_the_policy() -> None:
+    d = decide(progress(), [g("HIGH")], StepPolicy.from_config(CanaryConfig(), max_failed_windows=1))
+    assert (d.action, d.reason) == ("ROLLBACK", "1 consecutive failing windows at 1%: error_rate HIGH")
+
+
+FAILING = [g("PASS", "latency_p95"), g("HIGH")]
+PENDING = [g("PASS", "latency_p95"), g("INCONCLUSIVE")]
+
+
+@pytest.mark.parametrize(
+    ("at", "gates", "policy"),
+    [
+        ("rollback", FAILING, {}),
+        ("failing", FAILING, {"max_failed_windows": 5}),
+        ("passing-hold", PASSING, {"passes_per_step": 2}),
+        ("proceed", PASSING, {}),
+        ("promote", PASSING, {}),
+        ("wait", PASSING, {"auto_promote": False}),
+        ("inconclusive", PENDING, {}),
+        ("max-hold", PENDING, {"max_hold_s": 30}),
+    ],
+)
+def test_every_decision_carries_the_window_gates_and_its_progress(
+    at: str, gates: list[GateResult], policy: dict[str, object]
+) -> None:
+    # The decision log and /status show the gates and the counters of every decision, whatever it is.
+    before = progress(step=3 if at in ("promote", "wait") else 0, failures=2 if at == "rollback" else 0)
+    d = decide(before, gates, StepPolicy.from_config(CanaryConfig(), **policy))  # type: ignore[arg-type]
+    assert d.gates == tuple(gates)
+    assert isinstance(d.progress, StepProgress)
+    assert d.progress.now == before.now
+
+
+def test_the_hold_is_measured_from_the_steps_start() -> None:
+    policy = StepPolicy.from_config(CanaryConfig(), max_hold_s=1800)
+    assert decide(progress(started=1000, now=2700), PENDING, policy).action == "HOLD"  # 1700 s held
+    d = decide(progress(started=1000, now=2860), PENDING, policy)
+    assert d.action == "WAIT" and d.reason.startswith("step held 31m > max_hold 30m; ")
+
+
+@pytest.mark.parametrize(("held", "shown"), [(119.0, "119s"), (120.0, "2m"), (150.0, "2m")])
+def test_hold_durations_read_in_seconds_then_minutes(held: float, shown: str) -> None:
+    policy = StepPolicy.from_config(CanaryConfig(), max_hold_s=100)
+    d = decide(progress(started=0, now=held), PENDING, policy)
+    assert d.reason.startswith(f"step held {shown} > max_hold 100s; inconclusive at 1%: ")
+
+
+def test_an_inconclusive_window_without_open_gates_names_the_first_without_data() -> None:
+    nodata = [g("NODATA", "latency_p95", "only 12 candidate requests"), g("NODATA", detail="second")]
+    d = decide(progress(), nodata, StepPolicy.from_config(CanaryConfig()))
+    assert d.reason == "inconclusive at 1%: only 12 candidate requests"
+    assert (
+        decide(progress(), [], StepPolicy.from_config(CanaryConfig())).reason
+        == "inconclusive at 1%: no gates"
+    )
+
+
+def test_several_open_gates_are_all_named() -> None:
+    open_gates = [g("INCONCLUSIVE", "latency_p95", "p95 open"), g("INCONCLUSIVE", detail="errors open")]
+    d = decide(progress(), open_gates, StepPolicy.from_config(CanaryConfig()))
+    assert d.reason == "inconclusive at 1%: p95 open; errors open"
+
+
+def test_decision_json_is_the_whole_record() -> None:
+    result = GateResult("error_rate", "PASS", 0.001, 0.002, 0.005, 0.5, "error_rate 0.1% <= 0.5%")
+    d = decide(progress(step=1, passes=0, started=5.0), [result], StepPolicy.from_config(CanaryConfig()))
+    assert d.to_json() == {
+        "action": "PROCEED",
+        "reason": "all gates passed at 5% (1/1): to 25%",
+        "next_step": 2,
+        "progress": {
+            "step": 2,
+            "passes": 0,
+            "consecutive_failures": 0,
+            "step_started_at": 60.0,
+            "now": 60.0,
+        },
+        "gates": [
+            {
+                "gate": "error_rate",
+                "verdict": "PASS",
+                "value": 0.001,
+                "baseline": 0.002,
+                "threshold": 0.005,
+                "p_value": 0.5,
+                "detail": "error_rate 0.1% <= 0.5%",
+            }
+        ],
+    }
+    held = decide(progress(passes=1, failures=0), PENDING, StepPolicy.from_config(CanaryConfig()))
+    assert held.progress.to_json() == {
+        "step": 0,
+        "passes": 1,
+        "consecutive_failures": 0,
+        "step_started_at": 0.0,
+        "now": 60.0,
+    }
+
+
 # -- seeded rollouts -----------------------------------------------------------------------------------
 # judge + decide over windows of 200 candidate requests, the evidence accumulating over the step as the
 # controller keeps it. The baseline gets 600 requests a window in the A/A run and 1000 in the power runs

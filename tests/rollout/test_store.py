@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from proxy.errors import IllegalTransition, RevisionMismatch
 from proxy.rollout.state import Phase, RolloutState, initial, reconcile_candidate, set_weight
-from proxy.rollout.store import FileStateStore
+from proxy.rollout.store import FileStateStore, MemoryStateStore, open_store
 from tests.helpers.config import config_doc, write_config
 from tests.helpers.models import Models
 from tests.helpers.tokens import OPERATOR_TOKEN
@@ -294,6 +295,122 @@ async def test_subscribers_see_every_state(tmp_path: Path) -> None:
     await store.update(weight_to(100), entry())
     await store.update(weight_to(500), entry())
     assert seen == [0, 100, 500]
+
+
+async def test_the_decision_log_sits_beside_the_state_file(tmp_path: Path) -> None:
+    # Operators and backups find the log by this name: <state stem>.decisions.jsonl, same folder.
+    store = FileStateStore(tmp_path / "state" / "rollguard-state.json")
+    assert store.log_path == tmp_path / "state" / "rollguard-state.decisions.jsonl"
+    assert open_store(store.path).path == store.path
+    assert open_store(store.path).log_path == store.log_path
+
+
+async def test_repr_shows_the_revision_once_loaded(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "s.json")
+    assert repr(store) == f"<FileStateStore {store.path} revision=None>"
+    await store.load(lambda: initial("v2", 0, NOW))
+    await store.update(weight_to(100), entry())
+    assert repr(store) == f"<FileStateStore {store.path} revision=2>"
+
+
+async def test_decision_records_carry_the_step_before_and_after(tmp_path: Path) -> None:
+    store = await loaded_store(tmp_path)
+    await store.update(lambda s: dataclasses.replace(s, revision=s.revision + 1, step=2), entry())
+    (record,) = await store.decisions()
+    assert (record["before"]["step"], record["step"]) == (-1, 2)
+    assert set(record["before"]) == {"revision", "phase", "step", "weight"}
+
+
+async def test_decisions_default_to_the_last_thousand(tmp_path: Path) -> None:
+    store = await loaded_store(tmp_path)
+    # Written as the log's own lines (one JSON object each), not through 1,001 fsynced appends.
+    store.log_path.write_bytes(b"".join(orjson.dumps({"n": i}) + b"\n" for i in range(1001)))
+    recent = await store.decisions()
+    assert len(recent) == 1000 and (recent[0]["n"], recent[-1]["n"]) == (1, 1000)
+
+
+async def test_a_state_file_at_the_logs_revision_is_read_as_it_is(tmp_path: Path) -> None:
+    # The log replaces the state file only when it is newer; at the same revision the file stands.
+    store = await loaded_store(tmp_path)
+    logged = await store.update(weight_to(100), entry())
+    on_disk = dataclasses.replace(logged, reason="edited in place")
+    store.path.write_bytes(orjson.dumps(on_disk.to_json()))
+    assert await FileStateStore(store.path).load(no_default) == on_disk
+
+
+async def test_folders_are_created_however_deep_whichever_write_comes_first(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "a" / "b" / "state.json")
+    await store.load(lambda: initial("v2", 0, NOW))
+    assert store.path.exists()
+    noted = FileStateStore(tmp_path / "c" / "d" / "state.json")
+    await noted.append({"ts": LATER, "action": "note"})  # a note before any state is written
+    assert [d["action"] for d in await noted.decisions()] == ["note"]
+
+
+async def test_state_and_log_are_not_readable_by_others(tmp_path: Path) -> None:
+    # The log names operators and their reasons: owner read-write, group read, others nothing.
+    store = await loaded_store(tmp_path)
+    await store.update(weight_to(100), entry())
+    for path in (store.path, store.log_path):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o007 == 0 and mode & 0o600 == 0o600 and mode & 0o111 == 0, (path, oct(mode))
+
+
+async def test_the_state_file_is_indented_json_for_people(tmp_path: Path) -> None:
+    store = await loaded_store(tmp_path)
+    text = store.path.read_text()
+    assert text.startswith('{\n  "revision": 1,') and text.endswith("}\n")
+
+
+# -- the memory store (backtests) ------------------------------------------------------------------
+
+
+async def test_memory_store_updates_with_compare_and_set_and_logs_like_the_file_store(
+    tmp_path: Path,
+) -> None:
+    start = initial("v2", 0, NOW)
+    memory, file = MemoryStateStore(start), FileStateStore(tmp_path / "s.json")
+    await file.load(lambda: start)
+    seen: list[int] = []
+    memory.subscribe(lambda s: seen.append(s.weight_bp))
+    assert await memory.load(no_default) == start and memory.current == start
+
+    for store in (memory, file):
+        await store.update(weight_to(100), entry(), expected_revision=1)
+        with pytest.raises(RevisionMismatch) as info:
+            await store.update(weight_to(500), entry(), expected_revision=1)
+        assert (info.value.expected, info.value.current) == (1, 2)
+        await store.update(weight_to(500), entry(actor="second"))
+        await store.append({"ts": LATER, "action": "note"})
+
+    assert memory.current == file.current and memory.current.weight_bp == 500
+    assert seen == [100, 500]  # a refused update tells no one
+    assert memory.log == await memory.decisions() == await file.decisions()
+    assert [d.get("actor") for d in memory.log] == ["ops", "second", None]
+
+
+async def test_memory_store_refused_change_logs_nothing() -> None:
+    store = MemoryStateStore(state(phase=Phase.ROLLED_BACK, weight_bp=0))
+    with pytest.raises(IllegalTransition):
+        await store.update(weight_to(500), entry())
+    assert store.log == [] and store.current.phase is Phase.ROLLED_BACK
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(1, [2]), (2, [1, 2]), (1000, [0, 1, 2]), (0, [])])
+async def test_memory_store_decisions_are_the_newest_up_to_limit(limit: int, expected: list[int]) -> None:
+    store = MemoryStateStore(state())
+    for i in range(3):
+        await store.append({"n": i})
+    assert [d["n"] for d in await store.decisions(limit)] == expected
+    assert len(await store.decisions()) == 3
+
+
+async def test_memory_store_default_limit_is_a_thousand() -> None:
+    store = MemoryStateStore(state())
+    for i in range(1001):
+        await store.append({"n": i})
+    recent = await store.decisions()
+    assert len(recent) == 1000 and recent[0]["n"] == 1
 
 
 # -- through a real process: SIGKILL and restart -----------------------------------------------------

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from proxy.upstream.headers import (
+    TrustedPeers,
     client_response_headers,
     connection_tokens,
     is_trusted,
@@ -307,3 +308,99 @@ def test_nothing_but_latin1_round_trips() -> None:
     raw = "Jos\u00e9 \u00e7a".encode("latin-1")
     out = upstream([(b"x-name", raw)])
     assert values(out, "x-name") == [raw.decode("latin-1")]
+
+
+def test_every_inbound_rollguard_header_is_dropped_whoever_sends_it() -> None:
+    # The whole prefix is ours, not only the names we use today: a client cannot pass for a mirror.
+    headers = [(b"x-rollguard-shadow", b"1"), (b"x-rollguard-anything", b"2"), (b"accept", b"*/*")]
+    for trusted in (False, True):
+        out = upstream(headers, trusted=trusted)
+        assert not [k for k in names(out) if k.startswith("x-rollguard-")]
+        assert values(out, "accept") == ["*/*"]
+
+
+# A proxy in front asserts the client's address or original URL with these: believed from it alone.
+PEER_ASSERTED = [
+    (b"x-real-ip", b"203.0.113.7"),
+    (b"x-client-ip", b"203.0.113.7"),
+    (b"true-client-ip", b"203.0.113.7"),
+    (b"cf-connecting-ip", b"203.0.113.7"),
+    (b"x-original-url", b"/admin"),
+    (b"x-forwarded-prefix", b"/api"),
+    (b"x-envoy-external-address", b"203.0.113.7"),
+]
+
+
+def test_peer_asserted_headers_are_dropped_from_an_untrusted_peer() -> None:
+    out = upstream([*PEER_ASSERTED, (b"accept", b"*/*")], trusted=False)
+    assert names(out)[:1] == ["accept"]  # every asserted header gone, what follows them still sent
+    assert not set(names(out)) & {k.decode() for k, _ in PEER_ASSERTED}
+
+
+def test_peer_asserted_headers_are_kept_from_a_trusted_peer() -> None:
+    out = upstream(PEER_ASSERTED, trusted=True)
+    assert [(k.encode(), v.encode()) for k, v in out[: len(PEER_ASSERTED)]] == PEER_ASSERTED
+
+
+def test_headers_after_a_dropped_one_are_still_forwarded_in_order() -> None:
+    headers = [
+        (b"x-request-id", b"client-id"),
+        (b"accept", b"*/*"),
+        (b"x-rollguard-shadow", b"1"),
+        (b"x-real-ip", b"6.6.6.6"),
+        (b"content-type", b"application/json"),
+    ]
+    assert names(upstream(headers))[:2] == ["accept", "content-type"]
+
+
+def test_the_verified_credential_header_is_dropped_when_named() -> None:
+    headers = [(b"authorization", b"Bearer client-token"), (b"x-api-key", b"k"), (b"accept", b"*/*")]
+    out = upstream_request_headers(
+        headers,
+        peer="127.0.0.1",
+        scheme="http",
+        trusted=False,
+        request_id=RID,
+        content_length=None,
+        credential=b"x-api-key",
+    )
+    assert values(out, "x-api-key") == []
+    assert values(out, "authorization") == ["Bearer client-token"]  # only the named one is the proxy's
+    assert values(out, "accept") == ["*/*"]
+    # Without a credential to strip, the client's headers pass as they came.
+    assert values(upstream(headers), "x-api-key") == ["k"]
+
+
+def test_connection_tokens_of_a_plain_value_are_lower_case() -> None:
+    assert connection_tokens([(b"connection", b"Close")]) == {b"close"}
+    assert connection_tokens([(b"connection", b"Keep-Alive")]) == {b"keep-alive"}
+
+
+# -- trusted peers ---------------------------------------------------------------------------------
+
+TRUSTED_NETS = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [("10.1.2.3", True), ("2001:db8::5", True), ("192.0.2.1", False), ("localhost", False), ("", False)],
+)
+def test_trusted_peers_answer_like_is_trusted(peer: str, expected: bool) -> None:
+    trusted = TrustedPeers(TRUSTED_NETS)
+    assert trusted.networks == tuple(TRUSTED_NETS)
+    # Asked twice: the second answer comes from the cache and must be the same bool.
+    assert trusted(peer) is expected
+    assert trusted(peer) is expected
+
+
+def test_trusted_peers_without_a_peer_is_untrusted() -> None:
+    assert TrustedPeers(TRUSTED_NETS)(None) is False
+    assert TrustedPeers([ipaddress.ip_network("0.0.0.0/0")])(None) is False
+
+
+def test_a_full_trusted_peers_cache_still_answers_right() -> None:
+    # A scan from many addresses clears the bounded cache over and over; no answer may change by it.
+    trusted = TrustedPeers(TRUSTED_NETS, cache_size=2)
+    peers = [f"10.0.0.{i}" for i in range(5)] + [f"192.0.2.{i}" for i in range(5)]
+    for _ in range(3):
+        assert [trusted(p) for p in peers] == [True] * 5 + [False] * 5
