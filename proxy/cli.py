@@ -506,11 +506,9 @@ def _num(x: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a client prints its answer, not its requests
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("httpx").setLevel(
-        logging.WARNING
-    )  # a client command prints its answer, not its requests
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a client prints its answer, not its requests
     if args.command in ("serve", "check-config"):
         from proxy.config.load import load_config
 
