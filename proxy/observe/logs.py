@@ -56,6 +56,7 @@ class AccessLog:
         self._fh: BinaryIO | None = None
         self._wake = asyncio.Event()
         self._closing = False
+        self._flushing: asyncio.Task[None] | None = None  # the flusher, awaited by close()
         # Paths, client addresses and queries repeat: masking each distinct value once saves most of
         # the masker's cost on the hot path. Keys hold raw values in memory only, never in a log.
         self._masked: dict[tuple[str, str], str] = {}
@@ -71,7 +72,7 @@ class AccessLog:
         else:
             os.makedirs(os.path.dirname(self.target) or ".", exist_ok=True)
             self._fh = open(self.target, "ab")  # noqa: SIM115 - held for the process lifetime
-        tasks.spawn(self._flusher(), name="access-log-flusher")
+        self._flushing = tasks.spawn(self._flusher(), name="access-log-flusher")
 
     def on_exchange(self, ex: Exchange) -> None:
         """The access line of one finished client request; a success (status below 400) may be sampled
@@ -171,6 +172,11 @@ class AccessLog:
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
+        if self._flushing is not None:
+            # A batch the flusher took may still be on its way to the file in a thread: closing the file
+            # under it would drop those lines, the last requests before a shutdown.
+            await asyncio.gather(self._flushing, return_exceptions=True)
+            self._flushing = None
         self._write(self._take())
         if self._fh is not None and self._fh is not sys.stdout.buffer:
             self._fh.close()
