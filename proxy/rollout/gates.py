@@ -279,8 +279,9 @@ def _error_rate(b: VersionWindow, c: VersionWindow, j: _Judgement, plan: list[Pa
         over = f"({gap}, margin {_pp(margin)}, n={n}, {_p(p_rel)})"
         return result("HIGH", p_rel, f"error_rate {_pct(rate)} > baseline {_pct(base)} {over}")
     if j.clear(bounds):
-        within = f"within {_pp(margin * j.scale)} of the baseline"
-        return result("PASS", shown, f"error_rate {_pct(rate)} <= {_pct(t)}, {within} ({vs})")
+        # Without a baseline there was no relative bound to clear: say only what was proven.
+        within = f", within {_pp(margin * j.scale)} of the baseline" if rel_bound is not None else ""
+        return result("PASS", shown, f"error_rate {_pct(rate)} <= {_pct(t)}{within} ({vs})")
     if shared:
         return result(
             "INCONCLUSIVE", shown, f"error_rate {_pct(rate)} vs {_pct(t)}: the baseline is over it too ({vs})"
@@ -359,9 +360,11 @@ def _quantile_gate(
         return GateResult(gate, "HIGH", value, base, t_ms, p_rel, detail)
     shown = min(p_abs, p_rel)
     if m >= 2 and j.clear(bounds):
-        within = f"within x{math.exp(log_margin * j.scale):.3g} of the baseline"
+        within = (
+            f", within x{math.exp(log_margin * j.scale):.3g} of the baseline" if rel_bound is not None else ""
+        )
         return GateResult(
-            gate, "PASS", value, base, t_ms, shown, f"{text} <= {_ms_text(t_ms)}, {within} ({vs})"
+            gate, "PASS", value, base, t_ms, shown, f"{text} <= {_ms_text(t_ms)}{within} ({vs})"
         )
     if shared:
         detail = f"{text} vs {_ms_text(t_ms)}: the baseline is over it too ({vs})"

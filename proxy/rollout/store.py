@@ -171,7 +171,7 @@ class FileStateStore:
                 except orjson.JSONDecodeError:
                     # Only the last line can be torn (a kill mid-append); its state was never acknowledged.
                     continue
-        return entries[-limit:]
+        return entries[-limit:] if limit > 0 else []
 
     def _append(self, entry: dict[str, Any]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

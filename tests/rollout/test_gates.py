@@ -453,12 +453,12 @@ def test_step_policy_accepts_its_boundaries() -> None:
     [
         (
             {"steps": (1, 1, 100)},
-            r"steps must increase from above 0 to a last step of 100, got \(1, 1, 100\)",
+            r"^steps must increase from above 0 to a last step of 100, got \(1, 1, 100\)$",
         ),
-        ({"steps": (100,)}, "steps must increase"),
-        ({"passes_per_step": 0}, "passes_per_step and max_failed_windows must be >= 1"),
-        ({"max_failed_windows": 0}, "passes_per_step and max_failed_windows must be >= 1"),
-        ({"max_hold_s": 0}, "max_hold_s must be > 0, got 0"),
+        ({"steps": (100,)}, r"^steps must increase from above 0 to a last step of 100, got \(100,\)$"),
+        ({"passes_per_step": 0}, "^passes_per_step and max_failed_windows must be >= 1$"),
+        ({"max_failed_windows": 0}, "^passes_per_step and max_failed_windows must be >= 1$"),
+        ({"max_hold_s": 0}, "^max_hold_s must be > 0, got 0$"),
     ],
 )
 def test_step_policy_errors_name_the_rule(kwargs: dict[str, object], message: str) -> None:
@@ -468,7 +468,7 @@ def test_step_policy_errors_name_the_rule(kwargs: dict[str, object], message: st
 
 def test_an_unjudged_step_names_itself() -> None:
     with pytest.raises(
-        ValueError, match=r"^step 4 is not judged \(steps \(1\.0, 5\.0, 25\.0, 50\.0, 100\.0\)\)"
+        ValueError, match=r"^step 4 is not judged \(steps \(1\.0, 5\.0, 25\.0, 50\.0, 100\.0\)\)$"
     ):
         decide(progress(step=4), PASSING, StepPolicy.from_config(CanaryConfig()))
 

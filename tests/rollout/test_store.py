@@ -396,9 +396,14 @@ async def test_memory_store_refused_change_logs_nothing() -> None:
     assert store.log == [] and store.current.phase is Phase.ROLLED_BACK
 
 
+@pytest.mark.parametrize("kind", ["memory", "file"])
 @pytest.mark.parametrize(("limit", "expected"), [(1, [2]), (2, [1, 2]), (1000, [0, 1, 2]), (0, [])])
-async def test_memory_store_decisions_are_the_newest_up_to_limit(limit: int, expected: list[int]) -> None:
-    store = MemoryStateStore(state())
+async def test_both_stores_give_the_newest_decisions_up_to_limit(
+    tmp_path: Path, kind: str, limit: int, expected: list[int]
+) -> None:
+    store: MemoryStateStore | FileStateStore = (
+        MemoryStateStore(state()) if kind == "memory" else FileStateStore(tmp_path / "s.json")
+    )
     for i in range(3):
         await store.append({"n": i})
     assert [d["n"] for d in await store.decisions(limit)] == expected
