@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 RESULTS_DIR = harness.BENCH_DIR / "results"
 NOISE_CPU_SHARE = 0.1  # warn when processes outside the run used more than this share of one CPU
-# ARCHITECTURE.md §1, same machine class and method: what a healthy run looks like, for the ratios. The
+# Measured when the data path was chosen, same machine class and method: what a healthy run looks like, for the ratios. The
 # mirror references were measured with a 90/10 split in front of the mirror (ours send 100 % to the baseline).
 REFERENCE_RPS = {
     "direct": 67_500,
@@ -150,7 +150,7 @@ def render_table(
         )
     ref = REFERENCE_RPS
     lines.append(
-        "reference (ARCHITECTURE.md §1): "
+        "reference (when the data path was chosen): "
         f"minimal_asgi = {ref['minimal_asgi'] / ref['nginx_split']:.3f} x nginx, "
         f"starlette_httpx = {ref['starlette_httpx'] / ref['minimal_asgi']:.3f} x minimal"
         # The naive mirror's reference only means something next to the shadow table.

@@ -7,6 +7,7 @@ serve, and the config baked into the image meant a SIGHUP could never see an edi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -81,3 +82,10 @@ def test_every_secret_the_stack_needs_is_asked_for_by_name(missing: str) -> None
     res = compose_config(**{k: v for k, v in ENV.items() if k != missing})
     assert res.returncode != 0
     assert missing in res.stderr, res.stderr
+
+
+def test_the_image_is_built_on_a_base_pinned_by_digest() -> None:
+    # A tag moves under a rebuild; a digest is the same bytes until someone changes it here.
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim@sha256:[0-9a-f]{64}$", dockerfile, re.M)
+    assert [line for line in dockerfile.splitlines() if line.startswith("FROM ")] == ["FROM ${PYTHON_IMAGE}"]
