@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 RESULTS_DIR = harness.BENCH_DIR / "results"
 NOISE_CPU_SHARE = 0.1  # warn when processes outside the run used more than this share of one CPU
-# Measured when the data path was chosen, same machine class and method: what a healthy run looks like, for the ratios. The
-# mirror references were measured with a 90/10 split in front of the mirror (ours send 100 % to the baseline).
+# Measured when the data path was chosen, same machine class and method: what a healthy run looks like,
+# for the ratios. The mirror references were measured with a 90/10 split in front of the mirror (ours
+# send 100 % to the baseline).
 REFERENCE_RPS = {
     "direct": 67_500,
     "nginx_split": 46_400,
@@ -233,7 +234,9 @@ def result_doc(
     }
     for group in groups:
         doc |= results[group.name]
-    return doc | {"reference_requests_per_s": {"source": "measured when the data path was chosen", **REFERENCE_RPS}}
+    return doc | {
+        "reference_requests_per_s": {"source": "measured when the data path was chosen", **REFERENCE_RPS}
+    }
 
 
 def write_results(doc: dict[str, Any], out: Path) -> Path | None:

@@ -11,7 +11,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def _anchor(heading: str) -> str:
-    # GitHub's rule: lower case, drop what is not a letter, digit, space, hyphen or underscore, spaces to hyphens.
+    # GitHub's rule: lower case; keep letters, digits, spaces, hyphens, underscores; spaces to hyphens.
     return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
 
 
