@@ -4,7 +4,7 @@ request, so a replay can route each request by the weight of the moment and obse
     .venv/bin/python benchmarks/decision_traces.py --scenario p95_up_20 --windows 40 --seed 7 --out t.jsonl
     .venv/bin/python benchmarks/decision_traces.py --list
 
-Conditions (PRODUCT §5, the decision benchmark), unless a scenario says otherwise:
+Conditions (the decision benchmark's), unless a scenario says otherwise:
 
 - Poisson arrivals at 4,000 requests per minute (``--rps`` overrides the scenario's rate); ``windows`` x
   ``window_s`` seconds of traffic. The window length is only the trace's length unit: the replay's

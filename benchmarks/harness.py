@@ -233,7 +233,7 @@ def rollguard_config(
     limits: dict[str, Any] | None = None,
     tracing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """PRODUCT.md §2, only the keys a deployment must set; everything else stays at rollguard's defaults.
+    """The config, only the keys a deployment must set; everything else stays at rollguard's defaults.
     Shadow rows add a `shadow:` section and may point the candidate at the hung server.
 
     `contracts` is what the route checks: "response" (response schema + score: the core and shadow rows),

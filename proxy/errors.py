@@ -71,7 +71,7 @@ class ConfigError(RollguardError):
 
 
 class TraceError(RollguardError):
-    """A line of a backtest trace (PRODUCT §13) that is not a request outcome; ``line`` counts from 1."""
+    """A line of a backtest trace that is not a request outcome; ``line`` counts from 1."""
 
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"trace line {line}: {message}")

@@ -1,6 +1,6 @@
 """A hung model server: accepts every connection, reads every request, never answers.
 
-The shadow candidate of the `*_hung` rows (ARCHITECTURE.md §1): the worst a shadow can do to a proxy
+The shadow candidate of the `*_hung` rows (benchmarks/README.md): the worst a shadow can do to a proxy
 that mirrors to it, because the proxy's connections, tasks and buffers stay held until its own timeout
 fires. Connections stay open until the peer closes them. On SIGTERM/SIGINT it prints one JSON line of
 counters on stdout (the harness keeps it in the row's result) and exits.

@@ -3,7 +3,7 @@
 Exactly `minimal_asgi_proxy.py` on the client's path; in addition every request is sent once more to the
 mirror target from a bare `asyncio.create_task` (no reference kept, no bound on how many are in flight) on
 a second aiohttp session of the same kind, with a 2 s total timeout, and its answer is read and dropped.
-This is what most people write first for shadow traffic, and what ARCHITECTURE.md §1 shows growing
+This is what most people write first for shadow traffic, and what benchmarks/README.md shows growing
 memory against a hung shadow: every request parks a task, a socket and its buffers for the full timeout.
 On shutdown it prints one JSON line of mirror counters on stdout (the harness keeps it in the row).
 """

@@ -1,4 +1,4 @@
-"""``rollguard backtest``: a recorded trace replayed through the controller the proxy runs (PRODUCT §13).
+"""``rollguard backtest``: a recorded trace replayed through the controller the proxy runs.
 
 The parts are the live ones — the recorder (evidence and trip-wire), the gates, ``decide``, the steps and
 ``max_hold``, the shadow book and gate, the state machine — assembled around an in-memory state store and

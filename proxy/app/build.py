@@ -161,7 +161,7 @@ async def build(config: Config) -> AsyncIterator[Runtime]:
             CANARY_PLAN: lambda: canary_plan(data.current.config),
             ROLLOUT_DECISION: decisions_text,
         }
-        # Every artifact, written as one folder when a rollout is promoted or rolled back (PRODUCT §8).
+        # Every artifact, written as one folder when a rollout is promoted or rolled back.
         writer = ArtifactWriter(config.reports_dir, reports, keep=config.reports.keep, tasks=tasks)
         store.subscribe(writer.watch(store.current))
         api = AdminApi(

@@ -241,7 +241,7 @@ class ShadowConfig:
     segment_top_n: int = 10
     breaker_failures: int = 20  # consecutive failed mirrors that stop mirroring for breaker_open_for
     breaker_open_for: float = 5.0  # seconds; then one probe mirror decides whether to resume
-    capture: Path | None = None  # each compared pair appended as a backtest trace line (PRODUCT §13)
+    capture: Path | None = None  # each compared pair appended as a backtest trace line
     after_rollback: bool = False  # keep mirroring a rolled-back candidate (else none until re-armed)
 
 

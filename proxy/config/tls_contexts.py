@@ -98,7 +98,7 @@ def server_context(cfg: ListenerTls) -> ssl.SSLContext:
     ctx.minimum_version = _VERSIONS[cfg.min_version]
     ctx.set_ciphers(CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    # HTTP/1.1 only (PRODUCT §3): an h2-capable client settles on http/1.1 during the handshake.
+    # HTTP/1.1 only: an h2-capable client settles on http/1.1 during the handshake.
     ctx.set_alpn_protocols(["http/1.1"])
     _load_chain(ctx, cfg.cert, cfg.key, cfg.key_password)
     if cfg.client_ca is not None:

@@ -1,4 +1,4 @@
-"""The PII masker (PRODUCT §9): keyed pseudonyms for personal data in log text, queries, headers and JSON.
+"""The PII masker: keyed pseudonyms for personal data in log text, queries, headers and JSON.
 
 Pure core: no I/O, no framework imports. :mod:`proxy.content.pii_detectors` finds candidate values and
 validates them (check digits, Luhn, mod 97, ...); this module resolves overlaps between detectors, replaces

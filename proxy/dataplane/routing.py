@@ -1,4 +1,4 @@
-"""Route matching and the sticky weighted choice between baseline and candidate (PRODUCT §3).
+"""Route matching and the sticky weighted choice between baseline and candidate.
 
 Pure: no I/O. The weight is carried in basis points (percent x 100, so 0.01% resolution) and a sticky
 key maps to one of 10,000 buckets by a keyed hash of (rollout id, key). A request goes to the

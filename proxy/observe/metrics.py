@@ -1,4 +1,4 @@
-"""Every Prometheus metric rollguard exports, defined once on an injected registry (PRODUCT §7).
+"""Every Prometheus metric rollguard exports, defined once on an injected registry.
 
 Labels stay bounded: route names from the config plus ``unmatched``, roles, configured versions,
 status codes and fixed kinds. Never a client id, key or raw path. Label children are cached per
@@ -118,7 +118,7 @@ SCORE_DELTA_BUCKETS = (
 )
 
 
-# The bounded label values of the counters that alerts watch (PRODUCT §7), primed at 0 by ``prime``.
+# The bounded label values of the counters that alerts watch, primed at 0 by ``prime``.
 UPSTREAM_ERROR_KINDS = (
     "connect",
     "timeout",

@@ -17,7 +17,7 @@ unsampled one never reaches the SDK); an incoming traceparent's decision is hono
 (``ParentBased``). Unsampled requests still get a trace id (for the access log) and propagate a
 not-sampled traceparent; they record nothing.
 
-Attributes are treated like log fields (PRODUCT §9): configured route names and path patterns, statuses,
+Attributes are treated like log fields: configured route names and path patterns, statuses,
 versions, error kinds, a request id (masked unless rollguard minted it); never the raw path, the query
 string, headers or bodies. Spans are exported by the SDK's BatchSpanProcessor thread through a bounded
 queue: a slow or unreachable collector loses spans (the SDK logs it), never a request's time or answer.

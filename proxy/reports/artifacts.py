@@ -1,4 +1,4 @@
-"""The four artifacts of PRODUCT §8 written to disk when a rollout ends (promoted or rolled back).
+"""The four rollout artifacts written to disk when a rollout ends (promoted or rolled back).
 
 :class:`ArtifactWriter` watches the state store. When the phase becomes ``promoted`` or ``rolled_back``
 it renders every artifact (the same renderers ``GET /reports/<name>`` serves) and writes them as one
@@ -143,7 +143,7 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# The artifacts of PRODUCT §8, by the names they have everywhere: files in a report folder, GET
+# The artifacts, by the names they have everywhere: files in a report folder, GET
 # /reports/<name> on the admin API, `rollguard report`. This is the one place those names are written.
 SHADOW_EVAL = "shadow_eval.json"
 STAGING_REPORT = "staging_report.json"

@@ -1,4 +1,4 @@
-"""The rollout artifacts (PRODUCT §8) rendered from the config and the decision log (pure).
+"""The rollout artifacts rendered from the config and the decision log (pure).
 
 ``canary_plan.md`` is what a reviewer signs off before a rollout: steps, SLOs, thresholds, triggers and
 what rollback does, all read from the config actually loaded. ``rollout_decision.txt`` is the decision

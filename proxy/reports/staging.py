@@ -1,4 +1,4 @@
-"""The staging report (``staging_report.json``, PRODUCT §8): what a reviewer reads before promoting.
+"""The staging report (``staging_report.json``): what a reviewer reads before promoting.
 
 Per route and version: requests and their status codes, client-facing and upstream latency quantiles,
 upstream failures by kind, request and response contract breaches, the proxy's own answers and the
@@ -165,7 +165,7 @@ class StagingBook:
 
     def _sample(self, ex: Exchange, body: Body) -> dict[str, Any] | None:
         """One masked, size-capped sample of ``ex`` (whose held ``body`` it is); None when masking fails
-        (PRODUCT §9: dropped, never raw)."""
+        (dropped, never raw)."""
         m = self.masker
         scope, status, answered, breach, rid = ex.scope, ex.status, ex.answered, ex.breach, ex.request_id
         try:
@@ -250,7 +250,7 @@ class StagingBook:
                 "versions": per_version,
                 "local_responses": {c: int(n) for c, n in sorted(local.get(name, {}).items()) if n},
                 "fallbacks": {r: int(n) for r, n in sorted(fallbacks.get(name, {}).items()) if n},
-                # Mirrors to the candidate (PRODUCT §4); their comparison is shadow_eval.json.
+                # Mirrors to the candidate; their comparison is shadow_eval.json.
                 "shadow": {
                     **{
                         o: int(mirrored.get(name, {}).get(o, 0))

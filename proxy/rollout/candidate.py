@@ -1,4 +1,4 @@
-"""The candidate's identity against the rollout state: manifest check, and the reset rule of PRODUCT §5.
+"""The candidate's identity against the rollout state: manifest check, and the controller's reset rule.
 
 The state records which candidate (version and manifest digest) it was built for. Whenever the proxy
 learns its configured candidate — at start, and again on every config reload — a different one sends the
@@ -24,7 +24,7 @@ log = logging.getLogger("rollguard")
 
 
 def check_candidate(config: Config) -> ManifestVerdict:
-    """The candidate's release manifest, when one is configured or required (PRODUCT §12)."""
+    """The candidate's release manifest, when one is configured or required."""
     if config.candidate.manifest is None:
         return ManifestVerdict(
             ok=not config.security.require_signed_candidate, reason="no manifest configured"

@@ -7,7 +7,7 @@ here so that judging (:mod:`proxy.rollout.gates`) and deciding stay apart; both 
 
 Step -1 is the shadow phase, before the first step: its passing windows PROCEED to step 0.
 
-Rules (PRODUCT §5):
+Rules:
 
 - A window *fails* when any gate failed (HIGH or LOW): consecutive failures + 1, passes reset to 0. At
   ``max_failed_windows`` consecutive failures: ROLLBACK, the reason naming the failing gates and values.

@@ -1,4 +1,4 @@
-"""Evidence for the canary controller (PRODUCT §5).
+"""Evidence for the canary controller.
 
 Pure: no I/O, no clock, no framework. :class:`VersionWindow` holds everything one version did since the
 current step began, in memory fixed at construction; :class:`Evidence` pairs the baseline's window with the
@@ -26,7 +26,7 @@ def _ms(seconds: float | None) -> float | None:
 
 class Clusters:
     """Per-group counts of requests by sticky key, for the variance of a rate when users, not requests,
-    are what routing draws (PRODUCT §3: a sticky key sends all of a user's requests to one version).
+    are what routing draws (a sticky key sends all of a user's requests to one version).
 
     A user whose requests all fail (or all decide alike) makes failures arrive in clumps: the binomial
     variance, which assumes independent requests, is then too small, and two unpaired groups look
@@ -84,7 +84,7 @@ class VersionWindow:
     """Streaming statistics of one version's requests since the current step began.
 
     Contract: memory is fixed whatever the traffic (a log histogram and two reservoirs of ``sample_size``).
-    ``failures`` counts what the caller counts as the version's own failures (PRODUCT §5: upstream-origin
+    ``failures`` counts what the caller counts as the version's own failures (upstream-origin
     only). ``latency`` is in seconds and takes every request the caller counts, failed or not. A request
     with ``decision`` not None is *decided*; ``positives`` counts decisions that are True. ``scores`` and
     ``latency_sample`` are uniform samples of all values added, so rank and quantile tests on them are

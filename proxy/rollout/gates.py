@@ -1,4 +1,4 @@
-"""Judging a canary step's evidence against its gates (PRODUCT §5, ``canary.gates``).
+"""Judging a canary step's evidence against its gates (``canary.gates``).
 
 Pure: no I/O, no clock. :func:`judge` turns an :class:`~proxy.rollout.evidence.Evidence` into one
 :class:`GateResult` per gate, each PASS, HIGH or LOW (failed), INCONCLUSIVE or NODATA. Missing evidence is

@@ -1,4 +1,4 @@
-"""Signed release manifests (PRODUCT §12): may this candidate receive traffic at all?
+"""Signed release manifests: may this candidate receive traffic at all?
 
 A manifest is a JSON file from the model registry — ``model``, ``version``, ``artifact_sha256``,
 ``stage`` (``Staging``/``Approved``), ``security_decision`` (``PASS``), ``signed_by``, ``created_at`` —

@@ -1,4 +1,4 @@
-"""Backtest traces (PRODUCT §13): one request per JSONL line, with what *each* version answered.
+"""Backtest traces: one request per JSONL line, with what *each* version answered.
 
     {"t": 12.345, "key": "u-42", "route": "infer",
      "baseline":  {"status": 200, "latency_ms": 31.2, "score": 0.71, "contract_ok": true},
@@ -33,7 +33,7 @@ class Outcome(NamedTuple):
 
     @property
     def failure_kind(self) -> str | None:
-        """The evidence's failure kind (the upstream error kinds of PRODUCT §5), None for a good answer."""
+        """The evidence's failure kind (the controller's upstream error kinds), None for a good answer."""
         if self.status == 0:
             return "connect"
         if self.status >= 500:

@@ -1,4 +1,4 @@
-"""The canary trip-wire: per-request rollback for a candidate that is plainly broken (PRODUCT §5).
+"""The canary trip-wire: per-request rollback for a candidate that is plainly broken.
 
 Pure: no I/O, no clock. The data plane reports each request's outcome as it completes, baseline and
 candidate alike; the first outcome that trips returns a reason, and the controller rolls back at once,

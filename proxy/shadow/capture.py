@@ -1,4 +1,4 @@
-"""``shadow.capture``: every compared mirror pair appended to a backtest trace (PRODUCT §13).
+"""``shadow.capture``: every compared mirror pair appended to a backtest trace.
 
 The shadow phase sees what both versions answer to the same request at the same moment, which is
 exactly what ``rollguard backtest`` replays. Each pair becomes one trace line: seconds since the capture

@@ -1,4 +1,4 @@
-"""The shadow evaluation of one route: the aggregate behind ``shadow_eval.json`` (PRODUCT §4, §8).
+"""The shadow evaluation of one route: the aggregate behind ``shadow_eval.json``.
 
 Pure: no I/O and no clock (the caller passes ``now`` to :meth:`ShadowEvaluation.report`). Memory is fixed
 at construction whatever the traffic: score and delta samples are reservoirs, latencies are log
@@ -232,7 +232,7 @@ class ShadowEvaluation:
                 left, right = self._mask(_render(a)), self._mask(_render(b))
             if overflow:  # a field counted under OVERFLOW: its own name tells which one
                 left = f"{self._masked_name(name)}: {left}"
-        except Exception:  # PRODUCT §9: what cannot be masked is dropped, never kept raw
+        except Exception:  # what cannot be masked is dropped, never kept raw
             return None
         return _fit(left, right, EXAMPLE_CHARS)
 
@@ -242,7 +242,7 @@ class ShadowEvaluation:
         if masked is None:
             try:
                 masked = "/".join(self._mask(part) if part else part for part in name.split("/"))
-            except Exception:  # PRODUCT §9: never raw
+            except Exception:  # never raw
                 masked = "<masked:error>"
             if len(self._names) < 4096:  # bounded: the noise learner caps the fields anyway
                 self._names[name] = masked
@@ -273,7 +273,7 @@ class ShadowEvaluation:
             "status_mismatches": self._status_mismatches,
             "status_mismatch_pairs": dict(sorted(self._status_pairs.items())),
             "schema_violations": dict(self._schema_violations),
-            # Guardrail policies arrive with LLM routes (PRODUCT §5); none is configured yet.
+            # Guardrail policies arrive with LLM routes; none is configured yet.
             "policy_violations": dict.fromkeys(ROLES, 0),
         }
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rollguard.shadow")
 
-# Stripped from every mirror unless shadow.forward_credentials (PRODUCT §4), beside shadow.credential_headers:
+# Stripped from every mirror unless shadow.forward_credentials, beside shadow.credential_headers:
 # the standard credential headers and the common vendor and framework ones. A mirror must not act as the
 # user on the candidate (a session, a cloud token, a CSRF token), even when the candidate would accept it.
 ALWAYS_STRIPPED = frozenset(

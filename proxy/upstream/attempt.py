@@ -112,7 +112,7 @@ async def attempt(
         pool.admit()
     except UpstreamError as exc:
         # Refused locally (open circuit, full pool), before any I/O: the breaker learns nothing new, but
-        # the attempt is still a failure of this version (PRODUCT §5 counts it against the candidate).
+        # the attempt is still a failure of this version (the controller counts it against the candidate).
         att.error = exc
         return att
     pool.in_flight += 1

@@ -1,4 +1,4 @@
-"""Config loading (PRODUCT §2): the shipped example, one table of bad files, units, paths, secrets."""
+"""Config loading: the shipped example, one table of bad files, units, paths, secrets."""
 
 from __future__ import annotations
 

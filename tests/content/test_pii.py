@@ -1,4 +1,4 @@
-"""PII masker (PRODUCT §9): validators, property tests per detector, a realistic log corpus, the
+"""PII masker: validators, property tests per detector, a realistic log corpus, the
 query/header/JSON shapes and fail-closed behaviour. Pure: no sockets, no clock."""
 
 from __future__ import annotations

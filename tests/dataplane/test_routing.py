@@ -1,4 +1,4 @@
-"""The pure routing core (PRODUCT §3): weighted sticky choice, its statistics, route matching, sticky keys.
+"""The pure routing core: weighted sticky choice, its statistics, route matching, sticky keys.
 
 Statistical checks state their tolerance in standard errors of a binomial share, SE = sqrt(p(1-p)/n).
 At 4.5 SE a correct implementation fails one check in ~150,000 (two-sided normal tail 6.8e-6); every

@@ -1,11 +1,11 @@
 """A real Prometheus scrapes a real proxy: the recording rules agree with what /status reports.
 
 /status's ``controller.window`` holds every routed upstream attempt since the current step began (a weight
-set by hand starts one): per version the attempts, the failed ones (PRODUCT §5's failures, fallbacks
+set by hand starts one): per version the attempts, the failed ones (the controller's failures, fallbacks
 included) and the latency quantiles of upstream time. The recording rules ``rollguard:version_*`` compute
 the same from rollguard_upstream_duration_seconds and rollguard_upstream_errors_total over routed traffic.
 The proxy starts fresh and Prometheus scrapes it once before any traffic, so the rate windows hold exactly
-the window's attempts: counts must be equal, error ratios equal, quantiles within one bucket (PRODUCT §7).
+the window's attempts: counts must be equal, error ratios equal, quantiles within one bucket.
 """
 
 from __future__ import annotations

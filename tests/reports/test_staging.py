@@ -1,4 +1,4 @@
-"""staging_report.json (PRODUCT §8): counts that match the traffic sent, bounded masked samples, process
+"""staging_report.json: counts that match the traffic sent, bounded masked samples, process
 figures, the endpoint's role, `rollguard report --out`, and the artifacts written when a rollout ends."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Canary gates (judge) and the step decision (decide): known evidence in, verdicts out; then seeded
-rollouts for the error rates the contract promises (PRODUCT §5)."""
+rollouts for the error rates the contract promises."""
 
 from __future__ import annotations
 

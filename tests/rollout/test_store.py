@@ -1,4 +1,4 @@
-"""Rollout state and the decision log (PRODUCT §5): transitions, the file store, SIGKILL durability."""
+"""Rollout state and the decision log: transitions, the file store, SIGKILL durability."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def test_sprt_trips_on_thirty_percent_failures_within_a_few_dozen_requests() -> 
 
 
 def test_sprt_catches_five_percent_against_a_one_percent_baseline_at_five_percent_weight() -> None:
-    # The canary case of PRODUCT §5: 4,000 requests a window at 5% weight is 200 candidate requests.
+    # The controller's canary case: 4,000 requests a window at 5% weight is 200 candidate requests.
     counts = []
     for seed in range(40):
         tw = warmed(0.01, weight=0.05, seed=seed)

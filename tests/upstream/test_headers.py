@@ -1,4 +1,4 @@
-"""Header hygiene (PRODUCT §3), pure: hop-by-hop both ways, forwarding headers, request ids, our controls."""
+"""Header hygiene, pure: hop-by-hop both ways, forwarding headers, request ids, our controls."""
 
 from __future__ import annotations
 
