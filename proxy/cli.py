@@ -1,10 +1,12 @@
-"""The ``rollguard`` command (PRODUCT §11).
+"""The ``rollguard`` command.
 
 Server commands: ``serve --config FILE``, ``check-config FILE``, ``demo``; ``backtest --config FILE
 TRACE`` replays a trace through the controller offline. Client commands talk to a
-running proxy's admin listener (``--admin URL``, token from ``ROLLGUARD_TOKEN``): ``status``,
-``weights set N``, ``rollout ACTION``, ``shadow set X``, ``report``, ``reload``, ``wait --for``. Exit
-codes: the ``EXIT_*`` constants below (0 success, 2 bad usage or config).
+running proxy's admin listener (``--admin URL``, token from ``ROLLGUARD_TOKEN``): ``status``
+(``--watch``), ``decisions`` (``--follow``), ``weights set N``, ``rollout ACTION``, ``shadow set X``,
+``report``, ``reload``, ``wait --for``; each prints lines for people or, with ``-o json``, the server's
+JSON. ``completion bash|zsh`` prints a shell completion script drawn from the parser below. Exit codes:
+the ``EXIT_*`` constants below (0 success, 2 bad usage or config).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", required=True, help="path to the YAML config")
+    serve.add_argument("--config", required=True, metavar="FILE", help="path to the YAML config")
 
     check = sub.add_parser("check-config", help="validate a config file without starting anything")
     check.add_argument("file")
@@ -63,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     bt = sub.add_parser(
         "backtest", help="replay a trace of both versions' outcomes through the controller (no servers)"
     )
-    bt.add_argument("--config", required=True, help="the config whose canary settings are replayed")
-    bt.add_argument("trace", help="JSONL, one request per line with both outcomes (PRODUCT §13); - for stdin")
+    bt.add_argument(
+        "--config", required=True, metavar="FILE", help="the config whose canary settings are replayed"
+    )
+    bt.add_argument("trace", help="JSONL, one request per line with both outcomes; - for stdin")
     bt.add_argument("--json", action="store_true", help="one JSON object per decision, then a summary")
     bt.add_argument("--seed", type=int, default=0, help="the routing draw for requests without a key")
     demo = sub.add_parser("demo", help="self-contained demo on loopback: models, proxy, traffic, live view")
@@ -77,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--duration", type=float, default=120.0, help="upper bound in seconds (default 120)")
     demo.add_argument("--rps", type=float, default=300.0, help="requests per second (default 300)")
-    demo.add_argument("--out", default="rollguard-demo", help="folder for the demo's config, state and logs")
+    demo.add_argument(
+        "--out", default="rollguard-demo", metavar="DIR", help="folder for the demo's config, state and logs"
+    )
     demo.add_argument("--plain", action="store_true", help="print lines instead of the live view")
 
     def client(parser: argparse.ArgumentParser) -> None:
@@ -86,28 +93,63 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("ROLLGUARD_ADMIN", DEFAULT_ADMIN),
             help=f"admin URL (default {DEFAULT_ADMIN}, or $ROLLGUARD_ADMIN)",
         )
-        parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        out = parser.add_mutually_exclusive_group()
+        out.add_argument(
+            "-o",
+            "--output",
+            choices=OUTPUTS,
+            default="table",
+            help="table (default): lines for people; json: the server's JSON document",
+        )
+        out.add_argument("--json", dest="output", action="store_const", const="json", help="-o json")
         tls = parser.add_argument_group("TLS to an https:// admin listener")
         tls.add_argument(
             "--cacert",
             default=os.environ.get("ROLLGUARD_CACERT"),
+            metavar="FILE",
             help="PEM bundle of the CAs to trust for the admin listener (default: the system store, or "
             "$ROLLGUARD_CACERT)",
         )
         tls.add_argument(
             "--cert",
             default=os.environ.get("ROLLGUARD_CLIENT_CERT"),
+            metavar="FILE",
             help="client certificate (PEM) for an admin listener that requires one, or "
             "$ROLLGUARD_CLIENT_CERT",
         )
         tls.add_argument(
             "--key",
             default=os.environ.get("ROLLGUARD_CLIENT_KEY"),
+            metavar="FILE",
             help="its private key (PEM; default: in the --cert file), or $ROLLGUARD_CLIENT_KEY",
         )
 
-    status = sub.add_parser("status", help="show the rollout's phase, weights and upstreams")
+    status = sub.add_parser(
+        "status", help="show the rollout: phase, step, weights, gates, the window per version, upstreams"
+    )
+    status.add_argument(
+        "-w", "--watch", action="store_true", help="redraw it in place until Ctrl-C, with the decisions"
+    )
+    status.add_argument(
+        "--interval", type=_seconds, default=1.0, help="with --watch: how often to read (default 1s)"
+    )
     client(status)
+
+    dec = sub.add_parser("decisions", help="print the decision log, newest last (--follow: as it grows)")
+    dec.add_argument(
+        "-n",
+        "--limit",
+        type=_limit,
+        default=20,
+        help=f"the latest N entries (default 20, at most {MAX_LIMIT})",
+    )
+    dec.add_argument(
+        "-f", "--follow", action="store_true", help="then print each new entry as it is logged, until Ctrl-C"
+    )
+    dec.add_argument(
+        "--interval", type=_seconds, default=1.0, help="with --follow: how often to read (default 1s)"
+    )
+    client(dec)
 
     weights = sub.add_parser("weights", help="set the canary weight by hand (pauses the controller)")
     wsub = weights.add_subparsers(dest="action", required=True)
@@ -125,13 +167,17 @@ def _parser() -> argparse.ArgumentParser:
     client(ro)
 
     kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing release manifests")
-    kg.add_argument("--out", required=True, help="private key path; the public key goes to <out>.pub")
+    kg.add_argument(
+        "--out", required=True, metavar="FILE", help="private key path; the public key goes to <out>.pub"
+    )
     sg = sub.add_parser("sign", help="sign a release manifest (writes <manifest>.sig)")
     sg.add_argument("manifest")
-    sg.add_argument("--key", required=True, help="the Ed25519 private key (PEM)")
+    sg.add_argument("--key", required=True, metavar="FILE", help="the Ed25519 private key (PEM)")
     vf = sub.add_parser("verify", help="verify a signed release manifest against trusted public keys")
     vf.add_argument("manifest")
-    vf.add_argument("--key", action="append", required=True, help="a trusted public key (PEM); repeatable")
+    vf.add_argument(
+        "--key", action="append", required=True, metavar="FILE", help="a trusted public key (PEM); repeatable"
+    )
     vf.add_argument(
         "--version",
         dest="expected_version",
@@ -150,7 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         help="write the rollout artifacts (staging_report.json, shadow_eval.json, ...) into a folder",
     )
-    report.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    report.add_argument(
+        "--out", required=True, metavar="DIR", help="folder to write into (created if missing)"
+    )
     client(report)
 
     wait = sub.add_parser(
@@ -177,7 +225,20 @@ def _parser() -> argparse.ArgumentParser:
     sset.add_argument("sample", type=float)
     sset.add_argument("--reason", default="")
     client(sset)
+
+    comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    comp.add_argument("shell", choices=["bash", "zsh"])
     return p
+
+
+OUTPUTS = ("table", "json")
+MAX_LIMIT = 10_000  # the most entries GET /decisions answers with
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
 
 
 TERMINAL_PHASES = ("promoted", "rolled_back")
@@ -245,12 +306,12 @@ def _wait(args: argparse.Namespace) -> int:
         if status:
             r = doc["rollout"]
             now = (r["phase"], r["step"], r["weight"])
-            if now != shown and not args.json:
+            if now != shown and args.output != "json":
                 shown = now
                 print(f"phase {r['phase']}, candidate weight {r['weight']:g}%, revision {r['revision']}")
             if until.met(r) or until.lost(r):
-                if args.json:
-                    print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
+                if args.output == "json":
+                    _print_json(r)
                 if until.met(r):
                     return 0
                 return _die(
@@ -326,6 +387,14 @@ def _request(
     return resp.status_code, doc
 
 
+def _refused(status: int, doc: dict[str, Any]) -> int:
+    """Report an answer of 400 or above; its exit code."""
+    hint = " (set ROLLGUARD_TOKEN)" if status == 401 else ""
+    title = printable(str(doc.get("title", "")), 200)
+    detail = printable(str(doc.get("detail", "")), 2000)
+    return _die(f"{status} {title}: {detail}{hint}", _exit_for(status))
+
+
 def _client_call(
     args: argparse.Namespace, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]] | int:
@@ -334,67 +403,239 @@ def _client_call(
     except (httpx.HTTPError, OSError, ValueError) as exc:  # OSError: ssl.SSLError, an unreadable cert file
         return _die(f"cannot reach the admin API at {args.admin}: {exc}", EXIT_UNREACHABLE)
     if status >= 400:
-        hint = " (set ROLLGUARD_TOKEN)" if status == 401 else ""
-        title = printable(str(doc.get("title", "")), 200)
-        detail = printable(str(doc.get("detail", "")), 2000)
-        return _die(f"{status} {title}: {detail}{hint}", _exit_for(status))
+        return _refused(status, doc)
     return status, doc
+
+
+def _print_json(doc: Any) -> None:
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def _call_and_show(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    show: Callable[[dict[str, Any]], None],
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """One admin call; its answer as JSON (``-o json``) or through ``show``. Exit code as for every client
+    command."""
+    result = _client_call(args, method, path, body, headers)
+    if isinstance(result, int):
+        return result
+    if args.output == "json":
+        _print_json(result[1])
+    else:
+        show(result[1])
+    return 0
+
+
+def _state_line(what: str) -> Callable[[dict[str, Any]], None]:
+    """How a state change is shown: the new phase, weight and revision."""
+
+    def show(doc: dict[str, Any]) -> None:
+        print(
+            f"{what}: phase {doc['phase']}, candidate weight {doc['weight']:g}%, revision {doc['revision']}"
+        )
+
+    return show
 
 
 def _print_status(doc: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
-    def shown(value: Any) -> str:
-        """A value the API returned, as inert text: no rich markup, no control characters."""
-        return escape(printable(str(value), 2000))
+    from proxy.demo.rollout_view import rollout_parts, upstreams_table
 
-    r = doc["rollout"]
-    console = Console()
-    console.print(
-        f"[bold]phase[/] {r['phase']}   [bold]candidate weight[/] {r['weight']:g}%   "
-        f"[bold]revision[/] {r['revision']}   [bold]rollout[/] {r['rollout_id']}"
-    )
-    if r.get("reason"):
-        console.print(f"[dim]{shown(r['updated_at'])}  {shown(r['reason'])}[/]")
-    ctl = doc.get("controller") or {}
-    last = ctl.get("last_decision") or {}
-    if last:
-        console.print(f"[bold]last decision[/] {shown(last['action'])}: {shown(last['reason'])}")
-    if ctl.get("gates"):
-        gates = Table("gate", "verdict", "candidate", "baseline", "threshold")
-        for g in ctl["gates"]:
-            gates.add_row(
-                g["gate"], g["verdict"], _num(g["value"]), _num(g["baseline"]), _num(g["threshold"])
-            )
-        console.print(gates)
-    table = Table("role", "version", "url", "in flight", "pool limit")
-    for role, up in doc["upstreams"].items():
-        table.add_row(role, up["version"], up["url"], str(up["in_flight"]), str(up["limit"]))
-    console.print(table)
+    console = Console(highlight=False)
+    for part in rollout_parts(doc):
+        console.print(part)
+    console.print(upstreams_table(doc))
 
 
-def _mutation(
-    args: argparse.Namespace,
-    method: str,
-    path: str,
-    body: dict[str, Any],
-    headers: dict[str, str] | None,
-    what: str,
-) -> int:
-    """Send a state change; print the new state (or its JSON). Exit code as for every client command."""
-    result = _client_call(args, method, path, body, headers)
-    if isinstance(result, int):
-        return result
-    doc = result[1]
-    if args.json:
-        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(
-            f"{what}: phase {doc['phase']}, candidate weight {doc['weight']:g}%, revision {doc['revision']}"
+def _print_reload(doc: dict[str, Any]) -> None:
+    changed = ", ".join(doc.get("changed") or []) or "no changes"
+    print(f"config reloaded (generation {doc.get('generation', '?')}): {printable(changed, 2000)}")
+    for key in doc.get("restart_required") or []:
+        print(f"  needs a restart to take effect: {printable(str(key), 200)}")
+    if doc.get("candidate_reset"):
+        print(f"  {printable(str(doc['candidate_reset']), 2000)}")
+
+
+def _print_shadow(doc: dict[str, Any]) -> None:
+    print(f"shadow sample {doc['shadow_sample']:g} (revision {doc['revision']})")
+
+
+class PollEnded(Exception):
+    """A command that reads again and again ends, with this exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Poller:
+    """Reads of the admin API, again and again (``status --watch``, ``decisions --follow``).
+
+    A refusal (401/403, 404, 5xx) ends the command at once with its exit code. A proxy that does not
+    answer is read again at the next tick, and ends the command as unreachable (3) after ``MISSES`` reads
+    in a row, or at once when it never answered: a restart is a blip to wait out, a stopped proxy is not.
+    """
+
+    MISSES = 3
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.misses = 0
+        self.answered = False
+        self.problem = ""  # why the latest read got no answer; "" once one does
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        """The document at ``path``; None for a read without an answer that does not end the command."""
+        try:
+            status, doc = _request(self.args, "GET", path)
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            self.misses += 1
+            self.problem = f"cannot reach the admin API at {self.args.admin}: {exc}"
+            if not self.answered or self.misses >= self.MISSES:
+                raise PollEnded(_die(self.problem, EXIT_UNREACHABLE)) from exc
+            return None
+        if status >= 400:
+            raise PollEnded(_refused(status, doc))
+        self.misses, self.answered, self.problem = 0, True, ""
+        return doc
+
+
+WATCH_DECISIONS = 200  # decision-log entries the watch reads for its timeline, more than a screen shows
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """``status --watch``: the rollout redrawn in place every ``--interval`` until Ctrl-C (0). Where there
+    is no terminal to redraw in, a frame is printed each time the rollout's revision or the decision log
+    changes; with ``-o json``, the ``/status`` document of every read, one per line."""
+    import contextlib
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    from proxy.demo.rollout_view import line, versions_of, watch_view
+
+    console = Console(highlight=False)
+    in_place = console.is_terminal and args.output == "table"
+    poller = Poller(args)
+    status: dict[str, Any] | None = None
+    decisions: list[dict[str, Any]] = []
+    printed: tuple[Any, ...] | None = None
+    try:
+        with Live(console=console, auto_refresh=False) if in_place else contextlib.nullcontext() as live:
+            while True:
+                doc = poller.read("/status")
+                if doc is not None and args.output == "json":
+                    print(orjson.dumps(doc).decode(), flush=True)
+                elif doc is not None:
+                    status = doc
+                    log = poller.read(f"/decisions?limit={WATCH_DECISIONS}")
+                    decisions = log["decisions"] if log is not None else decisions
+                if args.output == "table" and status is not None:
+                    base, cand = versions_of(status)
+                    at = datetime.now(UTC).strftime("%H:%M:%S")
+                    title = line(("rollguard status", "bold"), f"  {args.admin}  {base} -> {cand}  {at} UTC")
+                    notes = [line((f"no answer ({poller.misses}): {poller.problem}", "bold red"))]
+                    view = watch_view(status, decisions, title=title, notes=notes if poller.problem else ())
+                    if isinstance(live, Live):
+                        live.update(view, refresh=True)
+                    elif (key := _frame_key(status, decisions, poller.problem)) != printed:
+                        printed = key
+                        console.print(view)
+                        console.print(Text(""))
+                        console.file.flush()
+                time.sleep(args.interval)
+    except PollEnded as end:
+        return end.code
+    except KeyboardInterrupt:
+        return 0
+
+
+def _frame_key(status: dict[str, Any], decisions: list[dict[str, Any]], problem: str) -> tuple[Any, ...]:
+    """What makes a printed frame worth printing again: the state, the decision log, a failing read."""
+    newest = _entry_key(decisions[-1]) if decisions else None
+    return (status.get("rollout", {}).get("revision"), newest, problem)
+
+
+def _entry_key(entry: dict[str, Any]) -> bytes:
+    """The identity of a decision-log entry: the whole entry. Entries are appended and never rewritten;
+    ``ts`` alone repeats within a millisecond, and appended records (a config reload, a blocked
+    candidate) carry no revision."""
+    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def _where(phase: Any, step: Any, weight: Any) -> str:
+    """Where an entry found or left the rollout: ``idle``, ``shadow``, ``step 2 (25%)``, ``paused 25%``."""
+    at = f"{weight:g}%" if isinstance(weight, int | float) else "?"
+    if phase == "canary" and isinstance(step, int) and step >= 0:
+        return f"step {step + 1} ({at})"
+    if phase in ("paused", "promoted", "rolled_back"):
+        return f"{phase} {at}"
+    return printable(str(phase), 40)
+
+
+def decision_line(entry: dict[str, Any]) -> str:
+    """One decision-log entry on one line: time, actor, action, from -> to, reason."""
+    ts = printable(str(entry.get("ts", "?")), 40)
+    actor = printable(str(entry.get("actor", "?")), 64)
+    action = printable(str(entry.get("action", "?")), 64)
+    to = _where(entry.get("phase"), entry.get("step"), entry.get("weight")) if "phase" in entry else "-"
+    move, before = to, entry.get("before")
+    if isinstance(before, dict):
+        came = _where(before.get("phase"), before.get("step"), before.get("weight"))
+        move = to if came == to else f"{came} -> {to}"
+    reason = printable(str(entry.get("reason", "")), 2000)
+    return f"{ts}  {actor:<10} {action:<17} {move:<28} {reason}".rstrip()
+
+
+FOLLOW_WINDOW = 1000  # entries each --follow read looks at: more than are logged between two reads
+
+
+def _decisions(args: argparse.Namespace) -> int:
+    """``decisions``: the latest ``--limit`` entries, oldest first; ``--follow`` then prints each new one
+    (a JSON line each with ``-o json``) until Ctrl-C. An entry is new when the previous read did not hold
+    it, so none is printed twice, and none is missed while fewer than FOLLOW_WINDOW are logged between
+    two reads."""
+    if not args.follow:
+        return _call_and_show(
+            args,
+            "GET",
+            f"/decisions?limit={args.limit}",
+            lambda doc: print("\n".join(decision_line(e) for e in doc["decisions"])),
         )
-    return 0
+
+    def emit(entry: dict[str, Any]) -> None:
+        print(orjson.dumps(entry).decode() if args.output == "json" else decision_line(entry), flush=True)
+
+    poller = Poller(args)
+    try:
+        # The first read looks as far back as the later ones, so an entry older than --limit is not new.
+        doc = poller.read(f"/decisions?limit={max(args.limit, FOLLOW_WINDOW)}")
+        assert doc is not None  # the first read answers or ends the command
+        for entry in doc["decisions"][-args.limit :]:
+            emit(entry)
+        seen = {_entry_key(e) for e in doc["decisions"]}
+        while True:
+            time.sleep(args.interval)
+            doc = poller.read(f"/decisions?limit={FOLLOW_WINDOW}")
+            if doc is None:
+                continue
+            keys = [_entry_key(e) for e in doc["decisions"]]
+            for entry, key in zip(doc["decisions"], keys, strict=True):
+                if key not in seen:
+                    emit(entry)
+            seen = set(keys)
+    except PollEnded as end:
+        return end.code
+    except KeyboardInterrupt:
+        return 0
 
 
 def _manifest_command(args: argparse.Namespace) -> int:
@@ -490,6 +731,155 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- shell completion ------------------------------------------------------------------------------------
+
+PATH_METAVARS = frozenset({"FILE", "DIR"})
+"""Options whose value is a path say so with their metavar; the completion offers paths for those only."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionNode:
+    """What may follow one command path (``""``, ``weights``, ``weights set``): its subcommands or
+    positional choices with their help, its options, what each option's value is (a tuple of choices,
+    ``"path"`` or ``"text"``), and whether a positional is a path."""
+
+    words: dict[str, str]
+    options: tuple[str, ...]
+    values: dict[str, tuple[str, ...] | str]
+    paths: bool
+
+
+def completion_tree(parser: argparse.ArgumentParser, path: str = "") -> dict[str, CompletionNode]:
+    """Every command path of ``parser`` and what may follow it. argparse keeps its arguments in
+    ``_actions`` and has no public reader for them (argcomplete and shtab read the same)."""
+    tree: dict[str, CompletionNode] = {}
+    words: dict[str, str] = {}
+    options: list[str] = []
+    values: dict[str, tuple[str, ...] | str] = {}
+    paths = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, child in action.choices.items():
+                words[name] = helps.get(name, "")
+                tree.update(completion_tree(child, f"{path} {name}".strip()))
+        elif action.option_strings:
+            options += action.option_strings
+            if action.nargs != 0:
+                choices = tuple(map(str, action.choices or ()))
+                kind = choices or ("path" if action.metavar in PATH_METAVARS else "text")
+                values.update(dict.fromkeys(action.option_strings, kind))
+        elif action.choices:
+            words.update(dict.fromkeys(map(str, action.choices), ""))
+        elif action.type is None:  # a number (weights set N) is typed; a file or a trace is not
+            paths = True
+    tree[path] = CompletionNode(words, tuple(options), values, paths)
+    return tree
+
+
+def _quoted(text: str) -> str:
+    """``text`` as one single-quoted shell word."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _moves(tree: dict[str, CompletionNode]) -> list[str]:
+    """``path|word`` for every word that leads to a deeper command path."""
+    return [_quoted(f"{p}|{w}") for p, node in tree.items() for w in node.words if f"{p} {w}".strip() in tree]
+
+
+def _bash_script(tree: dict[str, CompletionNode]) -> str:
+    value_cases, word_cases = [], []
+    for path, node in tree.items():
+        for option, kind in node.values.items():
+            if kind == "path":
+                reply = '$(compgen -f -- "$cur")'
+            elif kind == "text":
+                reply = ""
+            else:
+                reply = f'$(compgen -W {_quoted(" ".join(kind))} -- "$cur")'
+            value_cases.append(f"        {_quoted(f'{path}|{option}')}) COMPREPLY=({reply}); return ;;")
+        words = _quoted(" ".join([*node.words, *node.options]))
+        files = ' $(compgen -f -- "$cur")' if node.paths else ""
+        word_cases.append(f'        {_quoted(path)}) COMPREPLY=($(compgen -W {words} -- "$cur"){files}) ;;')
+    return "\n".join(
+        [
+            '# bash completion for rollguard: eval "$(rollguard completion bash)" in ~/.bashrc, or save it',
+            "# as /etc/bash_completion.d/rollguard",
+            "_rollguard() {",
+            '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" word i',
+            "    for ((i = 1; i < COMP_CWORD; i++)); do",
+            '        word="${COMP_WORDS[i]}"',
+            '        case "$cmd|$word" in',
+            f'            {" | ".join(_moves(tree))}) cmd="${{cmd:+$cmd }}$word" ;;',
+            "        esac",
+            "    done",
+            '    case "$cmd|$prev" in',
+            *value_cases,
+            "    esac",
+            '    case "$cmd" in',
+            *word_cases,
+            "    esac",
+            "}",
+            "complete -F _rollguard rollguard",
+            "",
+        ]
+    )
+
+
+def _zsh_script(tree: dict[str, CompletionNode]) -> str:
+    value_cases, word_cases = [], []
+    for path, node in tree.items():
+        for option, kind in node.values.items():
+            if kind == "path":
+                reply = "_files"
+            elif kind == "text":
+                reply = ":"
+            else:
+                reply = f"compadd -- {' '.join(map(_quoted, kind))}"
+            value_cases.append(f"        ({_quoted(f'{path}|{option}')}) {reply}; return ;;")
+        body = []
+        if node.words:
+            described = " ".join(_quoted(w.replace(":", "\\:") + ":" + h) for w, h in node.words.items())
+            body += [f"local -a subcommands=({described})", "_describe command subcommands"]
+        if node.options:
+            body.append(f"compadd -- {' '.join(map(_quoted, node.options))}")
+        if node.paths:
+            body.append("_files")
+        word_cases.append(f"        ({_quoted(path)}) {'; '.join(body) or ':'} ;;")
+    return "\n".join(
+        [
+            "#compdef rollguard",
+            "# zsh completion for rollguard: save it as _rollguard in a folder of $fpath, or",
+            "# source <(rollguard completion zsh) after compinit",
+            "_rollguard() {",
+            '    local cmd="" word prev="${words[CURRENT-1]}" i',
+            "    for (( i = 2; i < CURRENT; i++ )); do",
+            '        word="${words[i]}"',
+            '        case "$cmd|$word" in',
+            f'            ({"|".join(_moves(tree))}) cmd="${{cmd:+$cmd }}$word" ;;',
+            "        esac",
+            "    done",
+            '    case "$cmd|$prev" in',
+            *value_cases,
+            "    esac",
+            '    case "$cmd" in',
+            *word_cases,
+            "    esac",
+            "}",
+            # Loaded from $fpath, the file is the function's body; sourced, it registers the function.
+            'if [[ "${funcstack[1]}" == _rollguard ]]; then _rollguard "$@"',
+            "else compdef _rollguard rollguard; fi",
+            "",
+        ]
+    )
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """A completion script for ``shell`` (bash or zsh): subcommands, options, option choices, paths."""
+    tree = completion_tree(parser)
+    return _bash_script(tree) if shell == "bash" else _zsh_script(tree)
+
+
 class OneLineFormatter(logging.Formatter):
     """Log lines whose message cannot break the line or reach the terminal as a control sequence: a
     reason or a path with a newline or an ESC in it is shown escaped. Tracebacks keep their lines."""
@@ -497,10 +887,6 @@ class OneLineFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = printable(record.message)
         return super().formatMessage(record)
-
-
-def _num(x: Any) -> str:
-    return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,45 +929,29 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args)
     if args.command == "status":
-        result = _client_call(args, "GET", "/status")
-        if isinstance(result, int):
-            return result
-        if args.json:
-            print(orjson.dumps(result[1], option=orjson.OPT_INDENT_2).decode())
-        else:
-            _print_status(result[1])
-        return 0
+        if args.watch:
+            return _watch(args)
+        return _call_and_show(args, "GET", "/status", _print_status)
+    if args.command == "decisions":
+        return _decisions(args)
     if args.command == "weights":
         headers = {"If-Match": f'"{args.if_match}"'} if args.if_match else None
         body = {"canary": args.percent, "reason": args.reason}
-        return _mutation(args, "PUT", "/weights", body, headers, "candidate weight")
+        return _call_and_show(args, "PUT", "/weights", _state_line("candidate weight"), body, headers)
     if args.command == "rollout":
         body = {"reason": args.reason} if args.reason else {}
-        return _mutation(args, "POST", f"/rollout/{args.action}", body, None, args.action)
+        return _call_and_show(args, "POST", f"/rollout/{args.action}", _state_line(args.action), body)
     if args.command == "report":
         return _write_reports(args)
     if args.command == "wait":
         return _wait(args)
     if args.command == "reload":
-        result = _client_call(args, "POST", "/config/reload")
-        if isinstance(result, int):
-            return result
-        doc = result[1]
-        if args.json:
-            print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-        else:
-            changed = ", ".join(doc.get("changed") or []) or "no changes"
-            print(f"config reloaded (generation {doc.get('generation', '?')}): {changed}")
-            for key in doc.get("restart_required") or []:
-                print(f"  needs a restart to take effect: {key}")
-            if doc.get("candidate_reset"):
-                print(f"  {doc['candidate_reset']}")
-        return 0
+        return _call_and_show(args, "POST", "/config/reload", _print_reload)
     if args.command == "shadow":
-        result = _client_call(args, "PUT", "/shadow", {"sample": args.sample, "reason": args.reason})
-        if isinstance(result, int):
-            return result
-        print(f"shadow sample {result[1]['shadow_sample']:g} (revision {result[1]['revision']})")
+        body = {"sample": args.sample, "reason": args.reason}
+        return _call_and_show(args, "PUT", "/shadow", _print_shadow, body)
+    if args.command == "completion":
+        print(completion_script(_parser(), args.shell), end="")
         return 0
     return _die(f"unknown command {args.command}", 2)
 

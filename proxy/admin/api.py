@@ -1,4 +1,4 @@
-"""The admin listener: health, metrics, status and the rollout API (Starlette, PRODUCT §6).
+"""The admin listener: health, metrics, status and the rollout API (Starlette).
 
 Tokens are bearer tokens with a role (viewer < operator), compared in constant time against every
 configured token. Mutations answer with the new state and its ``revision`` (also the ``ETag``); a
@@ -35,13 +35,19 @@ from proxy.content.text import printable
 from proxy.errors import ApiError, ReloadFailed, RollguardError, StateConflict, problem
 from proxy.rollout import state as rollout
 from proxy.rollout.controller import Controller
+from proxy.rollout.history import HISTORY_WINDOWS
 from proxy.rollout.manifest import ManifestVerdict
 from proxy.rollout.state import RolloutState, set_shadow_sample, set_weight, weight_to_bp
 from proxy.rollout.store import StateStore
+from proxy.rollout.timeline import fold, latest_rollout
 from proxy.upstream.headers import request_id
 from proxy.upstream.pool import UpstreamPool
 
 _ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
+# /history reads this many decision-log entries: enough that a rollout's start is among them (its window
+# count and how it ended are read from the start on) and a folded timeline still fills TIMELINE_ROWS.
+HISTORY_DECISIONS = 2000
+TIMELINE_ROWS = 200  # folded rows /history serves, newest last: what a person scrolls through
 
 
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -56,7 +62,7 @@ def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None
 def problem_response(exc: RollguardError, request: Request) -> Response:
     """Any error of the tree as problem+json: its class (or, for ApiError, the instance) gives status,
     title and headers; ``request_id`` is the caller's ``x-request-id`` when well-formed, else a new one,
-    and is echoed in the header too (PRODUCT §10)."""
+    and is echoed in the header too."""
     status = exc.status
     rid = request_id(request.headers.raw)
     body = problem(status, exc.title, exc.problem_detail, request_id=rid, slug=f"admin-{status}")
@@ -204,6 +210,7 @@ class AdminApi:
             Route("/status", guard(self.status), methods=["GET"]),
             Route("/weights", guard(self.put_weights), methods=["PUT"]),
             Route("/decisions", guard(self.decisions), methods=["GET"]),
+            Route("/history", guard(self.history), methods=["GET"]),
             Route("/shadow", guard(self.put_shadow), methods=["PUT"]),
             Route("/reports/{name}", guard(self.report), methods=["GET"]),
             Route("/rollout/{action}", guard(self.rollout_action), methods=["POST"]),
@@ -370,6 +377,20 @@ class AdminApi:
         if not 1 <= limit <= 10_000:
             raise ApiError(422, "limit: must be from 1 to 10000")
         return json_response({"decisions": await self.store.decisions(limit)})
+
+    async def history(self, request: Request) -> Response:
+        """``GET /history``: the recent windows for charts, the folded timeline, the latest rollout's span."""
+        self.auth.require(request, "viewer")
+        entries = await self.store.decisions(HISTORY_DECISIONS)
+        ring = self.controller.history if self.controller is not None else None
+        return json_response(
+            {
+                "capacity": HISTORY_WINDOWS if ring is None else ring.capacity,
+                "windows": [] if ring is None else ring.to_json(),
+                "timeline": [row.to_json() for row in fold(entries)[-TIMELINE_ROWS:]],
+                "rollout": latest_rollout(entries).to_json(),
+            }
+        )
 
     async def _mutate(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy._version import __version__
+from proxy.admin.status_page import MEDIA_TYPES
 from proxy.reports.artifacts import ARTIFACTS
 
 _PROBLEM = {
@@ -14,6 +15,93 @@ _PROBLEM = {
 _STATE = {
     "description": "the new rollout state; its revision is also the ETag",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutState"}}},
+}
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_VERSION_FIGURES = {
+    "type": "object",
+    "required": ["requests", "failures", "error_rate", "latency_ms", "source"],
+    "properties": {
+        "requests": {"type": "integer", "minimum": 0},
+        "failures": {"type": "integer", "minimum": 0},
+        "error_rate": _NUMBER_OR_NULL,
+        "latency_ms": {
+            "type": "object",
+            "properties": {"p50": _NUMBER_OR_NULL, "p95": _NUMBER_OR_NULL, "p99": _NUMBER_OR_NULL},
+        },
+        "decision_rate": _NUMBER_OR_NULL,
+        "source": {
+            "enum": ["live", "mirror"],
+            "description": "mirror: the candidate's answers to mirrored requests (the shadow phase)",
+        },
+    },
+}
+_HISTORY = {
+    "type": "object",
+    "required": ["capacity", "windows", "timeline", "rollout"],
+    "properties": {
+        "capacity": {"type": "integer", "description": "windows the in-memory ring keeps"},
+        "windows": {
+            "type": "array",
+            "description": "the windows the controller judged, oldest first; each version's figures cover "
+            "every sample since the step began, as the gates judged them",
+            "items": {
+                "type": "object",
+                "required": [
+                    "ts",
+                    "rollout_id",
+                    "phase",
+                    "step",
+                    "weight",
+                    "action",
+                    "baseline",
+                    "candidate",
+                ],
+                "properties": {
+                    "ts": {"type": "string", "format": "date-time"},
+                    "rollout_id": {"type": "string"},
+                    "phase": {"enum": ["shadow", "canary"]},
+                    "step": {"type": "integer", "minimum": -1},
+                    "weight": {"type": "number"},
+                    "action": {"enum": ["PROCEED", "HOLD", "PROMOTE", "ROLLBACK", "WAIT"]},
+                    "baseline": {"$ref": "#/components/schemas/VersionFigures"},
+                    "candidate": {"$ref": "#/components/schemas/VersionFigures"},
+                },
+            },
+        },
+        "timeline": {
+            "type": "array",
+            "description": "the decision log, newest last, consecutive HOLDs of one kind folded into one row",
+            "items": {
+                "type": "object",
+                "required": ["ts", "first_ts", "action", "actor", "count", "reason"],
+                "properties": {
+                    "ts": {"type": "string"},
+                    "first_ts": {"type": "string"},
+                    "action": {"type": "string"},
+                    "actor": {"type": "string"},
+                    "count": {"type": "integer", "minimum": 1},
+                    "phase": _TEXT_OR_NULL,
+                    "step": {"type": ["integer", "null"]},
+                    "weight": _NUMBER_OR_NULL,
+                    "revision": {"type": ["integer", "null"]},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+        "rollout": {
+            "type": "object",
+            "description": "the latest rollout as the decision log tells it",
+            "required": ["started_at", "windows"],
+            "properties": {
+                "started_at": _TEXT_OR_NULL,
+                "windows": {"type": "integer", "minimum": 0, "description": "windows judged since the start"},
+                "ended_at": _TEXT_OR_NULL,
+                "ended_by": {"enum": ["PROMOTE", "ROLLBACK", None]},
+                "actor": _TEXT_OR_NULL,
+            },
+        },
+    },
 }
 _REASON = {
     "type": "object",
@@ -84,6 +172,18 @@ def document(*, metrics_auth: bool) -> dict[str, Any]:
                 ],
             }
         },
+        "/history": {
+            "get": {
+                **_read("recent judged windows, the folded decision timeline, the latest rollout", "viewer"),
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}},
+                    },
+                    **{code: _PROBLEM for code in ("401", "403", "429")},
+                },
+            }
+        },
         "/weights": {
             "put": _mutation(
                 "set the canary weight by hand (pauses the controller)",
@@ -139,7 +239,7 @@ def document(*, metrics_auth: bool) -> dict[str, Any]:
                     "name": "name",
                     "in": "path",
                     "required": True,
-                    "schema": {"enum": ["app.css", "app.js", "format.js", "favicon.svg"]},
+                    "schema": {"enum": [name for name in MEDIA_TYPES if name != "index.html"]},
                 }
             ],
         }
@@ -184,6 +284,8 @@ def document(*, metrics_auth: bool) -> dict[str, Any]:
                         "request_id": {"type": "string"},
                     },
                 },
+                "VersionFigures": _VERSION_FIGURES,
+                "History": _HISTORY,
                 "RolloutState": {
                     "type": "object",
                     "required": ["revision", "phase", "weight"],

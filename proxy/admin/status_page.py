@@ -1,8 +1,8 @@
-"""The status page at ``/ui`` on the admin listener (PRODUCT §1).
+"""The status page at ``/ui`` on the admin listener.
 
 Plain HTML, CSS and JavaScript shipped inside the package (``proxy/admin/ui/``): no build step and
 nothing loaded from anywhere but the admin origin. The shell and its assets carry no data, so they are
-served without a token; the page itself calls ``/status``, ``/decisions`` and
+served without a token; the page itself calls ``/status``, ``/history`` and
 ``/reports/shadow_eval.json`` with the viewer token the operator types in (kept in ``sessionStorage``,
 sent only as ``Authorization: Bearer``, never in a URL).
 
@@ -41,6 +41,11 @@ MEDIA_TYPES = {
     "app.css": "text/css; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "format.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
+    # uPlot (MIT, its licence in ui/uPlot.LICENSE), as released: the charts draw on canvas and set
+    # styles through the CSSOM only, which the policy below allows without 'unsafe-inline'.
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 

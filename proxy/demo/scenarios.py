@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, Final, Literal
 
 from proxy.demo.sample_model import ModelBehavior
+from proxy.rollout.timeline import TimelineRow, seconds_between, since_start, timeline
 
 Expect = Literal["promoted", "rolled_back"]
 END_PHASES: Final = frozenset({"promoted", "rolled_back"})
@@ -144,12 +144,6 @@ SCENARIOS: Final[Mapping[str, Scenario]] = {
 # -- reading the outcome back from the decision log ------------------------------------------------------
 
 
-def since_start(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The entries of the latest rollout: from its ``start`` on (all of them if none started)."""
-    starts = [i for i, e in enumerate(entries) if e.get("action") == "start"]
-    return list(entries[starts[-1] :] if starts else entries)
-
-
 def causes_of(entry: Mapping[str, Any]) -> tuple[str, ...]:
     """What decided a PROMOTE or ROLLBACK entry: the failing gates' names, ``trip-wire``, ``max_hold``,
     or the actor for an operator's move. Read from the entry's structured fields, not its wording."""
@@ -161,14 +155,6 @@ def causes_of(entry: Mapping[str, Any]) -> tuple[str, ...]:
     if "max_hold" in str(entry.get("reason", "")) and entry.get("action") == "ROLLBACK":
         return ("max_hold", *failed)
     return failed
-
-
-def seconds_between(a: str, b: str) -> float | None:
-    """Seconds from one decision-log timestamp to another; None when either does not parse."""
-    try:
-        return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,58 +210,7 @@ def outcome_of(phase: str, reason: str, entries: Sequence[Mapping[str, Any]]) ->
     )
 
 
-# -- the timeline ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineRow:
-    """One row of the decision timeline; a run of HOLDs is one row with its count and latest reason."""
-
-    clock: str  # HH:MM:SS.mmm (UTC) of the row's latest entry
-    offset: float | None  # seconds since the rollout's start
-    action: str
-    actor: str
-    weight: float | None  # the candidate weight after the entry
-    reason: str
-    count: int = 1
-
-
-def _kind(reason: str) -> str:
-    """``inconclusive at 10%`` of ``inconclusive at 10%: latency_p95: ...``: what a HOLD says, less its
-    figures."""
-    return reason.split(":", 1)[0]
-
-
-def timeline(entries: Iterable[Mapping[str, Any]]) -> list[TimelineRow]:
-    """The latest rollout's decisions, oldest first; consecutive HOLDs of one kind (inconclusive, failing
-    window n/m) fold into one row with their count and the latest reason."""
-    run = since_start(list(entries))
-    start_ts = str(run[0].get("ts", "")) if run else ""
-    rows: list[TimelineRow] = []
-    for e in run:
-        ts, action = str(e.get("ts", "")), str(e.get("action", "?"))
-        weight = e.get("weight")
-        row = TimelineRow(
-            clock=ts[11:23] if len(ts) >= 23 else ts,
-            offset=seconds_between(start_ts, ts),
-            action=action,
-            actor=str(e.get("actor", "?")),
-            weight=float(weight) if isinstance(weight, int | float) else None,
-            reason=str(e.get("reason", "")),
-        )
-        if (
-            rows
-            and action == "HOLD"
-            and (rows[-1].action, rows[-1].actor) == ("HOLD", row.actor)
-            and _kind(rows[-1].reason) == _kind(row.reason)
-        ):
-            row = TimelineRow(
-                row.clock, row.offset, action, row.actor, row.weight, row.reason, rows[-1].count + 1
-            )
-            rows[-1] = row
-        else:
-            rows.append(row)
-    return rows
+# -- the steps -----------------------------------------------------------------------------------------
 
 
 def step_evidence(entries: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -4,43 +4,31 @@ Read-only over a :class:`proxy.demo.Demo`: nothing here changes the run, and eve
 that a value the proxy has not produced yet (no window judged, no pair compared) shows as ``-`` instead of
 failing the view. Every figure comes from the admin API: the rollout, the gates and the controller's window
 from ``GET /status``, the timeline from ``GET /decisions``, the shadow's figures from ``shadow_eval.json``
-(PRODUCT §4) and the ``rollguard_shadow_*`` counters; the view never computes its own statistics. Only the
+and the ``rollguard_shadow_*`` counters; the view never computes its own statistics. Only the
 ``clients`` line is the traffic generator's own count (what the clients saw).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Group, RenderableType
-from rich.table import Table
+from rich.console import RenderableType
 from rich.text import Text
 
-from proxy.demo.scenarios import (
-    TimelineRow,
-    gate_cells,
-    ms,
-    num,
-    outcome_lines,
-    share,
-    step_lines,
-    timeline,
-    timeline_cells,
-    timeline_lines,
-    tripwire_line,
-)
+from proxy.demo.rollout_view import FitHeight, gates_table, line, rollout_lines, where, window_table
+from proxy.demo.scenarios import num, outcome_lines, share, step_lines, timeline_lines
 from proxy.demo.traffic import TrafficStats
 from proxy.reports.artifacts import ARTIFACTS
+from proxy.rollout.timeline import timeline
 
 if TYPE_CHECKING:
     from proxy.demo.run import Demo
 
 TOP_SEGMENTS = 3
-LIVE_DECISIONS = 8  # timeline rows in the live view; the summary and rollout_decision.txt have them all
 PLAIN_REASON = 110  # characters of the last decision's reason on a plain line
-_VERDICT_STYLE = {"PASS": "green", "HIGH": "bold red", "LOW": "bold red", "INCONCLUSIVE": "yellow"}
 
 
 # -- formatting ---------------------------------------------------------------------------------------
@@ -144,104 +132,37 @@ def shadow_rows(
     ]
 
 
-def shadow_panel(demo: Demo) -> RenderableType | None:
-    """The shadow's figures, refreshed from the admin API; None before the shadow phase began. Once the
-    shadow has ended, two lines of its last figures (the summary has them all)."""
+def shadow_panel(demo: Demo) -> list[Text]:
+    """The shadow's figures, refreshed from the admin API, one terminal line each; none before the shadow
+    phase began. Once the shadow has ended, one line of its last figures (the summary has them all)."""
     if demo.shadow_from is None:
-        return None
+        return []
     snap = demo.shadow
     ev = {} if snap is None else snap.evaluation
     if demo.shadow_until is not None:
         div = ev.get("decision_divergence_pp", {})
-        return Text.assemble(
-            ("shadow", "bold magenta"),
-            f" {demo.shadow_from:.1f}s-{demo.shadow_until:.1f}s (off now): {ev.get('compared', 0)} compared, "
-            f"divergence {num(div.get('value'), '.2f')} pp {_interval(div.get('ci95'))}, "
-            f"PSI {num(ev.get('distribution_shift', {}).get('psi'), '.4f')}\n"
-            f"  real {_names(ev, 'real')}   noise {_names(ev, 'noise')}",
-        )
+        return [
+            line(
+                ("shadow", "bold magenta"),
+                f" {demo.shadow_from:.1f}s-{demo.shadow_until:.1f}s (off now): {ev.get('compared', 0)} "
+                f"compared, divergence {num(div.get('value'), '.2f')} pp {_interval(div.get('ci95'))}, "
+                f"PSI {num(ev.get('distribution_shift', {}).get('psi'), '.4f')}, real {_names(ev, 'real')}",
+            )
+        ]
     mirror = demo.mirror_status or {}
-    title = Text.assemble(
+    title = line(
         ("shadow", "bold magenta"),
         f"  sample {num(mirror.get('sample'), 'g')}  in flight {mirror.get('in_flight', '-')}"
         f"/{mirror.get('max_in_flight', '-')}  ({demo.versions[1]} answers copies; clients never wait)",
     )
     if snap is None:
-        return Group(title, Text("  waiting for the first evaluation", style="dim"))
-    return Group(title, Text("\n".join(f"  {row}" for row in shadow_rows(ev, demo.versions, snap.requests))))
+        return [title, line(("  waiting for the first evaluation", "dim"))]
+    # The latency row is left to the gates and the window, which show both versions' p95 already.
+    rows = shadow_rows(ev, demo.versions, snap.requests)[:-1]
+    return [title, *(line(f"  {row}") for row in rows)]
 
 
-# -- the rollout: phase, gates, window, timeline ------------------------------------------------------
-
-
-def steps_strip(demo: Demo) -> str:
-    """``shadow > 10% > [25%] > 50% > 100%``: the plan, the current stage in brackets."""
-    stages = ["shadow", *(f"{w:g}%" for w in demo.steps)]
-    at = 0 if demo.proxy_phase == "shadow" else demo.step + 1 if demo.step >= 0 else None
-    return " > ".join(f"[{s}]" if i == at else s for i, s in enumerate(stages))
-
-
-def where(demo: Demo) -> str:
-    """``shadow``, ``canary step 2/4``, ``paused at step 2/4``, or the phase."""
-    n, i = len(demo.steps), demo.step
-    if demo.proxy_phase == "canary" and i >= 0:
-        return f"canary step {i + 1}/{n}"
-    if demo.proxy_phase == "paused" and i >= 0:
-        return f"paused at step {i + 1}/{n}"
-    return demo.proxy_phase
-
-
-def gates_table(ctl: Mapping[str, Any]) -> Table:
-    last = ctl.get("last_decision") or {}
-    title = "gates" + (f" (last judgement: {last.get('action')})" if last else " (no window judged yet)")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("gate", "verdict", "candidate", "baseline", "threshold"):
-        table.add_column(col, justify="left" if col in ("gate", "verdict") else "right", no_wrap=True)
-    for g in ctl.get("gates") or []:
-        verdict = str(g.get("verdict", "-"))
-        table.add_row(
-            str(g.get("gate")), Text(verdict, style=_VERDICT_STYLE.get(verdict, "dim")), *gate_cells(g)
-        )
-    return table
-
-
-def window_table(ctl: Mapping[str, Any], versions: tuple[str, str]) -> Table:
-    """The controller's evidence per version since the step (or shadow phase) began."""
-    window = ctl.get("window") or {}
-    seconds = window.get("seconds")
-    title = f"controller window: {num(seconds, '.1f')}s since the step began (upstream attempts)"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("", "requests", "failures", "error rate", "p50", "p95", "p99", "positive"):
-        table.add_column(col, justify="right" if col else "left", no_wrap=True)
-    for role, version in zip(("baseline", "candidate"), versions, strict=True):
-        w = window.get(role) or {}
-        lat = w.get("latency_ms") or {}
-        table.add_row(
-            f"{role} {version}",
-            num(w.get("requests"), "d"),
-            num(w.get("failures"), "d"),
-            share(w.get("error_rate")),
-            ms(lat.get("p50")),
-            ms(lat.get("p95")),
-            ms(lat.get("p99")),
-            share(w.get("decision_rate")),
-        )
-    return table
-
-
-def timeline_table(rows: Sequence[TimelineRow]) -> Table:
-    table = Table(title="decisions (UTC)", title_justify="left", box=None, padding=(0, 1), show_header=False)
-    # The fixed columns keep their width; the reason gets the rest.
-    for width in (12, 7, 9, 10, 5):
-        table.add_column(no_wrap=True, min_width=width, justify="right" if width in (7, 5) else "left")
-    table.add_column(ratio=1)
-    for r in rows:
-        cells = timeline_cells(r)
-        style = "bold red" if r.action == "ROLLBACK" else "bold green" if r.action == "PROMOTE" else ""
-        # A Text measures by its longest word, so a long reason is cut to fit, never the other columns.
-        reason = Text(cells[5], no_wrap=True, overflow="ellipsis")
-        table.add_row(*cells[:2], Text(cells[2], style=style), *cells[3:5], reason)
-    return table
+# -- the live view ---------------------------------------------------------------------------------
 
 
 def clients_line(stats: TrafficStats) -> Text:
@@ -263,29 +184,34 @@ def doors_line(demo: Demo) -> str | None:
     return f"status page {demo.admin_url}/ui  token in {demo.files.token}  (admin API {demo.admin_url})"
 
 
+def doors_note(demo: Demo) -> str | None:
+    """The doors in the live view's width: the token file as a path from here when it is under here."""
+    if demo.admin_url is None:
+        return None
+    token = demo.files.token
+    with contextlib.suppress(ValueError):
+        token = token.relative_to(Path.cwd())
+    return f"status page {demo.admin_url}/ui  token in {token}"
+
+
 def render(demo: Demo) -> RenderableType:
-    """The live view: header, trip-wire, gates, the controller's window, the shadow panel, the clients'
-    count and the decision timeline."""
-    w, ctl = demo.weight, demo.controller
-    header = Text.assemble(
+    """The live view, within the terminal's height: the demo's line, the rollout (from ``/status``), the
+    fault and the doors, the gates, the controller's window, the shadow panel, the clients' count, and as
+    much of the decision timeline as there are rows left."""
+    title = line(
         ("rollguard demo", "bold"),
-        f"  scenario {demo.scenario.name}  {demo.phase}  {demo.elapsed:.1f}s"
-        f" (at most {demo.args.duration:g}s)\n",
-        "phase ",
-        (where(demo), "bold cyan"),
-        "  candidate weight ",
-        ("-" if w is None else f"{w:g}%", "bold cyan"),
-        f"  revision {demo.revision or '-'}   steps {steps_strip(demo)}\n",
-        (tripwire_line(ctl), "dim"),
-        *(("\n" + line.strip(), "bold yellow") for line in fault_lines(demo)),
-        *((("\n" + door, "dim"),) if (door := doors_line(demo)) is not None else ()),
+        f"  scenario {demo.scenario.name}  {demo.phase}  {demo.elapsed:.1f}s",
+        f" (at most {demo.args.duration:g}s)",
     )
-    parts: list[RenderableType] = [header, gates_table(ctl), window_table(ctl, demo.versions)]
-    if (panel := shadow_panel(demo)) is not None:
-        parts.append(panel)
-    parts.append(clients_line(demo.stats))
-    parts.append(timeline_table(timeline(demo.decisions)[-LIVE_DECISIONS:]))
-    return Group(*parts)
+    notes = [line((f.strip(), "bold yellow")) for f in fault_lines(demo)]
+    if (door := doors_note(demo)) is not None:
+        notes.append(line((door, "dim")))
+    ctl = demo.controller
+    parts: list[RenderableType] = [title, *rollout_lines(demo.status), *notes]
+    if ctl.get("gates"):
+        parts.append(gates_table(ctl))
+    parts += [window_table(ctl, demo.versions), *shadow_panel(demo), clients_line(demo.stats)]
+    return FitHeight(parts, timeline(demo.decisions))
 
 
 def plain_line(demo: Demo) -> str:
@@ -298,7 +224,8 @@ def plain_line(demo: Demo) -> str:
     s = demo.stats
     base, cand = s.versions
     line = (
-        f"[{demo.elapsed:6.1f}s] {where(demo)} weight {weight} | last {decided} | "
+        f"[{demo.elapsed:6.1f}s] {where(demo.proxy_phase, demo.step, demo.steps)} weight {weight} | "
+        f"last {decided} | "
         f"clients {base}={s.by_version[base]} {cand}={s.by_version[cand]} errors={s.errors} "
         f"rejected={s.rejected} shed={s.shed}"
     )

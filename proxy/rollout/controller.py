@@ -28,7 +28,9 @@ from proxy.errors import IllegalTransition
 from proxy.observe.metrics import ProxyMetrics
 from proxy.rollout.decide import Decision, GateResult, StepPolicy, StepProgress, decide
 from proxy.rollout.evidence import Evidence, VersionWindow
+from proxy.rollout.figures import VersionFigures, live_figures, mirror_figures
 from proxy.rollout.gates import GatePolicy, judge
+from proxy.rollout.history import WindowHistory, WindowRecord
 from proxy.rollout.needs import eta_seconds, evidence_needed
 from proxy.rollout.recorder import Recorder
 from proxy.rollout.shadow_gate import judge_shadow
@@ -71,6 +73,7 @@ class Controller:
         self.last: Decision | None = None
         self.last_gates: tuple[GateResult, ...] = ()
         self.last_needs: dict[str, Any] | None = None  # what the last inconclusive step still needed
+        self.history = WindowHistory()  # the windows judged recently, for the status page's charts
         self._tripping = False
         self._published_version: str | None = None  # whose gate gauges /metrics exports
         self._publish_thresholds()
@@ -136,8 +139,12 @@ class Controller:
             # so a tick never stalls traffic (the recorder keeps adding to the live evidence meanwhile).
             snapshot = copy.deepcopy(self.recorder.evidence)
             gates = await asyncio.to_thread(judge, snapshot, self.policy, self._scale(state))
+            figures = (live_figures(snapshot.baseline), live_figures(snapshot.candidate))
         elif state.phase is Phase.SHADOW:
-            gates, _ = judge_shadow(self.shadow_report(), self.policy, self.config.canary.shadow_samples)
+            report = self.shadow_report()
+            gates, _ = judge_shadow(report, self.policy, self.config.canary.shadow_samples)
+            # The candidate has no live traffic yet: its evidence is what it answered to the mirrors.
+            figures = (live_figures(self.recorder.evidence.baseline), mirror_figures(report))
         else:
             return None
         progress = StepProgress(
@@ -158,7 +165,7 @@ class Controller:
             )
         else:
             self.last_needs = None
-        await self._apply(state, decision, gates)
+        await self._apply(state, decision, gates, figures)
         return decision
 
     def _scale(self, state: RolloutState) -> float:
@@ -192,7 +199,11 @@ class Controller:
         return text + (f", more than max_hold leaves ({_duration(max(0.0, left))})" if eta > left else "")
 
     async def _apply(
-        self, state: RolloutState, decision: Decision, gates: tuple[GateResult, ...] | list[GateResult]
+        self,
+        state: RolloutState,
+        decision: Decision,
+        gates: tuple[GateResult, ...] | list[GateResult],
+        figures: tuple[VersionFigures, VersionFigures],
     ) -> None:
         self.last, self.last_gates = decision, tuple(gates)
         self._publish_gates(gates, shadow=state.phase is Phase.SHADOW)
@@ -221,6 +232,18 @@ class Controller:
         except IllegalTransition as exc:
             log.info("decision %s not applied: %s", decision.action, exc)  # an operator moved first
             return
+        self.history.add(
+            WindowRecord(
+                ts=now,
+                rollout_id=state.rollout_id,
+                phase=state.phase.value,
+                step=state.step,
+                weight=state.weight,
+                action=decision.action,
+                baseline=figures[0],
+                candidate=figures[1],
+            )
+        )
         if decision.action == "ROLLBACK":
             self.metrics.rollbacks.labels("gates").inc()
         log.info("%s: %s", decision.action, decision.reason)
@@ -299,16 +322,21 @@ class Controller:
         }
 
     def status(self) -> dict[str, Any]:
-        """For ``/status``: the current window per version, the last decision and its gates, the trip-wire."""
+        """For ``/status``: the current window per version, the last decision and its gates, the trip-wire.
+        In the shadow phase the window also carries ``mirror``: the candidate's figures on its mirrors."""
         last = self.last
+        window = self.window_summary()
+        if self.store.current.phase is Phase.SHADOW:
+            window["mirror"] = mirror_figures(self.shadow_report()).to_json()
         return {
-            "window": self.window_summary(),
+            "window": window,
             "last_decision": None if last is None else {"action": last.action, "reason": last.reason},
             "gates": [g.to_json() for g in self.last_gates],
             "tripwire": {**self.recorder.tripwire.state, "armed": self.recorder.armed},
             "needs": self.last_needs,
             "interval_s": self.config.canary.interval,
             "steps": list(self.config.canary.steps),
+            "shadow_samples": self.config.canary.shadow_samples,
             "thresholds": dataclasses.asdict(self.config.canary.gates),
         }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.rollout.decide import Gate, GateResult, GateVerdict
+from proxy.rollout.figures import mirror_failures
 from proxy.rollout.gates import GatePolicy
 from proxy.stats.sequential import Estimate
 
@@ -78,12 +79,6 @@ def _divergence(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
     return worst or _nodata("decision_delta", policy.decision_delta_pp, "no decisions to compare (no score)")
 
 
-def _failures(routes: list[dict[str, Any]], role: str) -> tuple[int, int]:
-    errors = sum(sum((r.get("errors", {}).get(role) or {}).values()) for r in routes)
-    breaches = sum(int((r.get("schema_violations") or {}).get(role, 0)) for r in routes)
-    return errors, breaches
-
-
 def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> GateResult:
     """The candidate's failures on the mirrored requests against ``error_rate``, and against the
     baseline's on the same requests: errors both versions had at the same moments (a burst upstream of
@@ -92,7 +87,7 @@ def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> Gat
 
     The phase re-judges its pairs every window, so the bounds are confidence sequences, as the canary's
     are: the lower one at the fail tests' level (``fail_alpha``), the upper one at ``family_alpha``."""
-    errors, breaches = _failures(routes, "candidate")
+    errors, breaches = mirror_failures(routes, "candidate")
     failures = errors + breaches
     rate = failures / pairs if pairs else 0.0
     limit = policy.error_rate
@@ -102,7 +97,7 @@ def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> Gat
         lo, hi = max(0.0, own.lower(policy.fail_alpha)), min(1.0, own.upper(policy.family_alpha))
     else:
         lo, hi = (0.0, 1.0) if not pairs else (rate, rate)
-    base_failures = sum(_failures(routes, "baseline"))
+    base_failures = sum(mirror_failures(routes, "baseline"))
     base = base_failures / pairs if pairs else 0.0
     worse = lo >= policy.error_ratio * base and lo >= base + policy.error_delta
     verdict: GateVerdict = "PASS" if hi <= limit else "INCONCLUSIVE"

@@ -24,6 +24,7 @@ ENDPOINTS = [
     ("GET", "/metrics", None, None),
     ("GET", "/status", None, "viewer"),
     ("GET", "/decisions", None, "viewer"),
+    ("GET", "/history", None, "viewer"),
     ("PUT", "/weights", {"canary": 1}, "operator"),
 ]
 CALLERS = {
@@ -313,6 +314,7 @@ async def test_the_admin_api_serves_its_openapi_document(proxy: Any) -> None:
         "/metrics",
         "/status",
         "/decisions",
+        "/history",
         "/weights",
         "/shadow",
         "/reports/{name}",

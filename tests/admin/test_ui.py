@@ -1,15 +1,17 @@
 """The status page at /ui: served from the package with strict headers, and driven in Debian's chromium
-against a real proxy with a rollout in progress (phase, weights, SLIs, gates, shadow, timeline, live
-updates, token handling, nothing leaving the admin origin)."""
+against a real proxy with a rollout in progress (phase, weights, steps, charts, SLIs, gates, shadow,
+timeline, live updates, token handling, nothing leaving the admin origin, no CSP violation)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,6 +41,29 @@ VIEWPORT = {"width": 1440, "height": 1000}
 # The phase badge's background per phase, as app.css draws it.
 PHASE_RGB = {"canary": (0x03, 0x69, 0xA1), "paused": (0xB4, 0x53, 0x09)}
 HOSTILE_REASON = "drill <img src=x onerror=\"document.title='pwned'\"> & <b>bold</b>"
+# The series colours charts.js draws with, as canvas pixels.
+CANDIDATE_RGB = (0x38, 0xBD, 0xF8)
+BASELINE_RGB = (0x94, 0xA3, 0xB8)
+OPERATOR_RGB = (0x60, 0xA5, 0xFA)
+ADVANCE_RGB = (0x22, 0xC5, 0x5E)
+# Collects every CSP violation the page reports, from before its first script runs.
+CSP_WATCH = (
+    "window.__csp = [];"
+    "document.addEventListener('securitypolicyviolation',"
+    " (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
+# Canvas pixels of one colour (within a small tolerance for anti-aliasing) in the first canvas under a node.
+COLOUR_PIXELS = """([selector, rgb]) => {
+  const canvas = document.querySelector(selector + " canvas");
+  if (!canvas) return -1;
+  const d = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const near = (k) => Math.abs(d[i + k] - rgb[k]) <= 6;
+    if (near(0) && near(1) && near(2)) n++;
+  }
+  return n;
+}"""
 
 
 def _browser_missing() -> str | None:
@@ -214,6 +239,7 @@ async def _open(browser: Any, admin_url: str) -> tuple[Any, Watch]:
     page.on("console", lambda m: watch.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: watch.console_errors.append(f"pageerror: {e}"))
     page.on("framenavigated", lambda f: watch.navigations.append(f.url) if f == page.main_frame else None)
+    await page.add_init_script(CSP_WATCH)
     response = await page.goto(admin_url + "/ui")
     assert response is not None and response.status == 200
     assert response.headers["content-security-policy"] == CSP
@@ -298,6 +324,7 @@ async def test_page_renders_the_live_rollout_and_updates_in_place(live: Live, tm
             badge = await page.locator("#phase").screenshot()
             assert _dominant(_png_pixels(badge)[2]) == PHASE_RGB["paused"]
             await _check_screenshot(page, shot)
+            assert await page.evaluate("window.__csp") == []
         finally:
             await browser.close()
 
@@ -305,7 +332,7 @@ async def test_page_renders_the_live_rollout_and_updates_in_place(live: Live, tm
     assert watch.requests and all(u.startswith(origin + "/") for u in watch.requests), watch.requests
     assert not any(VIEWER_TOKEN in u for u in watch.requests)
     assert any(u.endswith("/status") for u in watch.requests)
-    assert any("/decisions" in u for u in watch.requests)
+    assert any(u.endswith("/history") for u in watch.requests)
     assert watch.console_errors == []
 
 
@@ -315,12 +342,16 @@ async def _check_screenshot(page: Any, data: bytes) -> None:
     assert (width, height) == (VIEWPORT["width"], VIEWPORT["height"])
     assert len(data) > 30_000
     _, _, pixels = _png_pixels(data)
-    assert len(set(pixels[::7])) > 50  # text, badges and bars, not one flat colour
-    for selector in ("#phase", "#card-rollout", "#card-gates", "#card-slis", "#card-shadow", "#timeline"):
+    assert len(set(pixels[::7])) > 50  # text, badges, bars and charts, not one flat colour
+    # The rollout, its steps and the weight chart are in the first screenful; every card fits the width.
+    first_screen = ("#phase", "#card-rollout", "#card-shadow", "#card-steps", "#chart-weight canvas")
+    rest = ("#card-latency", "#card-errors", "#card-gates", "#card-slis", "#timeline")
+    for selector in first_screen + rest:
         box = await page.locator(selector).bounding_box()
         assert box is not None and box["width"] > 0 and box["height"] > 0, selector
         assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"], selector
-        assert box["y"] >= 0 and box["y"] < VIEWPORT["height"], selector
+        if selector in first_screen:
+            assert box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"], selector
 
 
 async def _wait(fetch: Any, ok: Any, within: float = 20.0) -> None:
@@ -385,3 +416,172 @@ async def test_without_tokens_the_page_explains_instead_of_prompting(proxy_facto
             await browser.close()
     assert not any(u.endswith("/status") for u in watch.requests)
     assert watch.console_errors == []
+
+
+# -- charts, steps and the timeline of a rollout that holds --------------------------------------------
+
+# A step that never gathers enough samples holds every window; a shadow phase that never has enough pairs
+# holds on its mirrors. Short windows, so a few of them close while the test looks.
+HOLDING_CANARY = {
+    "weight": 0,
+    "steps": [10, 50, 100],
+    "interval": "400ms",
+    "min_samples": 1_000_000,
+    "shadow_samples": 0,
+}
+HOLDING_SHADOW = {**HOLDING_CANARY, "shadow_samples": 1_000_000}
+AT_LEAST_THREE = re.compile(r"^([3-9]|[1-9][0-9]+)$")
+
+
+@asynccontextmanager
+async def _rolling(proxy: RunningProxy) -> AsyncIterator[None]:
+    """Traffic on, the rollout started by ``ops``; traffic off at the end."""
+    stop = asyncio.Event()
+    traffic = asyncio.create_task(drive_traffic(proxy.data_url, stop, rps=150))
+    try:
+        async with proxy.admin_client() as ops:
+            r = await ops.post("/rollout/start", json={"reason": "ship v2"})
+            assert r.status_code == 200, r.text
+        yield
+    finally:
+        stop.set()
+        await traffic
+
+
+async def _pixels(page: Any, selector: str, rgb: tuple[int, int, int]) -> int:
+    return int(await page.evaluate(COLOUR_PIXELS, [selector, list(rgb)]))
+
+
+async def _signed_in(browser: Any, proxy: RunningProxy) -> tuple[Any, Watch]:
+    from playwright.async_api import expect
+
+    page, watch = await _open(browser, proxy.admin_url)
+    await _sign_in(page, VIEWER_TOKEN)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    return page, watch
+
+
+def _clean(watch: Watch, proxy: RunningProxy) -> None:
+    origin = proxy.admin_url.rstrip("/")
+    assert watch.requests and all(u.startswith(origin + "/") for u in watch.requests), watch.requests
+    assert watch.console_errors == []
+
+
+async def test_charts_steps_and_folded_holds_of_a_canary_then_its_promotion(
+    proxy_factory: Any, tmp_path: Path
+) -> None:
+    _require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    proxy = await proxy_factory(canary=HOLDING_CANARY)
+    async with _rolling(proxy), async_playwright() as p:
+        async with proxy.admin_client(VIEWER_TOKEN) as viewer:
+            await _wait(lambda: viewer.get("/history"), lambda h: len(h["windows"]) >= 3)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page, watch = await _signed_in(browser, proxy)
+            # The steps as a list, the current one (10%, the first: no shadow phase configured) highlighted.
+            steps = page.locator("#steps li")
+            await expect(steps).to_have_count(3)
+            current = page.locator('#steps li[aria-current="step"]')
+            await expect(current).to_have_count(1)
+            await expect(current.locator(".stage-label")).to_have_text("10%")
+            await expect(current).to_have_attribute("data-state", "current")
+            await expect(steps.nth(1)).to_have_attribute("data-state", "pending")
+            assert await current.evaluate("e => getComputedStyle(e).backgroundColor") != await steps.nth(
+                1
+            ).evaluate("e => getComputedStyle(e).backgroundColor")
+            # Each window's HOLD is one timeline row, counted: "HOLD ×N", newest first, above the start.
+            held = page.locator("#timeline li").first
+            await expect(held.locator(".action")).to_have_text(re.compile(r"^HOLD ×([3-9]|[1-9][0-9]+)$"))
+            await expect(held.locator(".t-state")).to_contain_text("windows since")
+            await expect(page.locator("#timeline li")).to_have_count(2)
+            await expect(page.locator("#timeline li").last.locator(".action")).to_have_text("start")
+            # The charts: a point per window, both versions' lines drawn on the canvas.
+            for chart in ("#chart-latency", "#chart-errors"):
+                await expect(page.locator(chart)).to_have_attribute("data-points", AT_LEAST_THREE)
+                await expect(page.locator(chart + " canvas")).to_have_count(1)
+            await expect(page.locator("#chart-latency")).to_have_attribute("data-series", "7")
+            assert await _pixels(page, "#chart-latency", CANDIDATE_RGB) > 30
+            assert await _pixels(page, "#chart-latency", BASELINE_RGB) > 30
+            assert await _pixels(page, "#chart-errors", CANDIDATE_RGB) > 30
+            # The weight at 10% since the operator's start, marked in the operators' colour.
+            assert await _pixels(page, "#chart-weight", OPERATOR_RGB) > 10
+            assert await _pixels(page, "#chart-weight", ADVANCE_RGB) == 0  # no PROCEED/PROMOTE yet
+            await page.screenshot(path=str(tmp_path / "status-holding.png"), full_page=True)
+
+            async with proxy.admin_client() as ops:
+                r = await ops.post("/rollout/promote", json={"reason": "looks right"})
+                assert r.status_code == 200, r.text
+                windows = (await ops.get("/history")).json()["rollout"]["windows"]
+            await expect(page.locator("#phase")).to_have_text("promoted", timeout=8000)
+            last = page.locator("#last-decision")
+            await expect(last).to_contain_text("promoted by ops at 20")
+            await expect(last).to_contain_text(f"after {windows} windows")
+            assert windows >= 3 and "passed" not in await last.inner_text()
+            await expect(current.locator(".stage-label")).to_have_text("100%")
+            await expect(current.locator(".stage-state")).to_have_text("promoted")
+            await expect(steps.nth(0)).to_have_attribute("data-state", "done")
+            await expect(page.locator("#timeline li").first.locator(".action")).to_have_text("PROMOTE")
+            await _wait_for(lambda: _pixels(page, "#chart-weight", ADVANCE_RGB), lambda n: n > 10)
+            await page.screenshot(path=str(tmp_path / "status-promoted.png"), full_page=True)
+            assert await page.evaluate("window.__csp") == []
+        finally:
+            await browser.close()
+    _clean(watch, proxy)
+
+
+async def test_in_the_shadow_phase_the_candidate_column_shows_its_mirrors(
+    proxy_factory: Any, tmp_path: Path
+) -> None:
+    _require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    proxy = await proxy_factory(canary=HOLDING_SHADOW, shadow={"sample": 1.0})
+    async with _rolling(proxy), async_playwright() as p:
+        async with proxy.admin_client(VIEWER_TOKEN) as viewer:
+            await _wait(lambda: viewer.get("/history"), lambda h: len(h["windows"]) >= 2)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page, watch = await _signed_in(browser, proxy)
+            await expect(page.locator("#phase")).to_have_text("shadow")
+            await expect(page.locator('#steps li[aria-current="step"] .stage-label')).to_have_text("shadow")
+            await expect(page.locator("#slis-candidate")).to_have_text("Candidate (mirrored)")
+            requests_row = page.locator("#slis-body tr").first.locator("td")
+            for cell in (requests_row.nth(0), requests_row.nth(1)):  # baseline live, candidate mirrored
+                assert int((await cell.inner_text()).replace(",", "")) > 0
+            p95 = page.locator("#slis-body tr").nth(4).locator("td").nth(1)
+            assert (await p95.inner_text()).endswith(" ms")
+            await expect(page.locator("#chart-latency")).to_have_attribute(
+                "data-points", re.compile(r"^[1-9]")
+            )
+            assert await _pixels(page, "#chart-latency", CANDIDATE_RGB) > 30  # the mirrors' latency
+
+            # The longest action name the log holds stays inside its column.
+            async with proxy.admin_client() as ops:
+                r = await ops.put("/shadow", json={"sample": 0.5, "reason": "halve the mirrors"})
+                assert r.status_code == 200, r.text
+            row = page.locator("#timeline li").filter(has=page.get_by_text("set_shadow_sample", exact=True))
+            await expect(row).to_have_count(1, timeout=8000)
+            action = row.locator(".action")
+            pill, actor = await action.bounding_box(), await row.locator(".t-actor").bounding_box()
+            cell = await action.evaluate_handle("e => e.parentElement")
+            column = await cell.as_element().bounding_box()  # type: ignore[union-attr]
+            assert pill is not None and actor is not None and column is not None
+            assert pill["x"] + pill["width"] <= column["x"] + column["width"] + 0.5
+            assert pill["x"] + pill["width"] < actor["x"]
+            assert await action.evaluate("e => e.scrollWidth <= e.clientWidth")
+            await page.screenshot(path=str(tmp_path / "status-shadow.png"), full_page=True)
+            assert await page.evaluate("window.__csp") == []
+        finally:
+            await browser.close()
+    _clean(watch, proxy)
+
+
+async def _wait_for(probe: Any, ok: Any) -> None:
+    """Poll an in-page reading until ``ok`` holds (a chart redraws on the page's next poll)."""
+    async with asyncio.timeout(20):
+        while True:
+            if ok(await probe()):
+                return
+            await asyncio.sleep(0.1)

@@ -29,6 +29,15 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
+  // Text that may break after each underscore (set_shadow_sample), built from text nodes and <wbr>.
+  function breakable(tag, cls, text) {
+    const e = el(tag, cls);
+    String(text).split(/(?<=_)/).forEach((part, i) => {
+      if (i > 0) e.append(document.createElement("wbr"));
+      e.append(document.createTextNode(part));
+    });
+    return e;
+  }
   function setText(id, text) {
     const node = $(id);
     const value = text === undefined || text === null || text === "" ? F.DASH : String(text);
@@ -63,7 +72,25 @@
 
   // -- rendering ------------------------------------------------------------------------------------
 
-  function renderRollout(s) {
+  // What the last decision line says: how an ended rollout ended (when, after how many windows, from the
+  // decision log), or the controller's last decision with this step's window counts.
+  function lastDecision(s, span) {
+    const r = s.rollout || {};
+    if ((r.phase === "promoted" || r.phase === "rolled_back") && span && span.ended_by) {
+      const verb = span.ended_by === "PROMOTE" ? "promoted" : "rolled back";
+      const by = span.actor && span.actor !== "controller" ? " by " + span.actor : "";
+      const n = F.isNum(span.windows) ? span.windows : 0;
+      const took = span.started_at ? ", " + F.duration(span.started_at, span.ended_at) + " after the start" : "";
+      return verb + by + " at " + F.time(span.ended_at) + " after " + n + (n === 1 ? " window" : " windows") + took;
+    }
+    const last = s.controller && s.controller.last_decision;
+    const windows = F.isNum(r.passes) && (r.phase === "canary" || r.phase === "shadow" || r.phase === "paused")
+      ? " \u00b7 this step: " + r.passes + " passed, " + r.failed_windows + " failed windows"
+      : "";
+    return (last ? last.action : "none yet") + windows;
+  }
+
+  function renderRollout(s, span) {
     const r = s.rollout || {};
     const phase = String(r.phase || "");
     const badge = $("phase");
@@ -79,9 +106,7 @@
     setText("rollout-id", r.rollout_id);
     setText("revision", r.revision);
     setText("changed", r.updated_at ? F.time(r.updated_at) + " (" + F.ago(r.updated_at, new Date()) + ")" : "");
-    const last = s.controller && s.controller.last_decision;
-    const windows = F.isNum(r.passes) ? " \u00b7 " + r.passes + " passed, " + r.failed_windows + " failed windows" : "";
-    setText("last-decision", last ? last.action + windows : "none yet" + windows);
+    setText("last-decision", lastDecision(s, span));
     $("reason").textContent = r.reason || "";
     setText("v-baseline", s.versions && s.versions.baseline);
     setText("v-candidate", s.versions && s.versions.candidate);
@@ -125,7 +150,11 @@
   function renderSlis(s) {
     const win = (s.controller && s.controller.window) || {};
     const b = win.baseline || {};
-    const c = win.candidate || {};
+    // In the shadow phase the candidate takes no live traffic: its column is what it answered to mirrors.
+    const mirrored = Boolean(win.mirror) && s.rollout && s.rollout.phase === "shadow";
+    const c = (mirrored ? win.mirror : win.candidate) || {};
+    setText("slis-candidate", mirrored ? "Candidate (mirrored)" : "Candidate");
+    $("slis-candidate").title = mirrored ? "the candidate's answers to requests mirrored to it; clients never saw them" : "";
     const rows = SLI_ROWS.map(([label, fmt]) => {
       const tr = el("tr");
       tr.append(el("th", null, label), el("td", "num", fmt(b)), el("td", "num", fmt(c)));
@@ -133,7 +162,8 @@
       return tr;
     });
     $("slis-body").replaceChildren(...rows);
-    setText("window-span", F.isNum(win.seconds) ? "since the step began, " + F.num(win.seconds, 3) + " s" : "no controller");
+    const since = F.isNum(win.seconds) ? "since the step began, " + F.num(win.seconds, 3) + " s" : "no controller";
+    setText("window-span", mirrored ? since + " \u00b7 candidate: mirrored requests" : since);
   }
 
   function renderGates(s) {
@@ -189,20 +219,56 @@
     $("shadow-empty").hidden = cards.length > 0;
   }
 
-  function renderTimeline(decisions) {
-    const newest = decisions[decisions.length - 1];
-    const key = decisions.length + ":" + (newest ? newest.ts + ":" + newest.revision : "");
+  // The steps of the plan, the current one highlighted: the shadow phase (when the config has one), each
+  // canary weight, and promotion at the last.
+  function renderSteps(s) {
+    const ctl = s.controller;
+    const r = s.rollout || {};
+    const list = $("steps");
+    $("steps-empty").hidden = Boolean(ctl);
+    list.hidden = !ctl;
+    if (!ctl) return;
+    const steps = Array.isArray(ctl.steps) ? ctl.steps : [];
+    const stages = [];
+    if (ctl.shadow_samples > 0 || r.step === -1) stages.push({ label: "shadow", detail: "mirrors only", step: -1 });
+    steps.forEach((w, i) => stages.push({ label: F.weight(w), detail: i === steps.length - 1 ? "promote" : "canary", step: i }));
+    const phase = r.paused_from && r.phase === "paused" ? r.paused_from : r.phase;
+    const at = Number.isInteger(r.step) ? r.step : null;
+    const items = stages.map((st) => {
+      const li = el("li", "stage");
+      let state = "pending";
+      if (phase === "promoted") state = st.step === steps.length - 1 ? "current" : "done";
+      else if (phase === "idle" || at === null) state = "pending";
+      else if (st.step < at) state = "done";
+      else if (st.step === at) state = phase === "rolled_back" ? "failed" : "current";
+      li.dataset.state = state;
+      if (state === "current" || state === "failed") li.setAttribute("aria-current", "step");
+      const now = r.phase === "paused" ? "paused here" : phase === "promoted" ? "promoted" : "now";
+      const word = { done: "passed", current: now, failed: "rolled back here", pending: st.detail }[state];
+      li.append(el("span", "stage-label", st.label), el("span", "stage-state", word));
+      return li;
+    });
+    list.replaceChildren(...items);
+  }
+
+  function renderTimeline(rows) {
+    const newest = rows[rows.length - 1];
+    const key = rows.length + ":" + (newest ? newest.ts + ":" + newest.count + ":" + newest.revision : "");
     if (key === timelineKey) return; // unchanged: keep the operator's scroll position
     timelineKey = key;
-    const items = decisions
+    const items = rows
       .slice()
       .reverse()
       .map((d) => {
         const li = el("li");
-        const action = el("span", "action", d.action);
+        // A run of like HOLDs is one row: "HOLD \u00d714", the latest window's reason, the span it covers.
+        const action = breakable("span", "action", d.count > 1 ? d.action + " \u00d7" + d.count : d.action);
         action.dataset.kind = F.actionKind(d.action);
+        action.title = String(d.action);
+        if (d.count > 1) li.dataset.count = String(d.count);
         const what = el("div", "t-reason", d.reason || "(no reason given)");
-        const state = [d.phase, F.isNum(d.weight) ? "candidate " + F.weight(d.weight) : null, F.isNum(d.revision) ? "rev " + d.revision : null];
+        const run = d.count > 1 ? d.count + " windows since " + F.time(d.first_ts) : null;
+        const state = [run, d.phase, F.isNum(d.weight) ? "candidate " + F.weight(d.weight) : null, F.isNum(d.revision) ? "rev " + d.revision : null];
         what.append(el("span", "t-state", state.filter(Boolean).join(" \u00b7 ")));
         const actionCell = el("div");
         actionCell.append(action);
@@ -229,16 +295,22 @@
     timer = null;
     if (!running) return;
     try {
-      const [status, log, report] = await Promise.all([getJSON("/status"), getJSON("/decisions?limit=200"), shadowReport()]);
+      const [status, history, report] = await Promise.all([getJSON("/status"), getJSON("/history"), shadowReport()]);
       if (!running) return;
-      renderRollout(status);
+      renderRollout(status, history.rollout);
       renderCandidate(status);
+      renderSteps(status);
       renderSlis(status);
       renderGates(status);
       renderShadow(status, report);
-      renderTimeline(Array.isArray(log.decisions) ? log.decisions : []);
+      renderTimeline(Array.isArray(history.timeline) ? history.timeline : []);
+      show("dash"); // before the charts, so they are sized to their cards
+      try {
+        window.RGCharts.update(history, status);
+      } catch (e) {
+        console.error("charts: " + e); // the figures above stay live without them
+      }
       lastOk = new Date();
-      show("dash");
       setConn("live", "live \u00b7 updated " + F.clock(lastOk));
     } catch (e) {
       if (!running) return;

@@ -47,6 +47,16 @@
     return Math.floor(s / 86400) + " d ago";
   }
 
+  // The time from one timestamp to another, in the largest unit that keeps it short: "1 min 20 s".
+  function duration(fromIso, toIso) {
+    const s = Math.round((new Date(toIso) - new Date(fromIso)) / 1000);
+    if (!Number.isFinite(s) || s < 0) return DASH;
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min" + (s % 60 ? " " + (s % 60) + " s" : "");
+    const m = Math.floor(s / 60);
+    return Math.floor(m / 60) + " h" + (m % 60 ? " " + (m % 60) + " min" : "");
+  }
+
   // Each gate's value in its own unit; decision_delta is paired divergence (pp) in shadow and the
   // difference between the versions' positive-decision rates (fractions) in canary.
   const UNIT = { error_rate: pct, latency_p95: ms, latency_p99: ms, policy_violations: int };
@@ -72,5 +82,5 @@
     return "operator";
   }
 
-  root.RGFormat = { DASH, isNum, pct, ms, pp, num, int, weight, interval, time, clock, ago, gateValue, gateThreshold, actionKind };
+  root.RGFormat = { DASH, isNum, pct, ms, pp, num, int, weight, interval, time, clock, ago, duration, gateValue, gateThreshold, actionKind };
 })(window);
