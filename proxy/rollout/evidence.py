@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from proxy.stats.sketches import LogHistogram, Moments, Reservoir
 
 SAMPLE_SIZE: Final = 4096  # latency and score samples per version: ranks and quantile bounds use these
 CLUSTER_BINS: Final = 128  # sticky keys hashed into this many groups, for the clustered variance
 MIN_CLUSTER_BINS: Final = 16  # occupied groups below which a clustered variance is not estimated
+RateKind = Literal["failures", "positives"]  # the two rates whose clustering is estimated
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -60,12 +61,15 @@ class Clusters:
             for i, v in enumerate(theirs):
                 mine[i] += v
 
-    def design_effect(self, kind: str) -> float:
+    def design_effect(self, kind: RateKind) -> float:
         """Clustered over binomial variance of the failure rate (``kind`` "failures") or the positive
         decision rate ("positives"), at least 1; 1 when too few groups are occupied to tell."""
-        counts, totals = (
-            (self.failures, self.requests) if kind == "failures" else (self.positives, self.decided)
-        )
+        if kind == "failures":
+            counts, totals = self.failures, self.requests
+        elif kind == "positives":
+            counts, totals = self.positives, self.decided
+        else:  # a misspelt kind must not quietly judge the other rate
+            raise ValueError(f"kind must be 'failures' or 'positives', got {kind!r}")
         n, y = sum(totals), sum(counts)
         groups = sum(1 for t in totals if t)
         if groups < MIN_CLUSTER_BINS or n == 0 or y in (0, n):

@@ -695,3 +695,15 @@ def test_requests_without_clumps_keep_the_binomial_variance() -> None:
             )
     assert 1.0 <= w.clusters.design_effect("failures") < 1.4
     assert VersionWindow().clusters.design_effect("failures") == 1.0  # no keys: nothing to estimate
+
+
+def test_each_rate_has_its_own_design_effect_and_no_other_kind_is_accepted() -> None:
+    # Users who always say yes or always no: decisions clump by user, failures (none) do not.
+    w = VersionWindow()
+    for u in range(400):
+        for _ in range(10):
+            w.add(latency_s=0.03, failed=False, score=None, decision=u % 4 == 0, cluster=cluster_of(f"d{u}"))
+    assert w.clusters.design_effect("positives") > 5.0
+    assert w.clusters.design_effect("failures") == 1.0
+    with pytest.raises(ValueError, match="^kind must be 'failures' or 'positives', got 'POSITIVES'$"):
+        w.clusters.design_effect("POSITIVES")  # type: ignore[arg-type]

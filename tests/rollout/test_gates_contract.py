@@ -435,6 +435,51 @@ SCENARIOS: dict[str, tuple[Evidence, dict[str, Any], float, tuple[Gate, ...]]] =
         1.0,
         ("decision_delta",),
     ),
+    # A baseline that never failed: the gap is the candidate's whole rate, not its rate minus 100%.
+    "errors-zero-baseline": (Evidence(window(4000), window(200)), {}, 1.0, ("error_rate",)),
+    # Five-request users, a tenth of them failing everything, against independent baseline failures: the
+    # relative count is divided by the clustering on both sides.
+    "errors-clustered-candidate": (
+        Evidence(window(20000, failures=1000), users(400, 40, per_user=5)),
+        {"error_rate": 0.5},
+        1.0,
+        ("error_rate",),
+    ),
+    # Worse than the baseline for certain, and the bound at the configured margin straddling it.
+    "errors-near-the-margin-1.5": (
+        Evidence(window(20000, failures=200), window(20000, failures=300)),
+        {"error_rate": 0.5},
+        1.0,
+        ("error_rate",),
+    ),
+    "errors-near-the-margin-1.58": (
+        Evidence(window(20000, failures=200), window(20000, failures=316)),
+        {"error_rate": 0.5},
+        1.0,
+        ("error_rate",),
+    ),
+    # A whole distribution 15% slower on 200 requests: the p95's own bound is unsure, the rank shift is not.
+    "latency-shift-only": (
+        Evidence(window(4000), window(200, median_ms=34.5)),
+        {"latency_p95_ms": 10000.0, "latency_p99_ms": 10000.0},
+        1.0,
+        ("latency_p95",),
+    ),
+    # Two requests (min_samples 1) are enough for a p95 to pass a threshold far above them.
+    "latency-two-requests": (
+        Evidence(window(4000, median_ms=0.5), window(2, median_ms=0.5)),
+        {"min_samples": 1},
+        1.0,
+        ("latency_p95", "latency_p99"),
+    ),
+    # A 3x slow path on 5% of requests: the tail test fails it whatever the error margin (its power is
+    # tuned to a doubled tail share, not to error_ratio).
+    "tail-whatever-the-error-ratio": (
+        Evidence(window(4000), window(200, slow_share=0.05, slow_factor=3)),
+        {"latency_p95_ms": 10000.0, "latency_p99_ms": 10000.0, "error_ratio": 1.2},
+        1.0,
+        ("latency_p95", "latency_p99"),
+    ),
 }
 
 
@@ -848,6 +893,38 @@ EXPECTED = {
         decision_delta INCONCLUSIVE value=0.25 baseline=0.25 threshold=1 p=1 | decision_delta +0.0 pp
             (candidate 25.0%, baseline 25.0%, bounds -12.2..+12.2 pp, n=4000, clustered x8.4) vs +-1 pp: not
             yet clear
+    """,
+    "errors-zero-baseline": """
+        error_rate INCONCLUSIVE value=0 baseline=0 threshold=0.005 p=1 | error_rate 0%: +0.0 pp vs baseline,
+            up to +1.1 pp so far, needs < +0.5 pp (baseline 0%, n=200)
+    """,
+    "errors-clustered-candidate": """
+        error_rate HIGH value=0.1 baseline=0.05 threshold=0.5 p=0.0187712 | error_rate 10.0% > baseline 5.0%
+            (+5.0 pp, margin +5.0 pp, n=2000, p=0.019)
+    """,
+    "errors-near-the-margin-1.5": """
+        error_rate PASS value=0.015 baseline=0.01 threshold=0.5 p=0.0371362 | error_rate 1.5% <= 50.0%,
+            within +1.0 pp of the baseline (baseline 1.0%, n=20000)
+    """,
+    "errors-near-the-margin-1.58": """
+        error_rate PASS value=0.0158 baseline=0.01 threshold=0.5 p=0.00173794 | error_rate 1.6% <= 50.0%,
+            within +1.0 pp of the baseline (baseline 1.0%, n=20000)
+    """,
+    "latency-shift-only": """
+        latency_p95 HIGH value=69.2426 baseline=60.1963 threshold=10000 p=0.0228925 | latency_p95 69 ms
+            slower than baseline 60 ms, not within x1.2 (n=200, p=0.023)
+    """,
+    "latency-two-requests": """
+        latency_p95 INCONCLUSIVE value=0.376296 baseline=0.997478 threshold=120 p=1 | latency_p95 0.4 ms: up
+            to x2.04 the baseline's so far, needs < x1.2 (baseline 1.0 ms, n=2)
+        latency_p99 PASS value=0.376296 baseline=1.31981 threshold=300 p=1 | latency_p99 0.4 ms <= 300 ms,
+            within x1.5 of the baseline (baseline 1.3 ms, n=2)
+    """,
+    "tail-whatever-the-error-ratio": """
+        latency_p95 INCONCLUSIVE value=81.2574 baseline=60.1963 threshold=10000 p=1 | latency_p95 81 ms: up
+            to x2.88 the baseline's so far, needs < x1.2 (baseline 60 ms, n=200)
+        latency_p99 HIGH value=128.72 baseline=79.6483 threshold=10000 p=0.0375313 | latency_p99 129 ms
+            slower than baseline 80 ms, not within x1.5 (n=200, p=0.038)
     """,
 }
 
