@@ -472,6 +472,14 @@ SCENARIOS: dict[str, tuple[Evidence, dict[str, Any], float, tuple[Gate, ...]]] =
         1.0,
         ("latency_p95", "latency_p99"),
     ),
+    # 5,000 pairs, 30 where only the baseline said yes: a decrease that is certain *and* shown to be
+    # smaller than the margin passes; it is not a regression.
+    "paired-a-small-sure-decrease": (
+        _pairs_both_ways(_B40K, window(20000, positives=4600), 5000, 0, 30),
+        {},
+        1.0,
+        ("decision_delta",),
+    ),
     # A 3x slow path on 5% of requests: the tail test fails it whatever the error margin (its power is
     # tuned to a doubled tail share, not to error_ratio).
     "tail-whatever-the-error-ratio": (
@@ -925,6 +933,10 @@ EXPECTED = {
             to x2.88 the baseline's so far, needs < x1.2 (baseline 60 ms, n=200)
         latency_p99 HIGH value=128.72 baseline=79.6483 threshold=10000 p=0.0375313 | latency_p99 129 ms
             slower than baseline 80 ms, not within x1.5 (n=200, p=0.038)
+    """,
+    "paired-a-small-sure-decrease": """
+        decision_delta PASS value=0.23 baseline=0.23 threshold=1 p=0.0113894 | decision_delta -0.4 pp
+            (candidate 23.0%, baseline 23.0%, bounds -0.8..-0.1 pp, paired, 5000 pairs) within +-1 pp
     """,
 }
 
