@@ -9,8 +9,6 @@ log with its actor (the token's name, never the token), the state before and aft
 from __future__ import annotations
 
 import inspect
-import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -25,6 +23,7 @@ from starlette.routing import Route
 
 from proxy._types import Reloader, Role
 from proxy._version import __version__
+from proxy.admin import inputs
 from proxy.admin.auth import Authenticator
 from proxy.admin.openapi import document as openapi_document
 from proxy.admin.status_page import StatusPage
@@ -33,6 +32,7 @@ from proxy.config.model import AdminToken, Config
 from proxy.content.pii import Masker
 from proxy.content.text import printable
 from proxy.errors import ApiError, ReloadFailed, RollguardError, StateConflict, problem
+from proxy.reports.artifacts import ARTIFACT_MEDIA_TYPES
 from proxy.rollout import state as rollout
 from proxy.rollout.controller import Controller
 from proxy.rollout.history import HISTORY_WINDOWS
@@ -43,7 +43,6 @@ from proxy.rollout.timeline import fold, latest_rollout
 from proxy.upstream.headers import request_id
 from proxy.upstream.pool import UpstreamPool
 
-_ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "rearm")
 # /history reads this many decision-log entries: enough that a rollout's start is among them (its window
 # count and how it ended are read from the start on) and a folded timeline still fills TIMELINE_ROWS.
 HISTORY_DECISIONS = 2000
@@ -70,63 +69,6 @@ def problem_response(exc: RollguardError, request: Request) -> Response:
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
-def _if_match(request: Request) -> int | None:
-    raw = request.headers.get("if-match")
-    if raw is None or raw.strip() == "*":
-        return None
-    tag = raw.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise ApiError(400, f"If-Match must be a revision as given in ETag, not {raw!r}")
-    return int(tag)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in doc:
-            raise ApiError(400, f"{printable(key, 64)}: given more than once in the body")
-        doc[key] = value
-    return doc
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        orjson.loads(raw)  # strict JSON first: no NaN or Infinity, valid UTF-8
-        # ...then once more for its keys: {"canary": 1, "canary": 99} is refused, not read as 99.
-        doc = json.loads(raw, object_pairs_hook=_unique_keys)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ApiError(422, "body must be a JSON object")
-    return doc
-
-
-def _number(doc: dict[str, Any], name: str, high: float) -> float:
-    """A finite number in [0, high] at ``doc[name]``, or 422 naming the field."""
-    value = doc.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ApiError(422, f"{name}: must be a number from 0 to {high:g}")
-    if not 0 <= value <= high:
-        raise ApiError(422, f"{name}: {value} is outside [0, {high:g}]")
-    return float(value)
-
-
-def _only(doc: dict[str, Any], *allowed: str) -> None:
-    unknown = set(doc) - set(allowed)
-    if unknown:
-        raise ApiError(422, f"{sorted(unknown)[0]}: unknown field")
-
-
-def _reason(doc: dict[str, Any]) -> str:
-    reason = doc.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500:
-        raise ApiError(422, "reason: must be a string of at most 500 characters")
-    return reason
-
-
 def _brief(state: RolloutState) -> dict[str, Any]:
     return {
         "revision": state.revision,
@@ -138,7 +80,12 @@ def _brief(state: RolloutState) -> dict[str, Any]:
 
 
 def _state_doc(state: RolloutState) -> dict[str, Any]:
+    """The rollout state as the admin API answers it: the stored record, and the weights of both roles."""
     return {**state.to_json(), "weights": {"baseline": 100 - state.weight, "candidate": state.weight}}
+
+
+async def _body(request: Request, rule: inputs.Body) -> dict[str, Any]:
+    return rule.read(inputs.json_object(await request.body()))
 
 
 class AdminApi:
@@ -276,13 +223,13 @@ class AdminApi:
     async def rollout_action(self, request: Request) -> Response:
         """``POST /rollout/{start,pause,resume,promote,rollback,rearm}``; an illegal move is 409."""
         action = request.path_params["action"]
-        if action not in _ROLLOUT_ACTIONS:
-            raise ApiError(404, f"no rollout action {action!r}; one of {', '.join(_ROLLOUT_ACTIONS)}")
+        if action not in inputs.ROLLOUT_ACTIONS:
+            known = ", ".join(inputs.ROLLOUT_ACTIONS)
+            raise ApiError(404, f"no rollout action {printable(action, 64)!r}; one of {known}")
         actor = self.auth.require(request, "operator")
-        expected = _if_match(request)
-        doc = await _json_body(request)
-        _only(doc, "reason")
-        reason = self._safe(_reason(doc))
+        expected = inputs.if_match(request.headers.get("if-match"))
+        doc = await _body(request, inputs.ROLLOUT_ACTION)
+        reason = self._safe(doc.get("reason", ""))
         canary = self.config.canary
         steps = canary.steps
         now, ts = utc_now(), time.time()
@@ -311,7 +258,7 @@ class AdminApi:
     async def reload_config(self, request: Request) -> Response:
         """``POST /config/reload``: what SIGHUP does, answered with the outcome; a bad file is 422."""
         actor = self.auth.require(request, "operator")
-        _only(await _json_body(request))
+        await _body(request, inputs.CONFIG_RELOAD)
         if self.config_reload is None:
             raise ApiError(409, "this proxy was not started from a config file it can reload")
         # A ReloadFailed (nothing changed; it names the key path) is answered 422 from its class.
@@ -319,15 +266,12 @@ class AdminApi:
 
     async def put_weights(self, request: Request) -> Response:
         actor = self.auth.require(request, "operator")
-        expected = _if_match(request)
-        doc = await _json_body(request)
-        canary = _number(doc, "canary", 100)
-        if abs(canary * 100 - round(canary * 100)) > 1e-6:
-            raise ApiError(422, f"canary: {canary} has more than two decimals (resolution is 0.01)")
-        reason = self._safe(_reason(doc))
+        expected = inputs.if_match(request.headers.get("if-match"))
+        doc = await _body(request, inputs.WEIGHTS)
+        canary: float = doc["canary"]
+        reason = self._safe(doc.get("reason", ""))
         if canary > 0:
             self._require_candidate("a candidate weight")
-        _only(doc, "canary", "reason")
         return await self._mutate(
             actor,
             "set_weight",
@@ -338,13 +282,12 @@ class AdminApi:
 
     async def put_shadow(self, request: Request) -> Response:
         actor = self.auth.require(request, "operator")
-        expected = _if_match(request)
-        doc = await _json_body(request)
-        sample = _number(doc, "sample", 1)
-        reason = self._safe(_reason(doc))
+        expected = inputs.if_match(request.headers.get("if-match"))
+        doc = await _body(request, inputs.SHADOW)
+        sample: float = doc["sample"]
+        reason = self._safe(doc.get("reason", ""))
         if sample > 0:
             self._require_candidate("shadowing")
-        _only(doc, "sample", "reason")
         return await self._mutate(
             actor,
             "set_shadow_sample",
@@ -364,18 +307,12 @@ class AdminApi:
         if inspect.isawaitable(body):
             body = await body
         if isinstance(body, str):
-            media = "text/markdown; charset=utf-8" if name.endswith(".md") else "text/plain; charset=utf-8"
-            return Response(body, media_type=media)
+            return Response(body, media_type=ARTIFACT_MEDIA_TYPES.get(name, "text/plain; charset=utf-8"))
         return json_response(body)
 
     async def decisions(self, request: Request) -> Response:
         self.auth.require(request, "viewer")
-        try:
-            limit = int(request.query_params.get("limit", "1000"))
-        except ValueError as exc:
-            raise ApiError(422, "limit: must be an integer") from exc
-        if not 1 <= limit <= 10_000:
-            raise ApiError(422, "limit: must be from 1 to 10000")
+        limit = inputs.DECISIONS_LIMIT.read("limit", request.query_params.get("limit"))
         return json_response({"decisions": await self.store.decisions(limit)})
 
     async def history(self, request: Request) -> Response:

@@ -1,303 +1,311 @@
-"""The admin API described as OpenAPI 3.1 (served at ``GET /openapi.json``)."""
+"""The admin API's OpenAPI 3.1 document, served at ``GET /openapi.json``.
+
+It is assembled from what the handlers themselves use: request bodies, ``If-Match`` and the decisions
+limit from :mod:`proxy.admin.inputs` (the rules the handlers run), answers from :mod:`proxy.admin.schemas`
+(derived from the dataclasses that serialise them where there are any), the report names and media types
+from :mod:`proxy.reports.artifacts`, the status page's assets from :mod:`proxy.admin.status_page`. Each
+operation lists exactly the error answers its handler can give; ``tests/admin/test_openapi.py`` checks live
+answers against it, and the schemathesis run fuzzes the API from it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from proxy._version import __version__
+from proxy.admin import inputs, schemas
+from proxy.admin.schemas import ref
 from proxy.admin.status_page import MEDIA_TYPES
-from proxy.reports.artifacts import ARTIFACTS
+from proxy.reports.artifacts import ARTIFACT_MEDIA_TYPES, ARTIFACTS, SHADOW_EVAL, STAGING_REPORT
 
-_PROBLEM = {
-    "description": "problem+json (RFC 9457)",
-    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+_REPORT_SCHEMAS = {SHADOW_EVAL: ref("ShadowEval"), STAGING_REPORT: ref("StagingReport")}
+
+# What each error status means on this API; an operation names the ones its handler can give.
+_ERRORS = {
+    "400": "malformed: the body is not strict JSON (NaN, a key given twice, invalid UTF-8), If-Match is not "
+    "a revision, or the request carries two Authorization headers",
+    "401": "no bearer token, or one that is not configured",
+    "403": "the token is valid but its role is too weak (this needs the operator role)",
+    "404": "no such resource",
+    "409": "the move is illegal in the current phase (promote while idle, weights while rolled back), or "
+    "it would send traffic to a candidate whose signed manifest was refused",
+    "412": "If-Match names a revision that is no longer current; the ETag header gives the current one",
+    "422": "well-formed, but a value is wrong (out of range, wrong type, unknown or missing field); the "
+    "detail names the field",
+    "429": "too many failed authentications from this address; only failed attempts are refused, a valid "
+    "token is always accepted",
+    "503": "not ready: the state is not loaded or the baseline is unreachable",
 }
-_STATE = {
-    "description": "the new rollout state; its revision is also the ETag",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RolloutState"}}},
-}
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-_TEXT_OR_NULL = {"type": ["string", "null"]}
-_VERSION_FIGURES = {
-    "type": "object",
-    "required": ["requests", "failures", "error_rate", "latency_ms", "source"],
-    "properties": {
-        "requests": {"type": "integer", "minimum": 0},
-        "failures": {"type": "integer", "minimum": 0},
-        "error_rate": _NUMBER_OR_NULL,
-        "latency_ms": {
-            "type": "object",
-            "properties": {"p50": _NUMBER_OR_NULL, "p95": _NUMBER_OR_NULL, "p99": _NUMBER_OR_NULL},
-        },
-        "decision_rate": _NUMBER_OR_NULL,
-        "source": {
-            "enum": ["live", "mirror"],
-            "description": "mirror: the candidate's answers to mirrored requests (the shadow phase)",
-        },
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"required": True, "schema": schema or {"type": "string"}, "description": description}
+
+
+_ETAG_SCHEMA = {"type": "string", "pattern": '^"[0-9]+"$'}
+_ERROR_HEADERS: dict[str, dict[str, Any]] = {
+    "401": {"WWW-Authenticate": _header('the challenge: Bearer realm="rollguard"')},
+    "412": {"ETag": _header("the current revision, quoted", _ETAG_SCHEMA)},
+    "429": {
+        "Retry-After": _header(
+            "seconds until a failed attempt is heard again", {"type": "integer", "minimum": 1}
+        )
     },
 }
-_HISTORY = {
-    "type": "object",
-    "required": ["capacity", "windows", "timeline", "rollout"],
-    "properties": {
-        "capacity": {"type": "integer", "description": "windows the in-memory ring keeps"},
-        "windows": {
-            "type": "array",
-            "description": "the windows the controller judged, oldest first; each version's figures cover "
-            "every sample since the step began, as the gates judged them",
-            "items": {
-                "type": "object",
-                "required": [
-                    "ts",
-                    "rollout_id",
-                    "phase",
-                    "step",
-                    "weight",
-                    "action",
-                    "baseline",
-                    "candidate",
-                ],
-                "properties": {
-                    "ts": {"type": "string", "format": "date-time"},
-                    "rollout_id": {"type": "string"},
-                    "phase": {"enum": ["shadow", "canary"]},
-                    "step": {"type": "integer", "minimum": -1},
-                    "weight": {"type": "number"},
-                    "action": {"enum": ["PROCEED", "HOLD", "PROMOTE", "ROLLBACK", "WAIT"]},
-                    "baseline": {"$ref": "#/components/schemas/VersionFigures"},
-                    "candidate": {"$ref": "#/components/schemas/VersionFigures"},
-                },
-            },
-        },
-        "timeline": {
-            "type": "array",
-            "description": "the decision log, newest last, consecutive HOLDs of one kind folded into one row",
-            "items": {
-                "type": "object",
-                "required": ["ts", "first_ts", "action", "actor", "count", "reason"],
-                "properties": {
-                    "ts": {"type": "string"},
-                    "first_ts": {"type": "string"},
-                    "action": {"type": "string"},
-                    "actor": {"type": "string"},
-                    "count": {"type": "integer", "minimum": 1},
-                    "phase": _TEXT_OR_NULL,
-                    "step": {"type": ["integer", "null"]},
-                    "weight": _NUMBER_OR_NULL,
-                    "revision": {"type": ["integer", "null"]},
-                    "reason": {"type": "string"},
-                },
-            },
-        },
-        "rollout": {
-            "type": "object",
-            "description": "the latest rollout as the decision log tells it",
-            "required": ["started_at", "windows"],
-            "properties": {
-                "started_at": _TEXT_OR_NULL,
-                "windows": {"type": "integer", "minimum": 0, "description": "windows judged since the start"},
-                "ended_at": _TEXT_OR_NULL,
-                "ended_by": {"enum": ["PROMOTE", "ROLLBACK", None]},
-                "actor": _TEXT_OR_NULL,
-            },
-        },
-    },
+_REQUEST_ID = {
+    "x-request-id": _header("the caller's, when well-formed, else a new one; also the body's request_id")
 }
-_REASON = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"reason": {"type": "string", "maxLength": 500}},
-}
+_ETAG = {"ETag": _header("the state's revision, quoted", _ETAG_SCHEMA)}
 
 
-def _mutation(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+def _problem(code: str) -> dict[str, Any]:
     return {
-        "summary": summary,
-        "security": [{"bearer": []}],
-        "parameters": [
-            {
-                "name": "If-Match",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": "the revision (ETag) this change is based on; 412 if it is stale",
-            }
-        ],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
-        "responses": {
-            "200": _STATE,
-            "400": _PROBLEM,
-            "401": _PROBLEM,
-            "403": _PROBLEM,
-            "409": _PROBLEM,
-            "412": _PROBLEM,
-            "422": _PROBLEM,
-            "429": _PROBLEM,
-        },
+        "description": _ERRORS[code],
+        "headers": {**_ERROR_HEADERS.get(code, {}), **_REQUEST_ID},
+        "content": {"application/problem+json": {"schema": ref("Problem")}},
     }
 
 
-def _read(summary: str, role: str | None, content: str = "application/json") -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {"200": {"description": "ok", "content": {content: {"schema": {}}}}},
-    }
+def _ok(description: str, schema: dict[str, Any], media: str = "application/json", **headers: Any) -> Any:
+    answer: dict[str, Any] = {"description": description, "content": {media: {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    ok: dict[str, Any] | None,
+    *,
+    role: str | None = None,
+    errors: tuple[str, ...] = (),
+    **more: Any,
+) -> dict[str, Any]:
+    """One operation; ``role`` adds bearer security and the answers authentication can give (a viewer
+    operation has no 403: every valid token is at least a viewer)."""
+    codes = set(errors)
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, **more}
     if role is not None:
         op["security"] = [{"bearer": []}]
-        op["description"] = f"needs the {role} role"
-        op["responses"].update({"401": _PROBLEM, "403": _PROBLEM, "429": _PROBLEM})
+        op["description"] = (op.get("description", "") + f" Needs the {role} role.").strip()
+        codes |= {"400", "401", "429"} | ({"403"} if role == "operator" else set())
+    op["responses"] = {**({"200": ok} if ok else {}), **{code: _problem(code) for code in sorted(codes)}}
     return op
+
+
+def _body(rule: inputs.Body) -> dict[str, Any]:
+    return {"required": rule.needed, "content": {"application/json": {"schema": rule.schema()}}}
+
+
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": inputs.IF_MATCH_PATTERN},
+    "description": 'the revision (ETag) this change is based on, e.g. "7"; 412 if it is no longer current; '
+    "* or no header: whatever is current",
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "an ETag from an earlier answer: 304 while it is still current",
+}
+_ASSET_ETAG = {"ETag": _header("the file's content hash, for If-None-Match")}
+_NOT_MODIFIED = {
+    "description": "the copy the client holds (If-None-Match) is current",
+    "headers": _ASSET_ETAG,
+}
+
+
+def _mutation(operation_id: str, summary: str, rule: inputs.Body, errors: tuple[str, ...]) -> dict[str, Any]:
+    state = _ok("the new rollout state", ref("RolloutState"), ETag=_ETAG["ETag"])
+    return _operation(
+        operation_id,
+        summary,
+        state,
+        role="operator",
+        errors=("412", "422", *errors),
+        parameters=[_IF_MATCH],
+        requestBody=_body(rule),
+    )
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"type": "string", "description": description}
 
 
 def document(*, metrics_auth: bool) -> dict[str, Any]:
     paths: dict[str, Any] = {
-        "/healthz": {"get": _read("liveness", None)},
+        "/healthz": {"get": _operation("healthz", "liveness", _ok("alive", ref("Health")))},
         "/readyz": {
-            "get": {
-                **_read("readiness: baseline reachable, state loaded", None),
-                "responses": {"200": {"description": "ready"}, "503": _PROBLEM},
-            }
+            "get": _operation(
+                "readyz",
+                "readiness: the state is loaded and the baseline accepts connections (not the candidate)",
+                _ok("ready", ref("Ready")),
+                errors=("503",),
+            )
         },
-        "/metrics": {"get": _read("Prometheus metrics", "viewer" if metrics_auth else None, "text/plain")},
-        "/status": {"get": _read("phase, weights, versions, upstreams, controller, candidate", "viewer")},
+        "/metrics": {
+            "get": _operation(
+                "metrics",
+                "Prometheus metrics",
+                _ok("the exposition", _text("Prometheus text format"), CONTENT_TYPE_LATEST),
+                role="viewer" if metrics_auth else None,
+            )
+        },
+        "/openapi.json": {"get": _operation("openapi", "this document", _ok("OpenAPI 3.1", ref("OpenApi")))},
+        "/status": {
+            "get": _operation(
+                "status",
+                "phase, step, weights, versions, upstreams, the window per version, gates against thresholds",
+                _ok("the proxy and its rollout", ref("Status"), ETag=_ETAG["ETag"]),
+                role="viewer",
+            )
+        },
         "/decisions": {
-            "get": {
-                **_read("the decision log, newest last", "viewer"),
-                "parameters": [
+            "get": _operation(
+                "decisions",
+                "the decision log, newest last",
+                _ok("the newest entries", ref("Decisions")),
+                role="viewer",
+                errors=("422",),
+                parameters=[
                     {
                         "name": "limit",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        "required": False,
+                        "schema": inputs.DECISIONS_LIMIT.schema(),
                     }
                 ],
-            }
+            )
         },
         "/history": {
-            "get": {
-                **_read("recent judged windows, the folded decision timeline, the latest rollout", "viewer"),
-                "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/History"}}},
-                    },
-                    **{code: _PROBLEM for code in ("401", "403", "429")},
-                },
-            }
+            "get": _operation(
+                "history",
+                "recent judged windows, the folded decision timeline, the latest rollout",
+                _ok("the picture of the last hours", ref("History")),
+                role="viewer",
+            )
         },
         "/weights": {
             "put": _mutation(
-                "set the canary weight by hand (pauses the controller)",
-                {
-                    "type": "object",
-                    "required": ["canary"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "canary": {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01},
-                        "reason": {"type": "string", "maxLength": 500},
-                    },
-                },
+                "setWeights",
+                "set the candidate's weight by hand (pauses the controller)",
+                inputs.WEIGHTS,
+                ("409",),
             )
         },
         "/shadow": {
             "put": _mutation(
-                "change the shadow sample",
-                {
-                    "type": "object",
-                    "required": ["sample"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "sample": {"type": "number", "minimum": 0, "maximum": 1},
-                        "reason": {"type": "string", "maxLength": 500},
-                    },
-                },
+                "setShadowSample",
+                "change the share of baseline traffic mirrored to the candidate",
+                inputs.SHADOW,
+                ("409",),
             )
         },
-        "/reports/{name}": {
-            "get": {
-                **_read("a rollout artifact, live", "viewer"),
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"enum": list(ARTIFACTS)},
-                    }
-                ],
-            }
-        },
     }
-    # The status page (no token: the shell and its assets carry no data; the page calls the routes above).
-    paths["/ui"] = {"get": _read("the status page (HTML shell)", None, "text/html")}
-    paths["/ui/bootstrap.json"] = {
-        "get": _read("what the status page needs before its first call: whether tokens are configured", None)
-    }
-    paths["/ui/assets/{name}"] = {
-        "get": {
-            **_read("a status page asset (CSS, JavaScript, icon) shipped in the package", None, "*/*"),
-            "parameters": [
+    for action, summary in inputs.ROLLOUT_ACTIONS.items():
+        paths[f"/rollout/{action}"] = {
+            "post": _mutation(f"rollout_{action}", summary, inputs.ROLLOUT_ACTION, ("409",))
+        }
+    for name in ARTIFACTS:
+        media = ARTIFACT_MEDIA_TYPES[name]
+        schema = _REPORT_SCHEMAS.get(name, _text(f"{name}, as the file of that name in a report folder"))
+        paths[f"/reports/{name}"] = {
+            "get": _operation(
+                f"report_{name.replace('.', '_')}", f"{name}, live", _ok(name, schema, media), role="viewer"
+            )
+        }
+    paths["/reports/{name}"] = {
+        "get": _operation(
+            "report_unknown",
+            "any other report name: there are only the four above",
+            None,
+            role="viewer",
+            errors=("404",),
+            parameters=[
                 {
                     "name": "name",
                     "in": "path",
                     "required": True,
-                    "schema": {"enum": [name for name in MEDIA_TYPES if name != "index.html"]},
+                    "schema": {"type": "string", "not": {"enum": list(ARTIFACTS)}},
                 }
             ],
-        }
+        )
     }
     paths["/config/reload"] = {
-        "post": {
-            "summary": "re-read the config file, as SIGHUP does (operator); a file that does not validate "
-            "changes nothing and is 422 naming the key path",
-            "security": [{"bearer": []}],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {"schema": {"type": "object", "additionalProperties": False}}
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "applied: the sections that changed and the keys that need a restart",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **{code: _PROBLEM for code in ("400", "401", "403", "409", "422", "429")},
-            },
-        }
+        "post": _operation(
+            "reloadConfig",
+            "re-read the config file, as SIGHUP does; a file that does not validate changes nothing and is "
+            "422 naming the key path; 409 when the proxy was not started from a file",
+            _ok("applied: the sections that changed and the keys that need a restart", ref("ConfigReload")),
+            role="operator",
+            errors=("409", "422"),
+            requestBody=_body(inputs.CONFIG_RELOAD),
+        )
     }
-    for action in ("start", "pause", "resume", "promote", "rollback", "rearm"):
-        paths[f"/rollout/{action}"] = {"post": _mutation(f"{action} the rollout (operator)", _REASON)}
+    # The status page: its shell and assets carry no data and need no token; the page calls the routes above.
+    page = MEDIA_TYPES["index.html"]
+    for path in ("/ui", "/ui/"):
+        shell = _operation(
+            "ui" if path == "/ui" else "ui_slash",
+            "the status page (HTML shell)",
+            _ok("the page", _text("HTML"), page, **_ASSET_ETAG),
+            parameters=[_IF_NONE_MATCH],
+        )
+        shell["responses"]["304"] = _NOT_MODIFIED
+        paths[path] = {"get": shell}
+    paths["/ui/bootstrap.json"] = {
+        "get": _operation(
+            "uiBootstrap",
+            "what the status page needs before its first call: whether tokens are configured",
+            _ok("bootstrap", ref("UiBootstrap")),
+        )
+    }
+    assets = [name for name in MEDIA_TYPES if name != "index.html"]
+    asset_answer = {
+        "description": "the asset",
+        "headers": _ASSET_ETAG,
+        "content": {
+            media: {"schema": _text("the file")} for media in sorted({MEDIA_TYPES[a] for a in assets})
+        },
+    }
+    paths["/ui/assets/{name}"] = {
+        "get": _operation(
+            "uiAsset",
+            "a status page asset (CSS, JavaScript, icon) shipped in the package",
+            asset_answer,
+            errors=("404",),
+            parameters=[
+                {"name": "name", "in": "path", "required": True, "schema": {"enum": assets}},
+                _IF_NONE_MATCH,
+            ],
+        )
+    }
+    paths["/ui/assets/{name}"]["get"]["responses"]["304"] = _NOT_MODIFIED
     return {
         "openapi": "3.1.0",
-        "info": {"title": "rollguard admin API", "version": __version__},
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "rollguard admin API",
+            "version": __version__,
+            "description": "Every error is application/problem+json (RFC 9457). A path not listed here is "
+            "404, a method not listed for a path is 405 with Allow; GET paths answer HEAD too.",
+        },
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "request_id": {"type": "string"},
-                    },
-                },
-                "VersionFigures": _VERSION_FIGURES,
-                "History": _HISTORY,
-                "RolloutState": {
-                    "type": "object",
-                    "required": ["revision", "phase", "weight"],
-                    "properties": {
-                        "revision": {"type": "integer"},
-                        "phase": {"enum": ["idle", "shadow", "canary", "paused", "promoted", "rolled_back"]},
-                        "weight": {"type": "number"},
-                        "step": {"type": "integer"},
-                        "rollout_id": {"type": "string"},
-                        "reason": {"type": "string"},
-                    },
-                },
+                **schemas.COMPONENTS,
+                "Health": schemas.HEALTH,
+                "Ready": schemas.READY,
+                "UiBootstrap": schemas.UI_BOOTSTRAP,
+                "OpenApi": schemas.OPENAPI,
             },
         },
     }

@@ -150,3 +150,10 @@ STAGING_REPORT = "staging_report.json"
 CANARY_PLAN = "canary_plan.md"
 ROLLOUT_DECISION = "rollout_decision.txt"
 ARTIFACTS = (SHADOW_EVAL, STAGING_REPORT, CANARY_PLAN, ROLLOUT_DECISION)
+# The media type each is served with: the same bytes as the file, so JSON is JSON and text is UTF-8.
+ARTIFACT_MEDIA_TYPES = {
+    SHADOW_EVAL: "application/json",
+    STAGING_REPORT: "application/json",
+    CANARY_PLAN: "text/markdown; charset=utf-8",
+    ROLLOUT_DECISION: "text/plain; charset=utf-8",
+}

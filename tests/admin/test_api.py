@@ -302,33 +302,3 @@ async def test_metrics_can_require_the_viewer_role(proxy_factory: Any) -> None:
         assert (await c.get("/metrics")).status_code == 401
         ok = await c.get("/metrics", headers={"authorization": f"Bearer {VIEWER_TOKEN}"})
     assert ok.status_code == 200 and "rollguard_canary_weight_percent" in ok.text
-
-
-async def test_the_admin_api_serves_its_openapi_document(proxy: Any) -> None:
-    async with httpx.AsyncClient(base_url=proxy.admin_url) as c:
-        doc = (await c.get("/openapi.json")).json()
-    assert doc["openapi"].startswith("3.1")
-    served = {
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/status",
-        "/decisions",
-        "/history",
-        "/weights",
-        "/shadow",
-        "/reports/{name}",
-        "/config/reload",
-        *(f"/rollout/{a}" for a in ("start", "pause", "resume", "promote", "rollback", "rearm")),
-        "/ui",
-        "/ui/bootstrap.json",
-        "/ui/assets/{name}",
-    }
-    assert set(doc["paths"]) == served
-    # Every documented operation answers (no 404/405/5xx) when called as documented, with an operator.
-    async with proxy.admin_client() as admin:
-        for path, ops in doc["paths"].items():
-            for method in ops:
-                url = path.replace("{name}", "app.js" if path.startswith("/ui/") else "canary_plan.md")
-                r = await admin.request(method.upper(), url)
-                assert r.status_code < 500 and r.status_code not in (404, 405), (method, url, r.status_code)
