@@ -226,6 +226,33 @@ def _parser() -> argparse.ArgumentParser:
     sset.add_argument("--reason", default="")
     client(sset)
 
+    lt = sub.add_parser(
+        "loadtest",
+        help="drive open-loop load at a URL, judge it against SLOs (exit 0 pass, 1 fail), write the report",
+    )
+    lt.add_argument("--target", required=True, metavar="URL", help="where to POST: the proxy or an upstream")
+    lt.add_argument("--config", metavar="FILE", help="take the SLOs from this config's canary.gates")
+    load = lt.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, metavar="R", help="requests per second, held (default 100)")
+    load.add_argument(
+        "--stages", metavar="D:R,...", help="ramps like k6's: 30s:50,2m:200,30s:0 (from 0, to R over D)"
+    )
+    lt.add_argument("--duration", metavar="D", help="with --rate: how long (default 30s)")
+    lt.add_argument("--bodies", metavar="FILE.jsonl", help="one JSON body per line (default: sample model's)")
+    lt.add_argument(
+        "--slo", metavar="SPEC", help="p95=120ms,p99=300ms,errors=1%% (over --config's; default the gates')"
+    )
+    lt.add_argument("--out", metavar="DIR", help="write staging_report.json with the load section here")
+    lt.add_argument("--pid", type=int, help="a local target process whose CPU and RSS to record")
+    lt.add_argument("--concurrency", type=int, default=256, help="most requests in flight (default 256)")
+    lt.add_argument("--timeout", default="10s", metavar="D", help="per request (default 10s)")
+    lt.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'", help="add to every request")
+    lt.add_argument("--seed", type=int, default=7, help="of the sample body generator (default 7)")
+    lt.add_argument(
+        "--admin", metavar="URL", help="fold in this proxy's own staging report (token: $ROLLGUARD_TOKEN)"
+    )
+    lt.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+
     comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     comp.add_argument("shell", choices=["bash", "zsh"])
     return p
@@ -950,6 +977,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shadow":
         body = {"sample": args.sample, "reason": args.reason}
         return _call_and_show(args, "PUT", "/shadow", _print_shadow, body)
+    if args.command == "loadtest":
+        from proxy.app.loadtest import run_loadtest
+        from proxy.demo.sample_model import features_generator
+
+        return run_loadtest(args, sample=features_generator)
     if args.command == "completion":
         print(completion_script(_parser(), args.shell), end="")
         return 0

@@ -24,7 +24,6 @@ import os
 import random
 import secrets
 import sys
-import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,11 +38,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy._tasks import TaskSet
+from proxy.app.loaddriver import pace
 from proxy.app.serve import serve
 from proxy.config.model import Config, Listen
 from proxy.demo.sample_model import RunningModel, features_generator
 from proxy.demo.scenarios import DEMO_CANARY
 from proxy.reports.artifacts import ARTIFACTS, SHADOW_EVAL
+from proxy.reports.load_spec import forever
 
 VERSION_HEADER = "x-rollguard-version"
 _PROBLEM = "application/problem+json"
@@ -144,20 +145,9 @@ class TrafficGenerator:
                 await self._tasks.drain(drain_s)
 
     async def _pace(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
-        interval = 1.0 / self.rps
-        start = time.monotonic()
-        due = 0  # requests due so far; the schedule never drifts with sleep overshoot or slow answers
-        while not stop.is_set():
-            elapsed = time.monotonic() - start
-            for _ in range(int(elapsed / interval) + 1 - due):
-                due += 1
-                self._send_one(session)
-            wait = start + due * interval - time.monotonic()
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), wait)
-                except TimeoutError:
-                    pass
+        # The load test's scheduler: it never drifts with sleep overshoot or slow answers.
+        schedule = ((offset, 0) for offset in forever(self.rps))
+        await pace(schedule, lambda _due, _now, _stage: self._send_one(session), stop=stop)
 
     def _send_one(self, session: aiohttp.ClientSession) -> None:
         if self.in_flight >= self.concurrency:

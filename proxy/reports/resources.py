@@ -78,3 +78,25 @@ def process_figures(started_monotonic: float) -> dict[str, Any]:
         "threads": _status("Threads") or threading.active_count(),
         "python": sys.version.split()[0],
     }
+
+
+def process_usage(pid: int) -> tuple[float, int | None] | None:
+    """CPU seconds used so far (user + system) and the RSS in bytes of process ``pid``, from ``/proc``;
+    None when it is gone or ``/proc`` is not there (RSS alone None when unreadable)."""
+    proc = Path("/proc") / str(pid)
+    try:
+        stat = (proc / "stat").read_text()
+        # The command name, field 2, is in parentheses and may hold spaces: count fields after its end.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of the line
+    except (OSError, ValueError, IndexError):
+        return None
+    rss: int | None = None
+    try:
+        for line in (proc / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return cpu, rss
