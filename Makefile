@@ -35,7 +35,7 @@ lint: $(STAMP)
 
 ## make mutate: mutation testing (mutmut, [tool.mutmut] in pyproject.toml) of the state store, trip-wire,
 ## gates and step decision, PII masker and header hygiene, then the kill rate per module (MUTATE_JOBS=2
-## workers: about 22 min on 2 cores; MODULE=rollout.gates, a dotted module under proxy/, runs one: ~9 min)
+## workers: about 13 min on 2 cores; MODULE=rollout.gates, a dotted module under proxy/, runs one: ~9 min)
 ## Results and the equivalent survivors: benchmarks/results/mutation.md
 MUTATE_JOBS ?= 2
 mutate: $(STAMP)
