@@ -60,7 +60,6 @@ from proxy_config import proxy_config_doc
 from proxy.demo.sample_model import features_generator
 
 HOST = procs.HOST
-_LISTENING = re.compile(r"rollguard listening data=http://(\S+):(\d+) admin=http://(\S+):(\d+)")
 _BIG = 50_000_000  # the tests' 50 MB, in bytes (not MiB), so "holding it" would be ~48 MiB
 _FAULTS = (
     "refused",
@@ -113,13 +112,7 @@ class Proxy:
 
 def start_model(version: str, log_dir: Path) -> tuple[procs.Server, str]:
     """The sample model in its own process (as the benchmark harness runs upstreams), ready to answer."""
-    (port,) = procs.free_ports(1)
-    cmd = [sys.executable, "-m", "proxy.demo.sample_model", "--port", str(port), "--version", version]
-    server = procs.start(f"model-{version}", cmd, log_dir, cwd=REPO)
-    procs.wait_until(
-        lambda: procs.http_call(port, "GET", "/healthz")[0] == 200, [server], 20, f"model {version} answers"
-    )
-    return server, f"http://{HOST}:{port}"
+    return procs.start_sample_model(f"model-{version}", log_dir, "--version", version)
 
 
 def config_doc(work: Path, baseline: str, candidate: str, **overrides: Any) -> dict[str, Any]:
@@ -131,21 +124,8 @@ def start_proxy(work: Path, name: str, doc: dict[str, Any]) -> Proxy:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(path)]
-    server = procs.start(f"proxy-{name}", cmd, work, cwd=REPO)
-    found: list[re.Match[str]] = []
-
-    def listening() -> bool:
-        m = _LISTENING.search(server.stderr_path.read_text(errors="replace"))
-        if m:
-            found.append(m)
-        return m is not None
-
-    try:
-        procs.wait_until(listening, [server], 30, f"proxy {name} listens")
-    except procs.NotReady as exc:
-        procs.stop(server)
-        raise RuntimeError(f"{exc}\n{server.stderr_tail()}") from exc
-    return Proxy(server, f"http://{found[0].group(1)}:{found[0].group(2)}")
+    started = procs.start_rollguard(f"proxy-{name}", cmd, work)
+    return Proxy(started.server, started.data_url)
 
 
 @contextlib.contextmanager

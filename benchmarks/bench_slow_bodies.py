@@ -81,7 +81,6 @@ from proxy_config import proxy_config_doc
 HOST = procs.HOST
 T = TypeVar("T")
 RESULTS_DIR = BENCH / "results"
-_LISTENING = re.compile(r"rollguard listening data=http://(\S+):(\d+) admin=http://(\S+):(\d+)")
 MAX_CONCURRENCY = 100
 TARGET_RATIO = 2.0
 BODY_LENGTH = 1000  # the declared body of every attack request
@@ -329,13 +328,7 @@ class Proxy:
 
 def start_model(log_dir: Path) -> tuple[procs.Server, str]:
     """The sample model in its own process, ready to answer."""
-    (port,) = procs.free_ports(1)
-    cmd = [sys.executable, "-m", "proxy.demo.sample_model", "--port", str(port), "--version", "v1"]
-    server = procs.start("model", cmd, log_dir, cwd=REPO)
-    procs.wait_until(
-        lambda: procs.http_call(port, "GET", "/healthz")[0] == 200, [server], 20, "model answers"
-    )
-    return server, f"http://{HOST}:{port}"
+    return procs.start_sample_model("model", log_dir, "--version", "v1")
 
 
 def config_doc(work: Path, name: str, model: str, limits: dict[str, Any]) -> dict[str, Any]:
@@ -352,21 +345,8 @@ def start_proxy(work: Path, name: str, doc: dict[str, Any]) -> Proxy:
     path = work / f"{slug}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(path)]
-    server = procs.start(f"proxy-{slug}", cmd, work, cwd=REPO)
-    found: list[re.Match[str]] = []
-
-    def listening() -> bool:
-        m = _LISTENING.search(server.stderr_path.read_text(errors="replace"))
-        if m:
-            found.append(m)
-        return m is not None
-
-    try:
-        procs.wait_until(listening, [server], 30, f"proxy {name} listens")
-    except procs.NotReady as exc:
-        procs.stop(server)
-        raise RuntimeError(f"{exc}\n{server.stderr_tail()}") from exc
-    return Proxy(server, int(found[0].group(2)), int(found[0].group(4)))
+    started = procs.start_rollguard(f"proxy-{slug}", cmd, work)
+    return Proxy(started.server, started.data_port, started.admin_port)
 
 
 def _slug(name: str) -> str:

@@ -53,7 +53,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import secrets
 import socket
 import statistics
@@ -91,7 +90,6 @@ WARMUP_S = 1.0  # idle traffic first: pools warm, and the trip-wire has a baseli
 TRIP_TIMEOUT_S = 10.0  # a run without a trip by then is reported as such
 TAIL_S = 0.3  # traffic after the trip: the requests in flight at the trip finish and are counted
 MAX_IN_FLIGHT = 256  # the client's connection limit; far above what 1000/s at a few ms needs
-_LISTENING = re.compile(r"rollguard listening data=http://(\S+):(\d+) admin=http://(\S+):(\d+)")
 
 
 # --- processes ---------------------------------------------------------------------------------------
@@ -113,13 +111,7 @@ def rollguard_cmd() -> list[str]:
 
 
 def start_model(name: str, log_dir: Path, *extra: str) -> tuple[procs.Server, str]:
-    (port,) = procs.free_ports(1)
-    cmd = [sys.executable, "-m", "proxy.demo.sample_model", "--port", str(port), *extra]
-    server = procs.start(name, cmd, log_dir, cwd=REPO)
-    procs.wait_until(
-        lambda: procs.http_call(port, "GET", "/healthz")[0] == 200, [server], 20, f"{name} answers"
-    )
-    return server, f"http://{HOST}:{port}"
+    return procs.start_sample_model(name, log_dir, *extra)
 
 
 @contextlib.contextmanager
@@ -160,26 +152,12 @@ def start_proxy(run_dir: Path, doc: dict[str, Any]) -> Proxy:
     """``rollguard serve --config FILE``, ready once it prints its listening line on stderr."""
     path = run_dir / "rollguard.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    server = procs.start("rollguard", [*rollguard_cmd(), "serve", "--config", str(path)], run_dir, cwd=REPO)
-    found: list[re.Match[str]] = []
-
-    def listening() -> bool:
-        m = _LISTENING.search(server.stderr_path.read_text(errors="replace"))
-        if m:
-            found.append(m)
-        return m is not None
-
-    try:
-        procs.wait_until(listening, [server], 30, "rollguard listens")
-    except procs.NotReady as exc:
-        procs.stop(server)
-        raise RuntimeError(f"{exc}\n{server.stderr_tail()}") from exc
-    m = found[0]
+    started = procs.start_rollguard("rollguard", [*rollguard_cmd(), "serve", "--config", str(path)], run_dir)
     return Proxy(
-        server,
-        data_url=f"http://{m.group(1)}:{m.group(2)}",
-        admin_url=f"http://{m.group(3)}:{m.group(4)}",
-        admin_port=int(m.group(4)),
+        started.server,
+        data_url=started.data_url,
+        admin_url=started.admin_url,
+        admin_port=started.admin_port,
         access_log=Path(doc["logging"]["access_log"]),
     )
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+# What `rollguard serve` prints on stderr once both listeners are bound (port 0 picks free ports).
+LISTENING = re.compile(r"rollguard listening data=http://(\S+):(\d+) admin=http://(\S+):(\d+)")
 
 
 def free_ports(count: int) -> list[int]:
@@ -118,3 +123,50 @@ def accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def start_sample_model(name: str, log_dir: Path, *args: str) -> tuple[Server, str]:
+    """``python -m proxy.demo.sample_model`` on a free port with ``args``, once it answers; and its URL."""
+    (port,) = free_ports(1)
+    cmd = [sys.executable, "-m", "proxy.demo.sample_model", "--port", str(port), *args]
+    server = start(name, cmd, log_dir, cwd=REPO)
+    wait_until(lambda: http_call(port, "GET", "/healthz")[0] == 200, [server], 20, f"{name} answers")
+    return server, f"http://{HOST}:{port}"
+
+
+@dataclass(frozen=True)
+class Rollguard:
+    """A started ``rollguard serve`` and the addresses it printed."""
+
+    server: Server
+    data_url: str
+    admin_url: str
+    data_port: int
+    admin_port: int
+
+    @property
+    def pid(self) -> int:
+        return self.server.popen.pid
+
+
+def start_rollguard(name: str, cmd: Sequence[str], log_dir: Path) -> Rollguard:
+    """Start ``cmd`` (a ``serve --config FILE`` command line) and wait for its listening line."""
+    server = start(name, cmd, log_dir, cwd=REPO)
+    found: list[re.Match[str]] = []
+
+    def listening() -> bool:
+        m = LISTENING.search(server.stderr_path.read_text(errors="replace"))
+        if m:
+            found.append(m)
+        return m is not None
+
+    try:
+        wait_until(listening, [server], 30, f"{name} listens")
+    except NotReady as exc:
+        stop(server)
+        raise RuntimeError(f"{exc}\n{server.stderr_tail()}") from exc
+    m = found[0]
+    data_port, admin_port = int(m.group(2)), int(m.group(4))
+    return Rollguard(
+        server, f"http://{m.group(1)}:{data_port}", f"http://{m.group(3)}:{admin_port}", data_port, admin_port
+    )
