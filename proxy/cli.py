@@ -253,6 +253,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     lt.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
 
+    sr = sub.add_parser(
+        "staging-report",
+        help="fold a k6 or Locust run into staging_report.json, judged against SLOs (exit 0 pass, 1 fail)",
+    )
+    sr.add_argument("--k6", metavar="summary.json", help="k6's --summary-export file or handleSummary JSON")
+    sr.add_argument("--locust", metavar="stats.csv", help="Locust's PREFIX_stats.csv (from --csv PREFIX)")
+    sr.add_argument("--config", metavar="FILE", help="take the SLOs from this config's canary.gates")
+    sr.add_argument(
+        "--slo", metavar="SPEC", help="p95=120ms,p99=300ms,errors=1%% (over --config's; default the gates')"
+    )
+    sr.add_argument(
+        "--admin", metavar="URL", help="fold in this proxy's own staging report (token: $ROLLGUARD_TOKEN)"
+    )
+    sr.add_argument("--out", required=True, metavar="DIR", help="write staging_report.json here")
+
+    contract = sub.add_parser("contract", help="compare two versions of a route's request or response schema")
+    csub = contract.add_subparsers(dest="action", required=True)
+    cdiff = csub.add_parser(
+        "diff", help="breaking changes from OLD to NEW in the readers' terms (exit 0 compatible, 1 breaking)"
+    )
+    cdiff.add_argument("old", metavar="OLD.json")
+    cdiff.add_argument("new", metavar="NEW.json")
+    cdiff.add_argument(
+        "--kind",
+        choices=("request", "response"),
+        help="who reads the schema: the model (request) or consumers (response); default: NEW's file name",
+    )
+    cdiff.add_argument(
+        "-o", "--output", choices=OUTPUTS, default="table", help="table (default): one line per change; json"
+    )
+
     comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     comp.add_argument("shell", choices=["bash", "zsh"])
     return p
@@ -982,6 +1013,14 @@ def main(argv: list[str] | None = None) -> int:
         from proxy.demo.sample_model import features_generator
 
         return run_loadtest(args, sample=features_generator)
+    if args.command == "staging-report":
+        from proxy.app.staging_report import run_staging_report
+
+        return run_staging_report(args)
+    if args.command == "contract":
+        from proxy.app.contract import run_contract_diff
+
+        return run_contract_diff(args)
     if args.command == "completion":
         print(completion_script(_parser(), args.shell), end="")
         return 0

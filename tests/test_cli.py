@@ -24,7 +24,7 @@ from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
 
 SUBCOMMANDS = (
     "serve check-config backtest demo status decisions weights rollout keygen sign verify hash-key report "
-    "wait reload shadow completion"
+    "wait reload shadow completion loadtest staging-report contract"
 ).split()
 BOUND = 30  # seconds any one command may take
 
@@ -210,7 +210,7 @@ def test_completion_scripts_name_every_subcommand_and_bash_accepts_its_own() -> 
     offered = subprocess.run(
         [bash, "-c", probe], capture_output=True, text=True, timeout=BOUND
     ).stdout.splitlines()
-    assert offered[0] == "status"
+    assert offered[0].split() == ["status", "staging-report"]
     assert {"start", "promote", "rollback", "--reason"} <= set(offered[1].split())
     assert offered[2].split() == ["table", "json"]
     assert offered[3] == "latency"

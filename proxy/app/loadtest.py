@@ -124,7 +124,7 @@ def _plan(args: argparse.Namespace, sample: SampleBody) -> Plan:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency {args.concurrency}: expected at least 1")
     timeout_s = _duration("--timeout", args.timeout)
-    slos, source = _slos(args)
+    slos, source = slos_from_args(args)
     if args.bodies:
         bodies, bodies_source = _jsonl_bodies(Path(args.bodies))
     else:
@@ -156,8 +156,9 @@ def _duration(flag: str, text: str) -> float:
         raise UsageError(f"{flag} {exc}") from exc
 
 
-def _slos(args: argparse.Namespace) -> tuple[tuple[Slo, ...], str]:
-    """``--slo`` over the config's ``canary.gates``; with neither, the gates' own defaults."""
+def slos_from_args(args: argparse.Namespace) -> tuple[tuple[Slo, ...], str]:
+    """``--slo`` over the config's ``canary.gates``; with neither, the gates' own defaults. Also read by
+    ``rollguard staging-report``, so both commands judge by the same SLOs."""
     if args.config:
         from proxy.config.load import load_config
 
@@ -361,36 +362,38 @@ async def _conclude(
             "passed": passed,
             "resources": {"driver": driver, "target": watches[1].to_json(wall) if len(watches) > 1 else None},
         }
-        document = await _document(plan, load, started_at)
-        path = _write(plan.out, document)
+        document = await staging_document(plan.admin, {"load": load}, started_at)
+        path = write_report(plan.out, document)
         print(f"wrote {path}")
     return EXIT_PASS if passed else EXIT_FAIL
 
 
-async def _document(plan: Plan, load: dict[str, Any], started_at: str) -> dict[str, Any]:
-    """The proxy's staging report with the ``load`` section in it (``--admin``), or the load run alone in
-    the report's frame."""
-    if plan.admin:
+async def staging_document(
+    admin: str | None, sections: Mapping[str, Any], since: str | None
+) -> dict[str, Any]:
+    """The proxy's staging report at ``admin`` with ``sections`` (``load``, ...) in it, or with no
+    ``admin`` (or no report there) the sections alone in the report's frame."""
+    if admin:
         token = os.environ.get("ROLLGUARD_TOKEN")
         headers = {"authorization": f"Bearer {token}"} if token else {}
         try:
-            async with httpx.AsyncClient(base_url=plan.admin, headers=headers, timeout=30.0) as client:
+            async with httpx.AsyncClient(base_url=admin, headers=headers, timeout=30.0) as client:
                 resp = await client.get(f"/reports/{STAGING_REPORT}")
             if resp.status_code == 200:
                 doc: dict[str, Any] = resp.json()
-                doc["load"] = load
+                doc.update(sections)
                 return doc
             why = f"{resp.status_code} {resp.text[:200]}"
         except (httpx.HTTPError, ValueError) as exc:
             why = str(exc)
         print(
-            f"rollguard: --admin {plan.admin}: no staging report ({why}); writing the load run alone",
+            f"rollguard: --admin {admin}: no staging report ({why}); writing the load figures alone",
             file=sys.stderr,
         )
-    return {"format": FORMAT, "generated_at": utc_now(), "since": started_at, "load": load}
+    return {"format": FORMAT, "generated_at": utc_now(), "since": since, **sections}
 
 
-def _write(folder: Path, document: dict[str, Any]) -> Path:
+def write_report(folder: Path, document: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / STAGING_REPORT
     tmp = target.with_name(f".{STAGING_REPORT}.tmp")
