@@ -284,6 +284,31 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", choices=OUTPUTS, default="table", help="table (default): one line per change; json"
     )
 
+    pf = sub.add_parser(
+        "preflight", help="the staging checklist: one PASS/FAIL line per check (exit 0 only when all pass)"
+    )
+    pf.add_argument("--config", required=True, metavar="FILE", help="the config to check")
+    pf.add_argument(
+        "--bodies", metavar="FILE.jsonl", help="its first line is the sample body (default: sample model's)"
+    )
+    pf.add_argument(
+        "--tls-warn", default="14d", metavar="D", help="fail certificates expiring within D (default 14d)"
+    )
+    pf.add_argument(
+        "--admin", metavar="URL", help="a running proxy's admin: /metrics, /readyz (token: $ROLLGUARD_TOKEN)"
+    )
+    pf.add_argument("--cacert", metavar="FILE", help="PEM bundle of CAs to trust for an https:// --admin")
+    pf.add_argument(
+        "--rehearse", action="store_true", help="with --admin: weight 1%% -> rollback -> 0 on an idle rollout"
+    )
+    pf.add_argument("--rehearse-within", default="5s", metavar="D", help="the rollback's bound (default 5s)")
+    pf.add_argument(
+        "--rules",
+        default="config/prometheus/rollguard-rules.yml",
+        metavar="FILE",
+        help="alert rules for promtool check rules (default config/prometheus/rollguard-rules.yml)",
+    )
+
     comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     comp.add_argument("shell", choices=["bash", "zsh"])
     return p
@@ -1021,6 +1046,11 @@ def main(argv: list[str] | None = None) -> int:
         from proxy.app.contract import run_contract_diff
 
         return run_contract_diff(args)
+    if args.command == "preflight":
+        from proxy.app.preflight import run_preflight
+        from proxy.demo.sample_model import features_generator
+
+        return run_preflight(args, sample=features_generator)
     if args.command == "completion":
         print(completion_script(_parser(), args.shell), end="")
         return 0

@@ -24,7 +24,7 @@ from tests.helpers.tokens import OPERATOR_TOKEN, VIEWER_TOKEN
 
 SUBCOMMANDS = (
     "serve check-config backtest demo status decisions weights rollout keygen sign verify hash-key report "
-    "wait reload shadow completion loadtest staging-report contract"
+    "wait reload shadow completion loadtest staging-report contract preflight"
 ).split()
 BOUND = 30  # seconds any one command may take
 
