@@ -191,13 +191,15 @@ def _headers(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _jsonl_bodies(path: Path) -> tuple[BodySource, str]:
-    """One request body per non-blank line, sent as written, in order, round and round."""
+def read_bodies(path: Path) -> list[tuple[int, bytes]]:
+    """The ``--bodies`` file: (line number, body) for every non-blank line, each checked to be JSON and
+    kept as written. UsageError naming the file (and the line) when it cannot be read, a line is not JSON
+    or there is no body at all."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"--bodies {path}: {exc.strerror or exc}") from exc
-    lines: list[bytes] = []
+    bodies: list[tuple[int, bytes]] = []
     for number, line in enumerate(raw.splitlines(), 1):
         text = line.strip()
         if not text:
@@ -206,9 +208,15 @@ def _jsonl_bodies(path: Path) -> tuple[BodySource, str]:
             orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise UsageError(f"--bodies {path} line {number}: not JSON ({exc})") from exc
-        lines.append(text)
-    if not lines:
+        bodies.append((number, text))
+    if not bodies:
         raise UsageError(f"--bodies {path}: no request bodies in it")
+    return bodies
+
+
+def _jsonl_bodies(path: Path) -> tuple[BodySource, str]:
+    """One request body per non-blank line, sent as written, in order, round and round."""
+    lines = [body for _, body in read_bodies(path)]
     index = 0
     no_headers: Mapping[str, str] = {}
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
+from proxy.app.loadtest import UsageError, read_bodies
 from proxy.app.preflight_checks import (
     Admin,
     CheckResult,
@@ -58,10 +57,6 @@ if TYPE_CHECKING:
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 SAMPLE_SEED = 7  # the sample generator's draw: the same body on every run
-
-
-class UsageError(ValueError):
-    """A bad argument or a config that does not load; the message names it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,20 +131,8 @@ def _admin_verify(cacert: str | None) -> ssl.SSLContext | bool:
 
 
 def _first_body(path: Path) -> SampleRequest:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--bodies {path}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(raw.splitlines(), 1):
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise UsageError(f"--bodies {path} line {number}: not JSON ({exc})") from exc
-        return SampleRequest(text, {}, f"{path.name} line {number}")
-    raise UsageError(f"--bodies {path}: no request body in it")
+    number, body = read_bodies(path)[0]
+    return SampleRequest(body, {}, f"{path.name} line {number}")
 
 
 async def run_checks(plan: Plan, emit: Callable[[CheckResult], None]) -> list[CheckResult]:

@@ -430,15 +430,23 @@ def _problem(resp: httpx.Response) -> str:
     return _quoted(str(detail)) + hint
 
 
-async def check_metrics(admin: Admin) -> CheckResult:
-    name = "admin /metrics"
+async def _admin_get(admin: Admin, name: str, path: str) -> httpx.Response | CheckResult:
+    """``GET path`` on the admin listener: its 200 answer, or the failed check saying why there is none."""
     try:
         async with admin.client() as client:
-            resp = await client.get("/metrics")
+            resp = await client.get(path)
     except httpx.HTTPError as exc:
         return failed(name, f"cannot reach {admin.url}: {printable(str(exc)) or type(exc).__name__}")
     if resp.status_code != 200:
-        return failed(name, f"GET /metrics -> {resp.status_code}: {_problem(resp)}")
+        return failed(name, f"GET {path} -> {resp.status_code}: {_problem(resp)}")
+    return resp
+
+
+async def check_metrics(admin: Admin) -> CheckResult:
+    name = "admin /metrics"
+    resp = await _admin_get(admin, name, "/metrics")
+    if isinstance(resp, CheckResult):
+        return resp
     try:
         families = [f.name for f in text_string_to_metric_families(resp.text)]
     except ValueError as exc:
@@ -451,13 +459,9 @@ async def check_metrics(admin: Admin) -> CheckResult:
 
 async def check_readyz(admin: Admin) -> CheckResult:
     name = "admin /readyz"
-    try:
-        async with admin.client() as client:
-            resp = await client.get("/readyz")
-    except httpx.HTTPError as exc:
-        return failed(name, f"cannot reach {admin.url}: {printable(str(exc)) or type(exc).__name__}")
-    if resp.status_code != 200:
-        return failed(name, f"GET /readyz -> {resp.status_code}: {_problem(resp)}")
+    resp = await _admin_get(admin, name, "/readyz")
+    if isinstance(resp, CheckResult):
+        return resp
     try:
         said = str(resp.json().get("status", "ready"))
     except (ValueError, AttributeError):
