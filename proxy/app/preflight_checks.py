@@ -556,7 +556,9 @@ async def _restore(client: httpx.AsyncClient, ours: int | None) -> str:
 
 async def rehearse_rollback(admin: Admin, *, within_s: float) -> CheckResult:
     """Weight 1% -> rollback -> weight 0 within ``within_s`` seconds, then re-arm back to idle; only on a
-    rollout that is idle at weight 0, so a live rollout is never disturbed. Each move names the revision it
+    rollout that is idle at weight 0, so a live rollout is never disturbed. An idle rollout's id has carried
+    no traffic (a start, a re-arm and a new candidate each draw a new one), so the rehearsal's users and
+    decisions are its own, and the re-arm leaves the next rollout a new id again. Each move names the revision it
     expects (If-Match), so one made by anybody else meanwhile is refused, not overwritten; every move is a
     decision-log entry with the reason :data:`REHEARSAL_REASON`."""
     name = "rollback rehearsal"
@@ -597,6 +599,7 @@ async def rehearse_rollback(admin: Admin, *, within_s: float) -> CheckResult:
         return failed(name, f"re-armed, but the rollout is {after['phase']} at {after['weight']:g}%")
     return passed(
         name,
-        f"weight 1% -> rollback -> 0% in {_ms(took)} (bound {within_s:g}s), re-armed: idle at 0%; "
+        f"weight 1% -> rollback -> 0% in {_ms(took)} (bound {within_s:g}s) on rollout "
+        f"{rollout.get('rollout_id')}, re-armed as rollout {after.get('rollout_id')}: idle at 0%; "
         f"decision log: set_weight, ROLLBACK, rearm ({REHEARSAL_REASON!r})",
     )

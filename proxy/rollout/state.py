@@ -330,7 +330,10 @@ def wait_for_operator(state: RolloutState, *, now: str, reason: str) -> RolloutS
 
 
 def rearm(state: RolloutState, *, now: str, reason: str = "") -> RolloutState:
-    """Release a rolled-back latch: back to idle at weight 0, ready for a new start."""
+    """Release a rolled-back latch: back to idle at weight 0, ready for a new start, under a new rollout id.
+
+    The id is new so nothing done while idle (a weight set by hand, a preflight rehearsal) is recorded
+    under the rolled-back rollout's id, with its artifacts and timeline."""
     if state.phase is not Phase.ROLLED_BACK:
         raise IllegalTransition(f"only a rolled-back rollout can be re-armed, not {state.phase.value}")
     return _moved(
@@ -338,6 +341,7 @@ def rearm(state: RolloutState, *, now: str, reason: str = "") -> RolloutState:
         now,
         0.0,
         reason or "re-armed by an operator",
+        rollout_id=new_rollout_id(),
         phase=Phase.IDLE,
         weight_bp=0,
         step=-1,

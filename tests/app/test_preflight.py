@@ -291,8 +291,17 @@ async def test_a_rollback_rehearsal_on_a_real_proxy(live: tuple[RunningProxy, Pa
         rollout = (await admin.get("/status")).json()["rollout"]
         decisions = (await admin.get("/decisions?limit=20")).json()["decisions"]
     assert (rollout["phase"], rollout["weight"]) == ("idle", 0)
-    rehearsed = [d["action"] for d in decisions if d.get("reason") == REHEARSAL_REASON]
-    assert rehearsed == ["set_weight", "ROLLBACK", "rearm"], decisions
+    rehearsed = [d for d in decisions if d.get("reason") == REHEARSAL_REASON]
+    assert [d["action"] for d in rehearsed] == ["set_weight", "ROLLBACK", "rearm"], decisions
+    # A dedicated rollout id: the weight and the rollback are recorded under one id nothing else used, and
+    # the re-arm leaves the next rollout another.
+    rehearsal_id = rehearsed[0]["state"]["rollout_id"]
+    assert rehearsed[1]["state"]["rollout_id"] == rehearsal_id
+    assert rehearsed[2]["state"]["rollout_id"] == rollout["rollout_id"] != rehearsal_id
+    others = [d for d in decisions if d not in rehearsed and "state" in d]
+    assert all(d["state"]["rollout_id"] != rehearsal_id for d in others), decisions
+    detail = run.detail("rollback rehearsal")
+    assert f"on rollout {rehearsal_id}, re-armed as rollout {rollout['rollout_id']}" in detail, run
 
 
 async def test_a_rehearsal_never_touches_a_live_rollout(live: tuple[RunningProxy, Path]) -> None:

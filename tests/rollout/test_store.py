@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from proxy.errors import IllegalTransition, RevisionMismatch
-from proxy.rollout.state import Phase, RolloutState, initial, reconcile_candidate, set_weight
+from proxy.rollout.state import Phase, RolloutState, initial, rearm, reconcile_candidate, set_weight
 from proxy.rollout.store import FileStateStore, MemoryStateStore, open_store
 from tests.helpers.config import config_doc, write_config
 from tests.helpers.models import Models
@@ -88,6 +88,16 @@ def test_set_weight(phase: Phase, bp: int, after: Phase) -> None:
     assert (s.phase, s.weight_bp, s.revision, s.updated_at, s.reason) == (after, bp, 8, LATER, "because")
     assert s.rollout_id == before.rollout_id  # a hand-set weight keeps the same users
     assert before.weight_bp == 500  # immutable: the old state is untouched
+
+
+def test_rearm_is_idle_at_zero_under_a_new_rollout_id() -> None:
+    before = state(phase=Phase.ROLLED_BACK, weight_bp=0, step=2, passes=3, failed_windows=2)
+    s = rearm(before, now=LATER)
+    assert (s.phase, s.weight_bp, s.step, s.passes, s.failed_windows) == (Phase.IDLE, 0, -1, 0, 0)
+    # Whatever happens while idle (a hand-set weight, a preflight rehearsal) is not the rolled-back rollout's.
+    assert s.rollout_id != before.rollout_id
+    with pytest.raises(IllegalTransition, match="only a rolled-back rollout"):
+        rearm(state(phase=Phase.PAUSED), now=LATER)
 
 
 def test_set_weight_from_rolled_back_is_illegal() -> None:
