@@ -334,11 +334,31 @@ SHADOW_EVAL = _object(
                     "distribution_shift": {"type": "object"},
                     "fields": {},
                     "segments": {},
+                    "fairness": {
+                        "type": "object",
+                        "description": "the per-segment spot-check: decision-rate gaps between segments "
+                        "per version, the segment the candidate moves most against the median segment, "
+                        "and the segments flagged by simultaneous intervals",
+                    },
                     "latency_ms": _per_role({"type": "object"}),
+                    "latency_ratio": _object(
+                        {
+                            "pairs": _COUNT,
+                            "geomean": _NUMBER_OR_NULL,
+                            "log_mean": _NUMBER_OR_NULL,
+                            "log_sd": _NUMBER_OR_NULL,
+                        }
+                    ),
                     "errors": _per_role({"type": "object", "additionalProperties": _COUNT}),
                     "status_mismatches": _COUNT,
                     "status_mismatch_pairs": {"type": "object", "additionalProperties": _COUNT},
                     "schema_violations": _per_role(_COUNT),
+                    "compat": {
+                        "type": "object",
+                        "description": "routes[].compat_schemas name -> the candidate's mirrored answers "
+                        "checked against it and those that broke it (the baseline's are not checked)",
+                        "additionalProperties": _object({"checked": _COUNT, "violations": _COUNT}),
+                    },
                     "policy_violations": _per_role(_COUNT),
                 }
             ),

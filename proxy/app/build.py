@@ -210,6 +210,7 @@ def prime(metrics: ProxyMetrics, config: Config) -> None:
     metrics.prime(
         [r.name for r in config.routes],
         {"baseline": config.baseline.version, "candidate": config.candidate.version},
+        {r.name: [s.name for s in r.compat_schemas] for r in config.routes if r.compat_schemas},
     )
 
 

@@ -84,9 +84,13 @@ def check_schemas(config: Config) -> CheckResult:
     name = "schemas"
     compiled: list[str] = []
     for i, route in enumerate(config.routes):
-        for key, file in (
-            ("request_schema", route.request_schema),
-            ("response_schema", route.response_schema),
+        for key, file, label in (
+            ("request_schema", route.request_schema, "request"),
+            ("response_schema", route.response_schema, "response"),
+            *(
+                (f"compat_schemas[{j}]", s.path, f"compat {s.name}")
+                for j, s in enumerate(route.compat_schemas)
+            ),
         ):
             if file is None:
                 continue
@@ -94,7 +98,7 @@ def check_schemas(config: Config) -> CheckResult:
                 Contract.from_file(file)
             except (OSError, ValueError) as exc:  # jsonschema-rs raises ValueError for what it cannot build
                 return failed(name, f"routes[{i}].{key} ({route.name}): {file} does not compile: {exc}")
-            compiled.append(f"{route.name} {key.removesuffix('_schema')}")
+            compiled.append(f"{route.name} {label}")
     if not compiled:
         return skipped(name, "no route has a request_schema or response_schema")
     return passed(name, f"{len(compiled)} compile ({', '.join(compiled)})")
@@ -558,9 +562,9 @@ async def rehearse_rollback(admin: Admin, *, within_s: float) -> CheckResult:
     """Weight 1% -> rollback -> weight 0 within ``within_s`` seconds, then re-arm back to idle; only on a
     rollout that is idle at weight 0, so a live rollout is never disturbed. An idle rollout's id has carried
     no traffic (a start, a re-arm and a new candidate each draw a new one), so the rehearsal's users and
-    decisions are its own, and the re-arm leaves the next rollout a new id again. Each move names the revision it
-    expects (If-Match), so one made by anybody else meanwhile is refused, not overwritten; every move is a
-    decision-log entry with the reason :data:`REHEARSAL_REASON`."""
+    decisions are its own, and the re-arm leaves the next rollout a new id again. Each move names the
+    revision it expects (If-Match), so one made by anybody else meanwhile is refused, not overwritten;
+    every move is a decision-log entry with the reason :data:`REHEARSAL_REASON`."""
     name = "rollback rehearsal"
     async with admin.client() as client:
         try:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from proxy._types import Role
@@ -30,6 +31,7 @@ from proxy.config.model import (
     AdminConfig,
     AdminToken,
     CanaryConfig,
+    CompatSchema,
     Config,
     ForwardedConfig,
     GatesConfig,
@@ -79,6 +81,7 @@ def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> 
         methods=frozenset(raw.get("methods", ["POST"])),
         request_schema=schemas["request_schema"],
         response_schema=schemas["response_schema"],
+        compat_schemas=_compat_schemas(raw.get("compat_schemas", []), base, at),
         score=raw.get("score"),
         decision_threshold=float(raw.get("decision_threshold", 0.5)),
         sticky_key=sticky,
@@ -89,6 +92,29 @@ def _route(raw: dict[str, Any], i: int, base: Path, default_deadline: float) -> 
         deadline=parse_duration(raw["deadline"]) if "deadline" in raw else default_deadline,
         auth=route_auth(raw.get("auth")),
     )
+
+
+def _compat_schemas(raw: list[str], base: Path, at: str) -> tuple[CompatSchema, ...]:
+    """``routes[i].compat_schemas``: each file checked like ``response_schema``, each named by its file
+    name without the extension (the metric's ``schema`` label), so two that share a name are an error."""
+    out: list[CompatSchema] = []
+    for j, value in enumerate(raw):
+        here = f"{at}.compat_schemas[{j}]"
+        file = _path(value, base, here)
+        _check_schema_file(file, here)
+        # From the name as configured, not the resolved file: a symlink does not rename the series.
+        name = Path(value).stem
+        for k, earlier in enumerate(out):
+            if earlier.path == file:
+                raise ConfigError(here, f"{file} is already {at}.compat_schemas[{k}]")
+            if earlier.name == name:
+                raise ConfigError(
+                    here,
+                    f"{value!r} has the schema label {name!r} of {at}.compat_schemas[{k}] "
+                    "(the label is the file name without its extension): rename one of the files",
+                )
+        out.append(CompatSchema(name=name, path=file))
+    return tuple(out)
 
 
 def _check_schema_file(file: Path, path: str) -> None:
@@ -102,6 +128,12 @@ def _check_schema_file(file: Path, path: str) -> None:
         Draft202012Validator.check_schema(doc)
     except Exception as exc:  # jsonschema's SchemaError; message names the bad keyword
         raise ConfigError(path, f"{file} is not a valid JSON Schema: {getattr(exc, 'message', exc)}") from exc
+    try:
+        # What the data plane compiles, once more here: a $ref that resolves nowhere passes the check above
+        # and would otherwise fail the start or the reload without naming the key.
+        jsonschema_rs.Draft202012Validator(doc)
+    except ValueError as exc:  # jsonschema-rs's ValidationError
+        raise ConfigError(path, f"{file} does not compile: {getattr(exc, 'message', exc)}") from exc
 
 
 def _upstream(raw: dict[str, Any], role: Role, base: Path) -> UpstreamConfig:

@@ -130,12 +130,22 @@ class RouteAuth:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CompatSchema:
+    """One of ``routes[].compat_schemas``: an older response schema that some consumers still read."""
+
+    name: str  # the ``schema`` label: the configured file name without its extension, unique per route
+    path: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteConfig:
     name: str
     path: str  # exact, or a prefix ending in "*"
     methods: frozenset[str] = frozenset({"POST"})
     request_schema: Path | None = None
     response_schema: Path | None = None
+    # Checked against the candidate's inspected 2xx JSON answers and counted; never changes an answer.
+    compat_schemas: tuple[CompatSchema, ...] = ()
     score: str | None = None  # JSON pointer to the model's numeric output
     decision_threshold: float = 0.5
     sticky_key: StickyKey | None = None  # None: each request draws at random

@@ -92,6 +92,13 @@ class Contract:
             return _unchecked(exc)
         return self.explain(doc)
 
+    def accepts(self, doc: Any) -> bool:
+        """Whether ``doc`` meets the schema: ``check`` without the explanation (a count needs no message)."""
+        try:
+            return bool(self._validator.is_valid(doc))
+        except ValueError:
+            return False  # too deep to check: what cannot be checked does not meet the contract
+
     def explain(self, doc: Any) -> Violation:
         try:
             for err in self._validator.iter_errors(doc):
@@ -124,11 +131,26 @@ def needs_body(key: StickyKey | None) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class CompatContract:
+    """One of the route's ``compat_schemas``, compiled: an older response schema consumers still read."""
+
+    name: str  # the ``schema`` label of rollguard_compat_violations_total
+    contract: Contract
+
+
+def compat_breaches(compat: tuple[CompatContract, ...], doc: Any) -> tuple[str, ...]:
+    """The names of the compat schemas that ``doc`` does not meet, in configured order."""
+    return tuple(c.name for c in compat if not c.contract.accepts(doc))
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRoute:
     route: RouteConfig
     request_contract: Contract | None
     response_contract: Contract | None
     inspect_bytes: int
+    # Checked against the candidate's inspected answers only; empty for a route without compat_schemas.
+    compat: tuple[CompatContract, ...] = ()
 
     @classmethod
     def build(cls, route: RouteConfig, inspect_bytes: int) -> CompiledRoute:
@@ -137,6 +159,9 @@ class CompiledRoute:
             request_contract=Contract.from_file(route.request_schema) if route.request_schema else None,
             response_contract=Contract.from_file(route.response_schema) if route.response_schema else None,
             inspect_bytes=inspect_bytes,
+            compat=tuple(
+                CompatContract(name=s.name, contract=Contract.from_file(s.path)) for s in route.compat_schemas
+            ),
         )
 
     @property

@@ -84,6 +84,8 @@ class ModelBehavior:
     - ``schema_break_rate``: share of successful infers whose body breaks ``infer_response.json`` (half a
       score of 1.7, half no ``score`` at all).
     - ``seed``: seeds the model's own ``random.Random`` for the latency, error and break draws.
+    - ``region_drift``: extra drift for the requests of some regions only (``{"br-ne": 0.8}``), a candidate
+      that moves one group's decision rate and leaves the others alone.
     """
 
     version: str
@@ -93,6 +95,7 @@ class ModelBehavior:
     error_rate: float = 0.0
     schema_break_rate: float = 0.0
     seed: int | None = None
+    region_drift: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, str) or not self.version:
@@ -102,6 +105,13 @@ class ModelBehavior:
             # The chained comparison is False for NaN, so non-finite values are rejected too.
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        if not isinstance(self.region_drift, dict):
+            raise ValueError("region_drift must be an object of region -> drift")
+        for region, value in self.region_drift.items():
+            if region not in REGIONS:
+                raise ValueError(f"region_drift: unknown region {region!r} (one of {', '.join(REGIONS)})")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not -50.0 <= value <= 50.0:
+                raise ValueError(f"region_drift.{region} must be a number in [-50.0, 50.0], got {value!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError("seed must be an integer or null")
 
@@ -228,7 +238,8 @@ class SampleModel:
         # Draws happen in a fixed order per valid request, so a seeded run is reproducible when sequential.
         if self._rng.random() < b.error_rate:
             return _json(500, {"error": "injected failure", "model_version": b.version})
-        score = round(score_features(doc["features"], b.drift), 6)
+        drift = b.drift + b.region_drift.get(doc["features"]["region"], 0.0)
+        score = round(score_features(doc["features"], drift), 6)
         body: dict[str, Any] = {
             "score": score,
             "decision": score >= 0.5,
@@ -379,6 +390,16 @@ async def _serve(behavior: ModelBehavior, host: str, port: int) -> None:
         await running.close()
 
 
+def _region_drift(text: str) -> tuple[str, float]:
+    region, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return region.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected REGION=DRIFT, got {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m proxy.demo.sample_model --port 9001 --version v1 [...]``: serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -389,9 +410,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--version", default="v1")
     for field in dataclasses.fields(ModelBehavior)[1:]:
+        if field.name == "region_drift":
+            parser.add_argument(
+                "--region-drift",
+                type=_region_drift,
+                action="append",
+                default=[],
+                metavar="REGION=DRIFT",
+                help="extra drift for one region's requests (repeatable), e.g. br-ne=0.8",
+            )
+            continue
         kind = int if field.name == "seed" else float
         parser.add_argument("--" + field.name.replace("_", "-"), type=kind, default=field.default)
     args = vars(parser.parse_args(argv))
+    args["region_drift"] = dict(args["region_drift"])
     host, port = args.pop("host"), args.pop("port")
     try:
         behavior = ModelBehavior(**args)

@@ -8,7 +8,7 @@ status codes and fixed kinds. Never a client id, key or raw path. Label children
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -199,6 +199,14 @@ class ProxyMetrics:
             ["route", "role", "version", "direction"],
             registry=registry,
         )
+        self.compat_violations = Counter(
+            "rollguard_compat_violations",
+            "Candidate answers (served in canary, or mirrored in shadow) that break one of the route's "
+            "compat_schemas, the older response schemas consumers still read; schema is the file name "
+            "without its extension. Counted only; the answer is unchanged. The baseline is not checked.",
+            ["route", "schema"],
+            registry=registry,
+        )
         self.canary_weight = Gauge(
             "rollguard_canary_weight_percent",
             "Share of matching traffic routed to the candidate.",
@@ -367,6 +375,8 @@ class ProxyMetrics:
             self.exchange(route, role, version).upstream_duration.observe(att.elapsed)
             if att.violation is not None:
                 self.schema_violation(route, role, version, "response")
+            if att.compat:
+                self.compat_violation(route, att.compat)
             kind = att.failure_kind
             if kind is not None:
                 self.upstream_error(route, role, version, kind)
@@ -391,6 +401,10 @@ class ProxyMetrics:
 
     def schema_violation(self, route: str, role: str, version: str, direction: str) -> None:
         self.schema_violations.labels(route, role, version, direction).inc()
+
+    def compat_violation(self, route: str, schemas: Iterable[str]) -> None:
+        for schema in schemas:
+            self.compat_violations.labels(route, schema).inc()
 
     def rejected(self, listener: str, code: int, reason: str) -> None:
         self.rejected_total.labels(listener, str(code), reason).inc()
@@ -424,13 +438,22 @@ class ProxyMetrics:
         for p in phases:
             self.rollout_phase.labels(p).set(1 if p == phase else 0)
 
-    def prime(self, routes: Iterable[str], versions: dict[str, str]) -> None:
+    def prime(
+        self,
+        routes: Iterable[str],
+        versions: dict[str, str],
+        compat: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         """Create the zero-valued series for every known label set, so rate() has a start point.
 
         A counter series born at 1 hides its first increment from rate() and increase(): the first
         rollback, the first open circuit or the first dropped mirror would never alert. So every
-        bounded label set of the counters that alerts watch exists at 0 from the start.
+        bounded label set of the counters that alerts watch exists at 0 from the start. ``compat`` maps a
+        route to its compat schemas' names.
         """
+        for route, schemas in (compat or {}).items():
+            for schema in schemas:
+                self.compat_violations.labels(route, schema)
         configured = list(routes)
         for route in [*configured, "unmatched"]:
             for role, version in versions.items():

@@ -1,9 +1,10 @@
 """The staging report (``staging_report.json``): what a reviewer reads before promoting.
 
 Per route and version: requests and their status codes, client-facing and upstream latency quantiles,
-upstream failures by kind, request and response contract breaches, the proxy's own answers and the
-fallbacks; the proxy process's resources; the candidate's manifest verdict; and a few valid and invalid
-request samples per route, PII masked. Figures cover the proxy's lifetime, like its Prometheus counters.
+upstream failures by kind, request and response contract breaches (and the candidate's breaches of the
+route's ``compat_schemas``), the proxy's own answers and the fallbacks; the proxy process's resources;
+the candidate's manifest verdict; and a few valid and invalid request samples per route, PII masked.
+Figures cover the proxy's lifetime, like its Prometheus counters.
 
 Counts come from the :class:`ProxyMetrics` counters (the numbers ``/metrics`` shows, not a second set);
 this book adds only what they cannot give: quantile sketches per (route, version) and the samples.
@@ -220,6 +221,7 @@ class StagingBook:
         local = _by_route(m.local_responses, "code")
         fallbacks = _by_route(m.fallbacks, "reason")
         mirrored = _by_route(m.shadow_requests, "outcome")
+        compat = _by_route(m.compat_violations, "schema")
         versions = {role: self.config.upstream(role).version for role in ROLES}
         routes: dict[str, Any] = {}
         for name, book in self._routes.items():
@@ -246,6 +248,12 @@ class StagingBook:
                         d: int(schema.get(key, {}).get(d, 0)) for d in ("request", "response")
                     },
                 }
+                if role == "candidate":
+                    # Breaches of routes[].compat_schemas, by schema: the candidate's answers only (served and
+                    # mirrored alike); the baseline's are not checked, so it has no such figure.
+                    per_version[role]["compat_violations"] = {
+                        s: int(n) for s, n in sorted(compat.get(name, {}).items())
+                    }
             routes[name] = {
                 "versions": per_version,
                 "local_responses": {c: int(n) for c, n in sorted(local.get(name, {}).items()) if n},
@@ -366,6 +374,12 @@ def _totals(routes: dict[str, Any], books: dict[str, _RouteBook]) -> dict[str, A
                 d: sum(f["schema_violations"][d] for f in figures) for d in ("request", "response")
             },
         }
+        if role == "candidate":
+            breaches: dict[str, int] = {}
+            for f in figures:
+                for schema, n in f.get("compat_violations", {}).items():
+                    breaches[schema] = breaches.get(schema, 0) + n
+            out[role]["compat_violations"] = dict(sorted(breaches.items()))
     return out
 
 

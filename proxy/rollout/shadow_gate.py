@@ -2,18 +2,22 @@
 
 Judged on ``shadow_eval.json`` (every mirrored pair of the current rollout): paired decision divergence
 with its 95% interval against ``decision_delta_pp``; candidate failures (errors and contract breaches)
-against ``error_rate`` with a Wilson bound; the candidate's p95 against ``latency_p95_ms``. Below
-``shadow_samples`` compared pairs every gate is NODATA, so the phase holds.
+against ``error_rate`` with a Wilson bound; the candidate's p95 against ``latency_p95_ms`` and its paired
+per-request latency ratio to the baseline against ``latency_ratio``. Below ``shadow_samples`` compared
+pairs every gate is NODATA, so the phase holds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Final
 
 from proxy.rollout.decide import Gate, GateResult, GateVerdict
 from proxy.rollout.figures import mirror_failures
 from proxy.rollout.gates import GatePolicy
 from proxy.stats.sequential import Estimate
+
+MIN_RATIO_PAIRS: Final = 30  # timed pairs before the paired latency ratio is judged (plug-in variance)
 
 
 def _nodata(gate: Gate, threshold: float, detail: str) -> GateResult:
@@ -118,9 +122,20 @@ def _errors(routes: list[dict[str, Any]], pairs: int, policy: GatePolicy) -> Gat
 
 
 def _latency(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
-    """The candidate's mirrored p95 against the threshold, and against the baseline's own p95 measured
-    through the same proxy at the same moments: a slow host slows both, and that is not the candidate's
-    fault. Over the threshold but within ``latency_ratio`` of the baseline is inconclusive."""
+    """Two questions per route, on the mirrored pairs.
+
+    - Absolute: the candidate's p95 against ``latency_p95_ms``. Over it but within ``latency_ratio`` of the
+      baseline's own p95, measured through the same proxy at the same moments, is not the candidate's
+      fault (a slow host slows both): inconclusive.
+    - Relative, paired: ln(candidate / baseline latency) on each pair, the same request at the same moment,
+      so shared slowness cancels; its mean with a confidence sequence (the phase re-judges every window),
+      exponentiated: the candidate's per-request slowdown. A candidate twice as slow fails here even when
+      both are far under the threshold.
+
+    HIGH when either fails: the absolute one as above, the relative one when the sequence's lower end (at
+    ``fail_alpha``) is over ``latency_ratio``. PASS needs both shown: p95 within the threshold and the
+    upper end (at ``family_alpha``) at most ``latency_ratio``. Otherwise INCONCLUSIVE, and the phase holds.
+    """
     worst: GateResult | None = None
     limit = policy.latency_p95_ms
     for r in routes:
@@ -133,6 +148,11 @@ def _latency(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
         if cand > limit:
             verdict = "HIGH" if base is None or cand > policy.latency_ratio * base else "INCONCLUSIVE"
         versus = f" (baseline {base:.1f} ms)" if base is not None else ""
+        paired, ratio_verdict = _paired_ratio(r.get("latency_ratio") or {}, policy)
+        if ratio_verdict == "HIGH" or verdict == "HIGH":
+            verdict = "HIGH"
+        elif ratio_verdict != "PASS":
+            verdict = "INCONCLUSIVE"
         result = GateResult(
             gate="latency_p95",
             verdict=verdict,
@@ -140,11 +160,29 @@ def _latency(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
             baseline=base,
             threshold=limit,
             p_value=None,
-            detail=f"latency_p95: candidate p95 {cand:.1f} ms{versus} vs {limit:g} ms",
+            detail=f"latency_p95: candidate p95 {cand:.1f} ms{versus} vs {limit:g} ms; {paired}",
         )
         if worst is None or _rank(result) > _rank(worst):
             worst = result
     return worst or _nodata("latency_p95", limit, "no candidate latency yet")
+
+
+def _paired_ratio(ratio: dict[str, Any], policy: GatePolicy) -> tuple[str, GateVerdict]:
+    """The paired slowdown's sentence and verdict (see :func:`_latency`)."""
+    n, mean, sd = int(ratio.get("pairs") or 0), ratio.get("log_mean"), ratio.get("log_sd")
+    margin = policy.latency_ratio
+    if n < MIN_RATIO_PAIRS or mean is None or sd is None:
+        return f"per request: {n} timed pairs, too few for a ratio (needs {MIN_RATIO_PAIRS})", "INCONCLUSIVE"
+    # The mixture is tuned to the margin it must resolve (ln 1.2 for the default x1.2); a margin of 1
+    # has no width, so a floor keeps the sequence defined.
+    own = Estimate(mean, sd * sd / n, max(math.log(margin), 0.05) ** 2)
+    lo, hi = math.exp(own.lower(policy.fail_alpha)), math.exp(own.upper(policy.family_alpha))
+    verdict: GateVerdict = "HIGH" if lo > margin else "PASS" if hi <= margin else "INCONCLUSIVE"
+    sentence = (
+        f"per request x{math.exp(mean):.2f} the baseline's latency [{lo:.2f}, {hi:.2f}] over {n} pairs "
+        f"vs x{margin:g}"
+    )
+    return sentence, verdict
 
 
 def _rank(g: GateResult) -> int:

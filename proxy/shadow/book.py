@@ -66,6 +66,7 @@ class ShadowBook:
                 route=route.name,
                 decision_threshold=route.decision_threshold,
                 segment_top_n=cfg.segment_top_n,
+                compat=[s.name for s in route.compat_schemas],
                 example_masker=self.masker.mask_text if self.masker is not None else identity,
                 value_masker=self.masker.mask_at if self.masker is not None else None,
                 noise=NoiseLearner(
@@ -91,6 +92,8 @@ class ShadowBook:
         ev = self.observe_answers(
             route, base, answer_of(pair.candidate, route), self._segment(pair.request.doc, route.segment)
         )
+        if pair.candidate.compat is not None:
+            ev.add_compat([c.name for c in pair.request.route.compat], pair.candidate.compat)
         if pair.noise is not None:
             second = answer_of(pair.noise, route)
             if base.ok and second.ok and base.doc is not MISSING and second.doc is not MISSING:

@@ -10,6 +10,9 @@ Statistics, one line each:
 
 - decision divergence (paired): k/n over compared pairs whose decisions differ, Wilson 95% interval;
 - score delta: exact streaming mean (Welford), quantiles on a uniform sample of deltas;
+- latency ratio (paired): Welford mean and variance of ln(candidate / baseline latency) over pairs both
+  answered; the shadow gate turns them into a confidence sequence for the per-request slowdown;
+- per-segment shift: Newcombe's paired interval for the difference of the two decision rates;
 - PSI = sum_i (q_i - p_i) ln(q_i / p_i) over 10 bins cut at the baseline sample's deciles;
 - KS: D = sup_x |F_base(x) - F_cand(x)| on the two samples, p = Q_KS((sqrt(ne) + 0.12 + 0.11/sqrt(ne)) D)
   with ne = nm/(n+m) (Stephens' approximation, as in Numerical Recipes' ``kstwo``).
@@ -27,7 +30,14 @@ import orjson
 
 from proxy.content.contracts import MISSING
 from proxy.shadow.compare import OVERFLOW, Answer, NoiseLearner, PairResult
-from proxy.stats.inference import ks_2samp, psi, wilson_interval
+from proxy.stats.inference import (
+    difference_interval,
+    ks_2samp,
+    paired_shift_interval,
+    psi,
+    wilson_interval,
+    z_upper,
+)
 from proxy.stats.sketches import LogHistogram, Moments, Reservoir, TopK, quantile_sorted
 
 ROLES: Final = ("baseline", "candidate")
@@ -36,6 +46,8 @@ EXAMPLE_CHARS: Final = 120
 SAMPLE_SIZE: Final = 4096
 PSI_MIN_SAMPLE: Final = 100  # scores per version before PSI and KS are reported
 MAX_KINDS: Final = 32  # distinct error kinds / status pairs kept per table; the rest count as "other"
+LATENCY_FLOOR_S: Final = 1e-4  # latencies are floored at 0.1 ms in the paired ratio (ln of 0 is not a number)
+FAIRNESS_MIN_COMPARED: Final = 30  # compared pairs before a segment's rate counts in the fairness spot-check
 MAX_LABEL_CHARS: Final = 128  # segment labels and error kinds are clipped: memory must not follow input sizes
 
 
@@ -79,6 +91,30 @@ class _SegmentStats:
         self.candidate_positive += other.candidate_positive
         self.diverged += other.diverged
 
+    def table(self) -> tuple[int, int, int, int]:
+        """The paired 2x2 table: (both positive, baseline only, candidate only, neither). The counters
+        determine it: diverged = baseline only + candidate only, and the two rates' difference is their
+        difference."""
+        up = (self.diverged + self.candidate_positive - self.baseline_positive) // 2
+        down = self.diverged - up
+        both = self.baseline_positive - down
+        return both, down, up, self.compared - both - down - up
+
+    def rate(self, role: str) -> float:
+        positive = self.baseline_positive if role == "baseline" else self.candidate_positive
+        return positive / self.compared if self.compared else 0.0
+
+    def shift(self) -> float:
+        """The candidate's decision rate minus the baseline's, as a share (0 with no compared pair)."""
+        return (self.candidate_positive - self.baseline_positive) / self.compared if self.compared else 0.0
+
+    def shift_interval_pp(self, z: float = 1.96) -> list[float | None] | None:
+        """The candidate's decision rate minus the baseline's on the same requests, in points (paired)."""
+        if self.compared == 0:
+            return None
+        lo, hi = paired_shift_interval(*self.table(), z=z)
+        return [_sig(100 * lo), _sig(100 * hi)]
+
     def report(self) -> dict[str, Any]:
         n = self.compared
         return {
@@ -86,9 +122,39 @@ class _SegmentStats:
             "compared": n,
             "baseline_decision_rate": _sig(self.baseline_positive / n) if n else None,
             "candidate_decision_rate": _sig(self.candidate_positive / n) if n else None,
+            "decision_rate_shift_pp": _sig(100 * (self.candidate_positive - self.baseline_positive) / n)
+            if n
+            else None,
+            "decision_rate_shift_ci95_pp": self.shift_interval_pp(),
             "divergence_pp": _sig(100 * self.diverged / n) if n else None,
             "divergence_ci95_pp": _pp_interval(self.diverged, n),
         }
+
+
+def _moved(
+    label: str, segment: _SegmentStats, reference: tuple[str, _SegmentStats], z: float
+) -> dict[str, Any]:
+    """One segment's paired shift against a reference segment's: disjoint requests, so the two intervals
+    combine as independent estimates (:func:`proxy.stats.inference.difference_interval`)."""
+    ref_label, ref = reference
+    shift, ref_shift = segment.shift(), ref.shift()
+
+    def interval(at: float) -> list[float | None]:
+        own = paired_shift_interval(*segment.table(), z=at)
+        theirs = paired_shift_interval(*ref.table(), z=at)
+        low, high = difference_interval(shift, own, ref_shift, theirs)
+        return [_sig(100 * low), _sig(100 * high)]
+
+    return {
+        "segment": label,
+        "compared": segment.compared,
+        "shift_pp": _sig(100 * shift),
+        "reference": ref_label,
+        "reference_shift_pp": _sig(100 * ref_shift),
+        "difference_pp": _sig(100 * (shift - ref_shift)),
+        "difference_ci95_pp": interval(1.96),
+        "simultaneous_ci_pp": interval(z),
+    }
 
 
 class ShadowEvaluation:
@@ -104,6 +170,7 @@ class ShadowEvaluation:
     given, masks an example's values as the masker masks that place of a document, so configured
     ``json_fields`` and credential-named keys are pseudonymised whole. Segment labels arrive masked.
     ``noise`` overrides the default :class:`NoiseLearner`; ``report_fields`` caps each field list.
+    ``compat`` names the route's compat schemas, reported (``compat``) at zero until an answer is checked.
     """
 
     def __init__(
@@ -117,6 +184,7 @@ class ShadowEvaluation:
         seed: int = 0,
         noise: NoiseLearner | None = None,
         report_fields: int = 50,
+        compat: Iterable[str] = (),
     ) -> None:
         self.route = route
         self.decision_threshold = decision_threshold
@@ -133,11 +201,16 @@ class ShadowEvaluation:
         self._diverged = 0
         self._positive = dict.fromkeys(ROLES, 0)
         self._delta = Moments()
+        # ln(candidate / baseline latency) per pair with both answered: the same request at the same
+        # moment, so what slows both (the host, the network, a brownout) cancels out of the ratio.
+        self._log_latency_ratio = Moments()
         self._delta_sample = Reservoir(SAMPLE_SIZE, seed=seeds.getrandbits(64))
         self._scores = {role: Reservoir(SAMPLE_SIZE, seed=seeds.getrandbits(64)) for role in ROLES}
         self._latency = {role: LogHistogram() for role in ROLES}
         self._errors: dict[str, dict[str, int]] = {role: {} for role in ROLES}
         self._schema_violations = dict.fromkeys(ROLES, 0)
+        # compat schema name -> [candidate answers checked, those that broke it]; names from the config
+        self._compat: dict[str, list[int]] = {name: [0, 0] for name in compat}
         self._status_mismatches = 0
         self._status_pairs: dict[str, int] = {}
         self._noise = noise if noise is not None else NoiseLearner()
@@ -165,6 +238,10 @@ class ShadowEvaluation:
                 self._latency[role].add(answer.latency_s)
             if answer.schema_valid is False:
                 self._schema_violations[role] += 1
+        if baseline.error is None and candidate.error is None:
+            b_s, c_s = baseline.latency_s, candidate.latency_s
+            if math.isfinite(b_s) and math.isfinite(c_s):
+                self._log_latency_ratio.add(math.log(max(c_s, LATENCY_FLOOR_S) / max(b_s, LATENCY_FLOOR_S)))
         if not result.status_match:
             self._status_mismatches += 1
             _bump(self._status_pairs, f"{baseline.status}->{candidate.status}")
@@ -206,6 +283,23 @@ class ShadowEvaluation:
         self._noise_pairs += 1
         if first.ok and second.ok:
             self._noise.observe_noise(fields, present)
+
+    def add_compat(self, checked: Iterable[str], breached: Iterable[str]) -> None:
+        """One mirrored candidate answer checked against the compat schemas named in ``checked``, of which
+        it broke those in ``breached``. Only the candidate's answers are checked; the baseline's never."""
+        for name in checked:
+            counts = self._compat.get(name)
+            if counts is None:
+                if len(self._compat) >= MAX_KINDS:
+                    continue  # names come from the config (16 a route); only reloads could add more
+                counts = self._compat[name] = [0, 0]
+            counts[0] += 1
+        for name in breached:
+            if name in self._compat:
+                self._compat[name][1] += 1
+
+    def _compat_report(self) -> dict[str, dict[str, int]]:
+        return {name: {"checked": c, "violations": v} for name, (c, v) in sorted(self._compat.items())}
 
     def _keep_example(self, name: str, a: Any, b: Any) -> None:
         key = self._noise.key(name)
@@ -268,13 +362,29 @@ class ShadowEvaluation:
             "distribution_shift": self._shift_report(),
             "fields": self._fields_report(),
             "segments": self._segments_report(),
+            "fairness": self._fairness_report(),
             "latency_ms": {role: self._latency_report(self._latency[role]) for role in ROLES},
+            "latency_ratio": self._latency_ratio_report(),
             "errors": {role: dict(sorted(self._errors[role].items())) for role in ROLES},
             "status_mismatches": self._status_mismatches,
             "status_mismatch_pairs": dict(sorted(self._status_pairs.items())),
             "schema_violations": dict(self._schema_violations),
+            "compat": self._compat_report(),  # the candidate's mirrored answers vs routes[].compat_schemas
             # Guardrail policies arrive with LLM routes; none is configured yet.
             "policy_violations": dict.fromkeys(ROLES, 0),
+        }
+
+    def _latency_ratio_report(self) -> dict[str, Any]:
+        """The paired latency ratio: ``geomean`` = exp(mean of ln(candidate / baseline)) over ``pairs``,
+        with the log ratios' mean and standard deviation, from which the shadow gate builds its bound."""
+        m = self._log_latency_ratio
+        if m.count == 0:
+            return {"pairs": 0, "geomean": None, "log_mean": None, "log_sd": None}
+        return {
+            "pairs": m.count,
+            "geomean": _sig(math.exp(m.mean)),
+            "log_mean": _sig(m.mean),
+            "log_sd": _sig(math.sqrt(m.sample_variance)),
         }
 
     def _score_delta_report(self) -> dict[str, Any]:
@@ -343,6 +453,51 @@ class ShadowEvaluation:
         if other.pairs:
             out.append({"segment": "other", "other": True, **other.report()})
         return out
+
+    def _fairness_report(self) -> dict[str, Any]:
+        """The spot-check across the tracked segments with at least :data:`FAIRNESS_MIN_COMPARED` compared
+        pairs ("other" is a mix, never one group): how far apart the segments' decision rates are under
+        each version, and whether the candidate moves one group's rate more than the rest's.
+
+        A segment's *shift* is its paired rate change (candidate minus baseline on the same requests); its
+        *difference* is that shift minus the shift of a reference: the median segment among the others (a
+        robust reference, which one moved group cannot drag along as it drags a pooled "rest"). So a
+        candidate that moves everybody alike, which the overall divergence already shows, flags no group.
+        A segment is flagged when the Bonferroni-widened interval of its difference (each end at 2.5% / k
+        for k segments) excludes 0, so with every group moving alike a flag is rare however many groups
+        are looked at together (measured: tests/shadow/test_evaluation.py)."""
+        shown = [label for label, _ in self._segments.top(self.segment_top_n)]
+        judged = [(label, self._segment_stats[label]) for label in shown]
+        judged = [(label, st) for label, st in judged if st.compared >= FAIRNESS_MIN_COMPARED]
+        out: dict[str, Any] = {"min_compared": FAIRNESS_MIN_COMPARED, "segments": len(judged)}
+        if len(judged) < 2:
+            empty = ("decision_rate_gap_pp", "gap_change_pp", "most_moved", "shift_spread_pp")
+            return {**out, **dict.fromkeys(empty), "flagged": []}
+        z = z_upper(0.05 / (2 * len(judged)))
+        gaps: dict[str, Any] = {}
+        for role in ROLES:
+            rates = sorted((st.rate(role), label) for label, st in judged)
+            (low, low_label), (high, high_label) = rates[0], rates[-1]
+            gaps[role] = {"value": _sig(100 * (high - low)), "highest": high_label, "lowest": low_label}
+        by_shift = sorted(judged, key=lambda row: (row[1].shift(), row[0]))
+        rows = []
+        for label, st in judged:
+            others = [row for row in by_shift if row[0] != label]
+            rows.append(_moved(label, st, others[(len(others) - 1) // 2], z))
+        shifts = [row["shift_pp"] for row in rows]
+        flagged = [
+            {k: row[k] for k in ("segment", "shift_pp", "reference", "difference_pp", "simultaneous_ci_pp")}
+            for row in sorted(rows, key=lambda row: -abs(row["difference_pp"]))
+            if row["simultaneous_ci_pp"][0] > 0 or row["simultaneous_ci_pp"][1] < 0
+        ]
+        return {
+            **out,
+            "decision_rate_gap_pp": gaps,
+            "gap_change_pp": _sig(gaps["candidate"]["value"] - gaps["baseline"]["value"]),
+            "most_moved": max(rows, key=lambda row: (abs(row["difference_pp"]), row["segment"])),
+            "shift_spread_pp": _sig(max(shifts) - min(shifts)),
+            "flagged": flagged,
+        }
 
     @staticmethod
     def _latency_report(h: LogHistogram) -> dict[str, Any]:

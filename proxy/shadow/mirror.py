@@ -310,6 +310,8 @@ class Mirror:
         kind = att.failure_kind
         if att.violation is not None:
             self.metrics.schema_violation(route, "shadow", version, "response")
+        if att.compat:  # the candidate's mirrored answer, counted like one it serves
+            self.metrics.compat_violation(route, att.compat)
         if kind is not None:
             self.metrics.upstream_error(route, "shadow", version, kind)
 

@@ -253,11 +253,44 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int, z: float) -> tuple[flo
 
     Built from the Wilson intervals of each share, so it behaves near 0 and 1 where Wald's does not.
     """
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson_interval(k1, n1, z)
-    l2, u2 = wilson_interval(k2, n2, z)
-    d = p1 - p2
-    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+    return difference_interval(k1 / n1, wilson_interval(k1, n1, z), k2 / n2, wilson_interval(k2, n2, z))
+
+
+def difference_interval(
+    first: float, first_interval: tuple[float, float], second: float, second_interval: tuple[float, float]
+) -> tuple[float, float]:
+    """An interval for ``first - second`` from each estimate's own interval, for independent estimates
+    (Zou and Donner's MOVER, of which Newcombe's method 10 is the case of two Wilson intervals): each end
+    adds in quadrature the two distances that move the difference that way."""
+    (l1, u1), (l2, u2) = first_interval, second_interval
+    d = first - second
+    return d - math.hypot(first - l1, u2 - second), d + math.hypot(u1 - first, second - l2)
+
+
+def paired_shift_interval(
+    both: int, first_only: int, second_only: int, neither: int, z: float = 1.96
+) -> tuple[float, float]:
+    """Newcombe's interval (1998, method 10) for p2 - p1 on paired yes/no outcomes: p1 is the first's
+    share of yes, ``(both + first_only) / n``; p2 the second's, ``(both + second_only) / n``.
+
+    The two Wilson intervals are combined with the pairs' correlation phi (its numerator moved n/2 towards
+    0 when positive, as Newcombe corrects it), so agreeing pairs narrow the interval: two versions that
+    decide alike on nearly every request differ by little even where their rates are uncertain. With no
+    pairs the interval is (-1, 1)."""
+    n = both + first_only + second_only + neither
+    if n <= 0:
+        return -1.0, 1.0
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    l1, u1 = wilson_interval(both + first_only, n, z)
+    l2, u2 = wilson_interval(both + second_only, n, z)
+    margins = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
+    raw = both * neither - first_only * second_only
+    cross = max(0.0, raw - n / 2) if raw > 0 else float(raw)
+    phi = cross / math.sqrt(margins) if margins > 0 else 0.0
+    d = p2 - p1
+    below = math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    above = math.sqrt(max(0.0, (u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2))
+    return max(-1.0, d - below), min(1.0, d + above)
 
 
 def newcombe_p(k1: int, n1: int, k2: int, n2: int, margin: float, side: Literal["above", "below"]) -> float:

@@ -3,7 +3,9 @@
 An attempt sends the request and reads the response head; a JSON answer small enough to inspect
 (``limits.inspect_body_bytes``) is read whole, parsed strictly and checked against the route's response
 contract *before* a byte reaches the client, so a breaking candidate answer can still be replaced by the
-baseline's. Anything else streams through as it arrives.
+baseline's. Anything else streams through as it arrives. A candidate's inspected 2xx answer is also
+checked against the route's ``compat_schemas`` (older schemas consumers still read): recorded on the
+attempt for the observers to count, never a failure, never a change to the answer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from proxy.content.contracts import (
     CompiledRoute,
     InvalidJSON,
     Violation,
+    compat_breaches,
     parse_json,
     score_of,
 )
@@ -52,6 +55,9 @@ class Attempt:
     doc: Any = MISSING  # its parsed JSON
     score: float | None = None
     violation: Violation | None = None
+    # The route's compat_schemas this answer breaks; None when they were not checked (not a candidate's
+    # inspected 2xx answer, or none configured). An observation only: never a failure.
+    compat: tuple[str, ...] | None = None
     error: UpstreamError | None = None
     elapsed: float = 0.0  # upstream time: to the head, or to the last byte once relayed
     status: int = 0
@@ -126,7 +132,9 @@ async def attempt(
         )
         if (
             compiled is not None
-            and compiled.inspects_response
+            # compat_schemas hold the candidate's answers only: the baseline's still stream unless the
+            # route inspects responses anyway.
+            and (compiled.inspects_response or (compiled.compat and pool.role == "candidate"))
             and _inspectable(att.resp, compiled.inspect_bytes)
         ):
             att.data = await _read(att.resp, pool)
@@ -152,9 +160,15 @@ def _inspect(att: Attempt, compiled: CompiledRoute) -> None:
     except InvalidJSON as exc:
         if compiled.response_contract is not None:
             att.violation = Violation(path="/", message=f"not valid JSON: {exc}")
+        if compiled.compat and att.role == "candidate":
+            att.compat = tuple(c.name for c in compiled.compat)  # no reader of any schema can use it
         return
     if compiled.response_contract is not None:
         att.violation = compiled.response_contract.check(att.doc)
+    # Only the candidate's answers: the metric has no version label, and the baseline is what consumers
+    # already read.
+    if compiled.compat and att.role == "candidate":
+        att.compat = compat_breaches(compiled.compat, att.doc)
     if compiled.route.score is not None:
         att.score = score_of(att.doc, compiled.route.score)
 

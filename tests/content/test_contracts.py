@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.content.contracts import Contract
+from proxy.content.contracts import CompatContract, Contract, compat_breaches
 from tests.helpers.paths import SCHEMAS
 
 
@@ -18,3 +18,17 @@ def test_a_document_nested_deeper_than_the_validator_recurses_is_a_violation_not
         contract.check({"features": {"amount": 1.0, "tenure_months": 1, "txn_24h": 0, "region": "br-se"}})
         is None
     )
+
+
+def test_compat_breaches_name_each_schema_the_document_fails_in_configured_order() -> None:
+    compat = (
+        CompatContract("v1", Contract({"type": "object", "required": ["score", "decision"]})),
+        CompatContract("score_only", Contract({"type": "object", "required": ["score"]})),
+        CompatContract("v0", Contract({"type": "object", "required": ["label"]})),
+    )
+    assert compat_breaches(compat, {"score": 0.7}) == ("v1", "v0")
+    assert compat_breaches(compat, {"score": 0.7, "decision": True, "label": "low"}) == ()
+    assert compat_breaches(compat, []) == ("v1", "score_only", "v0")
+    assert compat_breaches((), {"score": 0.7}) == ()
+    deep = orjson.loads(b"[" * 256 + b"1" + b"]" * 256)
+    assert not compat[1].contract.accepts(deep)  # what cannot be checked is not accepted

@@ -34,8 +34,8 @@ ENV = {
 }
 # What the README promises at 10 requests a second: a good candidate promoted within 30 minutes; a
 # candidate failing 5% of requests, or deciding differently, rolled back in shadow (no user ever answered
-# by it) within 3 minutes; one twice as slow (still under the absolute p95 threshold, so only the
-# comparison with the baseline at the 5% step can tell) within 7 minutes and 100 user requests.
+# by it) within 3 minutes; and so is one twice as slow (still under the absolute p95 threshold, so only
+# the per-request comparison with the baseline on the mirrored pairs can tell).
 PROMOTED_WITHIN_S = 30 * 60
 
 
@@ -104,7 +104,7 @@ def test_a_good_candidate_is_promoted(config: Config, seed: int, rps: float) -> 
     [
         ("5% errors", _model(20.0, errors=0.05), 180.0, 0),
         ("decisions +15 pp", _model(20.0, shift=0.15), 180.0, 0),
-        ("twice as slow", _model(40.0), 420.0, 100),
+        ("twice as slow", _model(40.0), 180.0, 0),
     ],
 )
 def test_a_bad_candidate_is_rolled_back(

@@ -289,6 +289,15 @@ async def test_behavior_changes_at_run_time_over_http_and_in_process(
     async with session.get(f"{model.url}/_control/behavior") as r:
         assert (await r.json())["version"] == "v2"
 
+    # A drift for one region's requests only: other regions score as before.
+    us = {**BODY, "features": {**BODY["features"], "region": "us-east"}}
+    _, us_before, _ = await infer(session, model.url, us)
+    async with session.put(f"{model.url}/_control/behavior", json={"region_drift": {"us-east": -2.0}}) as r:
+        assert r.status == 200 and (await r.json())["region_drift"] == {"us-east": -2.0}
+    _, us_after, _ = await infer(session, model.url, us)
+    _, br_ne, _ = await infer(session, model.url, BODY)
+    assert us_after["score"] < us_before["score"] and br_ne["score"] == after["score"]
+
     model.model.set_behavior(ModelBehavior("v3", error_rate=1.0))
     status, _, version = await infer(session, model.url, BODY)
     assert (status, version) == (500, "v3")
@@ -304,6 +313,9 @@ async def test_behavior_changes_at_run_time_over_http_and_in_process(
         {"version": "v1", "drift": math.nan},
         {"version": "v1", "drift": math.inf},
         {"version": "v1", "seed": True},
+        {"version": "v1", "region_drift": {"mars": 1.0}},
+        {"version": "v1", "region_drift": {"br-ne": math.nan}},
+        {"version": "v1", "region_drift": [("br-ne", 1.0)]},
     ],
 )
 def test_behavior_rejects_impossible_values(kwargs: dict[str, Any]) -> None:

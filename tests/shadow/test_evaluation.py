@@ -190,6 +190,91 @@ def test_per_segment_decision_rates() -> None:
         assert lo <= 100 * expected_divergence(drift, mu) <= hi
 
 
+def decisions_by_segment(
+    rates: dict[str, float], shifts: dict[str, float], *, per_segment: int, seed: int, churn: float = 0.0
+) -> ShadowEvaluation:
+    """Pairs in random order: segment ``s`` says yes at ``rates[s]`` under the baseline; the candidate
+    flips a no to yes (a positive shift) or a yes to no (a negative one) so its rate moves by
+    ``shifts[s]``. ``churn`` adds flips both ways that leave the rate where it was (a retrained model
+    that decides differently on a share of requests without favouring anyone)."""
+    rng = random.Random(seed)
+    ev = ShadowEvaluation(route="infer", decision_threshold=0.5, seed=seed)
+    order = [name for name in rates for _ in range(per_segment)]
+    rng.shuffle(order)
+    for name in order:
+        rate, shift = rates[name], shifts.get(name, 0.0)
+        base = rng.random() < rate
+        if shift >= 0:
+            cand = base or rng.random() < shift / (1 - rate)
+        else:
+            cand = base and rng.random() >= -shift / rate
+        if churn and rng.random() < churn:
+            # yes -> no for a share `churn` of the yeses; no -> yes for as many of the noes.
+            moved = rate + shift
+            cand = not cand if (cand or rng.random() < moved / (1 - moved)) else cand
+        b = Answer(status=200, doc={"decision": base}, latency_s=0.01, decision=base)
+        c = Answer(status=200, doc={"decision": cand}, latency_s=0.01, decision=cand)
+        ev.add_pair(b, c, compare(b, c), name)
+    return ev
+
+
+REGION_RATES = {"br-se": 0.25, "br-ne": 0.40, "br-s": 0.20, "us-east": 0.15, "eu-west": 0.30}
+
+
+def test_fairness_names_the_one_group_the_candidate_moves() -> None:
+    shifts = {name: 0.03 for name in REGION_RATES} | {"br-ne": -0.15}  # all +3 points, br-ne -15
+    report = decisions_by_segment(REGION_RATES, shifts, per_segment=600, seed=3, churn=0.05).report(NOW)
+    by_name = {s["segment"]: s for s in report["segments"]}
+    ne = by_name["br-ne"]
+    lo, hi = ne["decision_rate_shift_ci95_pp"]
+    assert lo <= -15.0 <= hi and hi < 0, ne
+    rate_change = 100 * (ne["candidate_decision_rate"] - ne["baseline_decision_rate"])
+    assert ne["decision_rate_shift_pp"] == pytest.approx(rate_change, abs=1e-3)
+    fairness = report["fairness"]
+    assert fairness["segments"] == 5 and fairness["min_compared"] == 30
+    moved = fairness["most_moved"]
+    assert moved["segment"] == "br-ne" and moved["compared"] == 600
+    # Against the rest, which moved by about +3: a difference of about -18 points.
+    low, high = moved["difference_ci95_pp"]
+    assert low <= -18.0 <= high, moved
+    assert moved["simultaneous_ci_pp"][0] < low and high < moved["simultaneous_ci_pp"][1]
+    assert [f["segment"] for f in fairness["flagged"]] == ["br-ne"], fairness
+    # br-ne had the highest rate (40%); moved to about 25%, the gap between regions narrows.
+    gap = fairness["decision_rate_gap_pp"]
+    assert gap["baseline"]["highest"] == "br-ne" and gap["candidate"]["highest"] != "br-ne"
+    assert fairness["gap_change_pp"] < 0
+    assert fairness["shift_spread_pp"] >= 10.0
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.05])
+def test_fairness_flags_a_group_at_most_five_percent_of_the_time_when_all_move_alike(shift: float) -> None:
+    # Every group moves by the same amount (none, or +5 points: a shift the overall divergence shows, not
+    # a difference between groups), and 10% of decisions churn both ways; 8 groups are looked at
+    # together, 150 seeded runs.
+    rates = {f"region-{i}": 0.1 + 0.05 * i for i in range(8)}
+    false_flags = 0
+    runs = 150
+    for seed in range(runs):
+        ev = decisions_by_segment(rates, dict.fromkeys(rates, shift), per_segment=150, seed=seed, churn=0.1)
+        false_flags += bool(ev.report(NOW)["fairness"]["flagged"])
+    assert false_flags / runs <= 0.05 + 4.5 * math.sqrt(0.05 * 0.95 / runs), false_flags
+
+
+def test_fairness_needs_two_groups_with_enough_pairs() -> None:
+    few = decisions_by_segment({"a": 0.3, "b": 0.3}, {"a": 0.2}, per_segment=29, seed=1).report(NOW)
+    assert few["fairness"] == {
+        "min_compared": 30,
+        "segments": 0,
+        "decision_rate_gap_pp": None,
+        "gap_change_pp": None,
+        "most_moved": None,
+        "shift_spread_pp": None,
+        "flagged": [],
+    }
+    report = decisions_by_segment({"a": 0.3, "b": 0.3, "c": 0.3}, {}, per_segment=40, seed=1).report(NOW)
+    assert report["fairness"]["segments"] == 3
+
+
 def test_errors_statuses_schema_and_latency() -> None:
     ev = ShadowEvaluation(route="infer", decision_threshold=0.5)
     good = Answer(status=200, doc={"score": 0.7}, schema_valid=True, latency_s=0.020, score=0.7)

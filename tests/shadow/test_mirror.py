@@ -246,6 +246,26 @@ async def test_drifted_candidate_shows_the_expected_divergence_and_noise(
     assert sample(samples, "rollguard_upstream_duration_seconds_count", role="shadow", version="v1") == n
 
 
+async def test_a_candidate_that_moves_one_region_is_flagged_in_the_fairness_spot_check(
+    proxy_factory: Any, models: Models
+) -> None:
+    models.candidate.model.set_behavior(ModelBehavior(version="v2", region_drift={"br-ne": -1.0}))
+    proxy = await proxy_factory(shadow=SHADOW_ALL)
+    n = 1500
+    results = await load(proxy.data_url, bodies(n, seed=5))
+    assert all(status == 200 for status, _, _ in results)
+    await wait_for_metric(proxy.admin_url, "rollguard_shadow_comparisons_total", n)
+    async with proxy.admin_client() as admin:
+        ev = (await admin.get("/reports/shadow_eval.json")).json()["routes"]["infer"]
+    segments = {s["segment"]: s for s in ev["segments"]}
+    assert segments["br-ne"]["decision_rate_shift_ci95_pp"][1] < 0  # br-ne's approvals fell
+    for region in ("br-se", "br-s", "us-east", "eu-west"):
+        assert segments[region]["decision_rate_shift_pp"] == 0, segments[region]  # nobody else's moved
+    fairness = ev["fairness"]
+    assert fairness["segments"] == 5 and fairness["most_moved"]["segment"] == "br-ne"
+    assert [f["segment"] for f in fairness["flagged"]] == ["br-ne"], fairness
+
+
 async def test_put_shadow_and_report_cli(proxy: Any, tmp_path: Path) -> None:
     async with proxy.admin_client() as admin:
         bad = await admin.put("/shadow", json={"sample": 1.5})
