@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +36,7 @@ DEFAULT_ADMIN = "http://127.0.0.1:9901"
 # Exit codes of the client commands, distinct so a pipeline can tell a refusal from an outage.
 EXIT_FAILED = 1  # the server failed or answered otherwise (5xx, 404), or nothing to do
 EXIT_USAGE = 2  # bad arguments or an invalid config
-EXIT_UNREACHABLE = 3  # no admin API at --admin (connection, TLS)
+EXIT_UNREACHABLE = 3  # no admin API at --admin (connection, TLS), or no answer from the MLflow server
 EXIT_UNAUTHORIZED = 4  # 401/403: no token, a wrong one, or a viewer token for an operator's change
 EXIT_REFUSED = 5  # 409/412/422: an illegal move, a stale revision, an invalid value or config
 EXIT_TIMEOUT = 6  # ``wait``: the condition did not hold within --timeout
@@ -194,10 +195,22 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
-        help="write the rollout artifacts (staging_report.json, shadow_eval.json, ...) into a folder",
+        help="write the rollout artifacts (staging_report.json, shadow_eval.json, ...) into a folder, "
+        "an MLflow run, or both",
     )
     report.add_argument(
-        "--out", required=True, metavar="DIR", help="folder to write into (created if missing)"
+        "--out",
+        metavar="DIR",
+        help="folder to write into (created if missing); optional with --mlflow-run",
+    )
+    mlflow = report.add_argument_group("MLflow (pip install 'rollguard[mlflow]')")
+    mlflow.add_argument(
+        "--mlflow-run",
+        metavar="RUN_ID",
+        help="log the artifacts (under rollguard/) and their key figures (metrics, tags) to this run",
+    )
+    mlflow.add_argument(
+        "--mlflow-uri", metavar="URI", help="the MLflow tracking URI (default: $MLFLOW_TRACKING_URI)"
     )
     client(report)
 
@@ -407,14 +420,57 @@ def _wait(args: argparse.Namespace) -> int:
         time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
 
 
-def _write_reports(args: argparse.Namespace) -> int:
-    from pathlib import Path
+# ``report --mlflow-run``: the exit code for each reason the run could not be used or logged to.
+_MLFLOW_EXIT = {
+    "missing": EXIT_USAGE,
+    "usage": EXIT_USAGE,
+    "not_found": EXIT_FAILED,
+    "deleted": EXIT_REFUSED,
+    "unreachable": EXIT_UNREACHABLE,
+    "unauthorized": EXIT_UNAUTHORIZED,
+    "failed": EXIT_FAILED,
+}
 
-    out = Path(args.out)
+
+def _write_reports(args: argparse.Namespace) -> int:
+    """``report``: the artifacts into ``--out``, into an MLflow run (through a temporary folder when there
+    is no ``--out``), or both. The run is checked before the admin API is asked for anything."""
+    import tempfile
+    from contextlib import ExitStack
+
+    if args.out is None and args.mlflow_run is None:
+        return _die("report needs --out DIR, --mlflow-run RUN_ID, or both", EXIT_USAGE)
+    run = None
+    if args.mlflow_run is not None:
+        from proxy.reports.mlflow_run import MlflowRun, MlflowRunError
+
+        try:
+            run = MlflowRun.open(args.mlflow_run, args.mlflow_uri)
+        except MlflowRunError as exc:
+            return _die(str(exc), _MLFLOW_EXIT[exc.reason])
+        print(run.describe())
+    with ExitStack() as stack:
+        if args.out is None:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rollguard-report-")))
+        else:
+            out = Path(args.out)
+        fetched = _fetch_reports(args, out, show=args.out is not None)
+        if isinstance(fetched, int):
+            return fetched
+        if run is not None:
+            try:
+                run.attach(fetched, print)
+            except MlflowRunError as exc:
+                return _die(str(exc), _MLFLOW_EXIT[exc.reason])
+    return 0
+
+
+def _fetch_reports(args: argparse.Namespace, out: Path, *, show: bool) -> dict[str, Path] | int:
+    """Every artifact the proxy has, written into ``out``; name -> file, or the exit code of a failure."""
     out.mkdir(parents=True, exist_ok=True)
     token = os.environ.get("ROLLGUARD_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    written = 0
+    written: dict[str, Path] = {}
     try:
         with _http(args, 30.0, headers=headers) as client:
             for name in ARTIFACTS:
@@ -428,11 +484,12 @@ def _write_reports(args: argparse.Namespace) -> int:
                 tmp = target.with_name(f".{name}.tmp")
                 tmp.write_bytes(resp.content)
                 tmp.replace(target)
-                written += 1
-                print(f"wrote {target}")
+                written[name] = target
+                if show:
+                    print(f"wrote {target}")
     except (httpx.HTTPError, OSError, ValueError) as exc:  # OSError: ssl.SSLError, an unreadable cert file
         return _die(f"cannot reach the admin API at {args.admin}: {exc}", EXIT_UNREACHABLE)
-    return 0 if written else _die("no artifact was available", 1)
+    return written if written else _die("no artifact was available", 1)
 
 
 def _http(args: argparse.Namespace, timeout: float, **kw: Any) -> httpx.Client:
