@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Final
 
 from proxy.config.model import CanaryConfig
@@ -342,7 +343,8 @@ def _quantile_gate(
         worse = p_rel < j.a_pass and not_small
         if q == 0.95 and not worse:
             shift, shift_var = rank_shift(sample, base_sample)
-            p_shift = j.adjusted(Estimate(shift, shift_var, SHIFT_TUNING).p_above(0.0))
+            floor = _practical_shift(base_sample, log_margin / 2.0)
+            p_shift = j.adjusted(Estimate(shift, shift_var, SHIFT_TUNING).p_above(floor))
             if p_shift < j.a_pass and not_small:
                 p_rel, worse = p_shift, True
         if not worse:
@@ -380,6 +382,20 @@ def _quantile_gate(
     else:
         detail = f"{text} vs {_ms_text(t_ms)}: not yet clear ({vs})"
     return GateResult(gate, "INCONCLUSIVE", value, base, t_ms, shown, detail)
+
+
+def _practical_shift(base_sorted: list[float], log_ratio: float) -> float:
+    """The rank shift (P(C > B) - 1/2) that a slowdown by ``exp(log_ratio)`` on every request produces on
+    the baseline's distribution: Phi(log_ratio / (s sqrt 2)) - 1/2, with s the baseline's log-latency
+    spread (interquartile, so a heavy tail does not inflate it). The rank test fails the candidate only
+    beyond it: a shift of any size is significant with enough requests, and one well inside the margin
+    is not a regression to roll back for."""
+    n = len(base_sorted)
+    lo, hi = base_sorted[n // 4], base_sorted[(3 * n) // 4]
+    if lo <= 0.0 or hi <= lo:
+        return 0.0
+    spread = (math.log(hi) - math.log(lo)) / 1.349
+    return NormalDist().cdf(log_ratio / (spread * math.sqrt(2.0))) - 0.5
 
 
 def _exceedance_p(cand: list[float], base: list[float], q: float, *, ratio: float) -> float:

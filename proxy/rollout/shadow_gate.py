@@ -133,8 +133,9 @@ def _latency(routes: list[dict[str, Any]], policy: GatePolicy) -> GateResult:
       both are far under the threshold.
 
     HIGH when either fails: the absolute one as above, the relative one when the sequence's lower end (at
-    ``fail_alpha``) is over ``latency_ratio``. PASS needs both shown: p95 within the threshold and the
-    upper end (at ``family_alpha``) at most ``latency_ratio``. Otherwise INCONCLUSIVE, and the phase holds.
+    ``fail_alpha``) is over halfway to ``latency_ratio`` (its square root) while the upper end (at
+    ``family_alpha``) is not within it. PASS needs both shown: p95 within the threshold and the upper end
+    at most ``latency_ratio``. Otherwise INCONCLUSIVE, and the phase holds.
     """
     worst: GateResult | None = None
     limit = policy.latency_p95_ms
@@ -177,7 +178,11 @@ def _paired_ratio(ratio: dict[str, Any], policy: GatePolicy) -> tuple[str, GateV
     # has no width, so a floor keeps the sequence defined.
     own = Estimate(mean, sd * sd / n, max(math.log(margin), 0.05) ** 2)
     lo, hi = math.exp(own.lower(policy.fail_alpha)), math.exp(own.upper(policy.family_alpha))
-    verdict: GateVerdict = "HIGH" if lo > margin else "PASS" if hi <= margin else "INCONCLUSIVE"
+    # Failing needs the slowdown shown beyond half the margin (on the log scale: x1.095 for x1.2) and not
+    # shown within it. Beyond 1 alone would fail candidates well inside the margin once pairs are many;
+    # beyond the margin itself would hold one exactly at the margin in shadow forever.
+    halfway = math.sqrt(margin)
+    verdict: GateVerdict = "PASS" if hi <= margin else "HIGH" if lo > halfway else "INCONCLUSIVE"
     sentence = (
         f"per request x{math.exp(mean):.2f} the baseline's latency [{lo:.2f}, {hi:.2f}] over {n} pairs "
         f"vs x{margin:g}"

@@ -117,6 +117,15 @@ def test_an_equal_candidate_passes_through_a_brownout_both_versions_share(tmp_pa
     assert verdict == "PASS", detail
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_candidate_exactly_at_the_margin_fails_instead_of_holding_shadow_forever(
+    tmp_path: Path, seed: int
+) -> None:
+    # x1.2 against the x1.2 margin can never be shown within it; shown beyond halfway (x1.095), it fails.
+    verdict, detail = _latency_gate(tmp_path, _lognormal_pairs(8000, seed, 1.2))
+    assert verdict == "HIGH", detail
+
+
 def test_a_slowdown_within_the_margin_is_not_a_failure(tmp_path: Path) -> None:
     # x1.1 against the x1.2 margin: never HIGH; shown within the margin once there are enough pairs.
     few, _ = _latency_gate(tmp_path, _lognormal_pairs(300, 4, 1.1))
