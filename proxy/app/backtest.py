@@ -25,18 +25,21 @@ from prometheus_client import CollectorRegistry
 from proxy._tasks import TaskSet
 from proxy.clock import iso_at
 from proxy.config.model import Config, RouteConfig
-from proxy.dataplane.routing import choose
+from proxy.dataplane.routing import bucket
 from proxy.errors import TraceError
 from proxy.observe.metrics import ProxyMetrics
 from proxy.rollout.controller import Controller
-from proxy.rollout.state import Phase, initial, start
+from proxy.rollout.evidence import cluster_of
+from proxy.rollout.state import BUCKETS, Phase, RolloutState, initial, start
 from proxy.rollout.store import MemoryStateStore
-from proxy.rollout.trace import Outcome, parse_line
+from proxy.rollout.trace import Outcome, read_line
 from proxy.shadow.book import ShadowBook
 from proxy.shadow.compare import Answer
 from proxy.shadow.mirror import mirror_share
 
 Result = Literal["promoted", "rolled_back", "waiting", "running"]
+
+_MEMO = 1 << 20  # sticky keys whose bucket and cluster are remembered; beyond, the memo starts afresh
 
 _TERMINAL: dict[Phase, Result] = {
     Phase.PROMOTED: "promoted",
@@ -68,6 +71,14 @@ class BacktestSummary:
             "ended_at": round(self.ended_at, 3),
             "final_weight": self.final_weight,
         }
+
+
+class _ReplayMetrics(ProxyMetrics):
+    """A replay's metrics go nowhere; the shadow comparison's series, observed per mirrored pair, are not
+    even kept (nothing in the controller or the shadow book reads them back)."""
+
+    def shadow_comparison(self, route: str, match: bool, score_delta: float | None) -> None:
+        return None
 
 
 class _TraceClock:
@@ -128,7 +139,7 @@ async def backtest(
     clock = _TraceClock()
     canary = config.canary
     store = MemoryStateStore(initial(config.candidate.version, 0, iso_at(0.0)))
-    metrics = ProxyMetrics(CollectorRegistry())
+    metrics = _ReplayMetrics(CollectorRegistry())
     tasks = TaskSet("backtest")
     book = ShadowBook(config, metrics)
     controller = Controller(
@@ -138,6 +149,7 @@ async def backtest(
         tasks=tasks,
         shadow_report=lambda: book.report(iso_at(clock())),
         clock=clock,
+        offload=False,  # nothing adds evidence while a tick judges it: no copy, no thread
     )
     rollout_id = f"backtest-{seed}"  # the sticky draw of users, like the seed's draw for keyless requests
     started = await store.update(
@@ -174,69 +186,123 @@ async def backtest(
         return phase in _TERMINAL
 
     report(0.0)
+    recorder = controller.recorder
+    observe = recorder.observe_deferred
+    shadow_cfg = config.shadow
+    observed = {"baseline": 0, "candidate": 0}
+    requests = 0
+    # What routing reads from the state, which changes only at a tick or a trip-wire rollback.
+    state: RolloutState | None = None
+    shadow = False
+    weight_bp = 0
+    share = 0.0
+    rollout = ""
+    # Per sticky key: its cluster, and its bucket in ``rollout`` (the live hash, computed once a key).
+    clusters: dict[str, int] = {}
+    buckets: dict[str, int] = {}
+
+    def finish(t: float) -> BacktestSummary:
+        summary.requests = requests
+        summary.observed = observed
+        return _finish(summary, store, t)
+
     number = 0
     for number, raw in enumerate(lines, 1):  # noqa: B007 - the count is the summary's
-        if not raw.strip():
-            continue
-        req = parse_line(raw, number)
-        if req.t < last_t:
-            raise TraceError(number, f"t {req.t:g} is before the previous line's {last_t:g}")
-        last_t = req.t
-        while req.t >= next_window:
+        try:
+            req = read_line(raw, number)
+        except TraceError:
+            if not raw.strip():
+                continue
+            raise
+        t, key, route_name, base, cand = req
+        if t < last_t:
+            raise TraceError(number, f"t {t:g} is before the previous line's {last_t:g}")
+        last_t = t
+        while t >= next_window:
             clock.now = next_window
+            recorder.flush()  # the window's requests into the evidence the tick judges
             decision = await controller.tick()
             summary.windows += decision is not None
             next_window += interval
             if report(clock.now):
-                return _finish(summary, store, clock.now)
-        clock.now = req.t
-        route = routes.get(req.route) if req.route is not None else default_route
+                return finish(clock.now)
+        clock.now = t
+        route = routes.get(route_name) if route_name is not None else default_route
         if route is None:
-            raise TraceError(number, f"route {req.route!r} is not in the config's routes")
-        state = store.current
-        summary.requests += 1
+            raise TraceError(number, f"route {route_name!r} is not in the config's routes")
+        if store.current is not state:
+            state = store.current
+            shadow = state.phase is Phase.SHADOW
+            share = mirror_share(shadow_cfg, state) if shadow else 0.0
+            weight_bp = state.weight_bp
+            if state.rollout_id != rollout:
+                rollout = state.rollout_id
+                buckets.clear()
+        requests += 1
         threshold = route.decision_threshold
-        if state.phase is Phase.SHADOW:
-            share = mirror_share(config.shadow, state)
-            if share > 0.0 and (share >= 1.0 or rand() < share):
-                book.observe_answers(
-                    route, _answer(req.baseline, threshold), _answer(req.candidate, threshold), None
-                )
-        role = choose(state.weight_bp, state.rollout_id, req.key, rand)
-        observed = req.candidate if role == "candidate" else req.baseline
-        recorder = controller.recorder
-        kind = observed.failure_kind
-        recorder.observe(
-            role,
-            observed.latency_ms / 1000.0,
-            kind,
-            observed.score if observed.contract_ok else None,
+        if shadow and share > 0.0 and (share >= 1.0 or rand() < share):
+            book.observe_answers(route, _answer(base, threshold), _answer(cand, threshold), None)
+        # The sticky choice of dataplane.routing.choose, with the bucket and the cluster memoised.
+        if key is None:
+            cluster = None
+            candidate = weight_bp >= BUCKETS or (weight_bp > 0 and int(rand() * BUCKETS) < weight_bp)
+        else:
+            cluster = clusters.get(key)
+            if cluster is None:
+                if len(clusters) >= _MEMO:
+                    clusters.clear()
+                cluster = clusters[key] = cluster_of(key)
+            if weight_bp <= 0:
+                candidate = False
+            elif weight_bp >= BUCKETS:
+                candidate = True
+            else:
+                b = buckets.get(key)
+                if b is None:
+                    if len(buckets) >= _MEMO:
+                        buckets.clear()
+                    b = buckets[key] = bucket(rollout, key)
+                candidate = b < weight_bp
+        status, latency_ms, score, contract_ok, cost, violations = cand if candidate else base
+        failed = status == 0 or status >= 500 or not contract_ok
+        observe(
+            "candidate" if candidate else "baseline",
+            latency_ms / 1000.0,
+            failed,
+            score if contract_ok else None,
             threshold,
-            cost=observed.cost,
-            violations=observed.violations,
-            key=req.key,
+            cost,
+            violations,
+            cluster,
         )
-        summary.observed[role] += 1
-        if role == "candidate" and paired > 0.0 and (paired >= 1.0 or rand() < paired):
+        if not candidate:
+            observed["baseline"] += 1
+            continue
+        observed["candidate"] += 1
+        if paired > 0.0 and (paired >= 1.0 or rand() < paired):
             # The paired canary: the baseline's answer to the same request, off the client's path.
-            recorder.observe_pair(_paired_score(req.candidate), _paired_score(req.baseline), threshold)
-        if role == "candidate" and kind is not None and fallback:
-            b = req.baseline
-            recorder.observe(
+            recorder.observe_pair(_paired_score(cand), _paired_score(base), threshold)
+        if failed and fallback:
+            status, latency_ms, score, contract_ok, cost, violations = base
+            observe(
                 "baseline",
-                b.latency_ms / 1000.0,
-                b.failure_kind,
-                b.score if b.contract_ok else None,
+                latency_ms / 1000.0,
+                status == 0 or status >= 500 or not contract_ok,
+                score if contract_ok else None,
                 threshold,
-                cost=b.cost,
-                violations=b.violations,
-                key=req.key,
+                cost,
+                violations,
+                cluster,
             )
-            summary.observed["baseline"] += 1
+            observed["baseline"] += 1
         if len(tasks):  # the trip-wire fired on this request: its rollback lands before the next one
+            recorder.flush()  # the rollback's decision shows the window it ended
             await tasks.drain(within=60.0)
             if report(clock.now):
-                return _finish(summary, store, clock.now)
+                return finish(clock.now)
+    recorder.flush()
+    summary.requests = requests
+    summary.observed = observed
     summary.ended_at = last_t
     summary.final_weight = store.current.weight
     return summary

@@ -60,8 +60,12 @@ class Controller:
         tasks: TaskSet,
         shadow_report: Callable[[], dict[str, Any]],
         clock: Callable[[], float] = time.time,
+        offload: bool = True,
     ) -> None:
         self.config = config
+        # Judge a copy of the evidence in a worker thread, so traffic goes on meanwhile; False judges it
+        # in place on the caller's thread, for a replay that adds nothing while a tick runs.
+        self.offload = offload
         self.store = store
         self.metrics = metrics
         self.tasks = tasks
@@ -137,8 +141,12 @@ class Controller:
         if state.phase is Phase.CANARY:
             # Judging full reservoirs takes tens of milliseconds: do it on a snapshot, off the event loop,
             # so a tick never stalls traffic (the recorder keeps adding to the live evidence meanwhile).
-            snapshot = copy.deepcopy(self.recorder.evidence)
-            gates = await asyncio.to_thread(judge, snapshot, self.policy, self._scale(state))
+            if self.offload:
+                snapshot = copy.deepcopy(self.recorder.evidence)
+                gates = await asyncio.to_thread(judge, snapshot, self.policy, self._scale(state))
+            else:
+                snapshot = self.recorder.evidence
+                gates = judge(snapshot, self.policy, self._scale(state))
             figures = (live_figures(snapshot.baseline), live_figures(snapshot.candidate))
         elif state.phase is Phase.SHADOW:
             report = self.shadow_report()

@@ -9,8 +9,11 @@ candidate's. The gates in :mod:`proxy.rollout.gates` judge an :class:`Evidence` 
 from __future__ import annotations
 
 import math
+import operator
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any, Final, Literal
 
 from proxy.stats.sketches import LogHistogram, Moments, Reservoir
@@ -50,6 +53,20 @@ class Clusters:
         if decision is not None:
             self.decided[group] += 1
             self.positives[group] += decision
+
+    def add_many(
+        self, groups: Sequence[int | None], failed: Sequence[bool], decisions: Sequence[bool | None]
+    ) -> None:
+        """``add`` for each request that has a group (None: no sticky key, not counted)."""
+        requests, failures, decided, positives = self.requests, self.failures, self.decided, self.positives
+        for group, fail, decision in zip(groups, failed, decisions, strict=True):
+            if group is None:
+                continue
+            requests[group] += 1
+            failures[group] += fail
+            if decision is not None:
+                decided[group] += 1
+                positives[group] += decision
 
     def merge(self, other: Clusters) -> None:
         for mine, theirs in (
@@ -153,6 +170,44 @@ class VersionWindow:
         self.cost_moments.add(cost)
         if cluster is not None:
             self.clusters.add(cluster, bool(failed), decision)
+
+    def add_many(
+        self,
+        *,
+        latency_s: Sequence[float],
+        failed: Sequence[bool],
+        score: Sequence[float | None],
+        decision: Sequence[bool | None],
+        cost: Sequence[float],
+        policy_violations: Sequence[int],
+        cluster: Sequence[int | None],
+    ) -> None:
+        """``add`` for each request in order, one column per argument (all of one length): the same
+        window to the last bit and the same random draws as one ``add`` at a time, for a caller that
+        holds a batch (a replay). A value that is not finite raises ValueError before anything is
+        counted."""
+        n = len(latency_s)
+        if not all(len(c) == n for c in (failed, score, decision, cost, policy_violations, cluster)):
+            raise ValueError("add_many takes columns of one length")
+        if not all(map(math.isfinite, latency_s)) or not all(map(math.isfinite, cost)):
+            raise ValueError("latency_s and cost must be finite")
+        scores = [s for s in score if s is not None]
+        if not all(map(math.isfinite, scores)):
+            raise ValueError("score must be finite")
+        if not n:
+            return
+        self.requests += n
+        self.failures += sum(map(bool, failed))
+        self.latency.add_many(latency_s)
+        self.latency_sample.add_many(latency_s)
+        decided = [d for d in decision if d is not None]
+        self.decided += len(decided)
+        self.positives += sum(map(bool, decided))
+        self.scores.add_many(scores)
+        self.policy_violations += sum(policy_violations)
+        self.cost = reduce(operator.add, cost, self.cost)  # in order, as one add at a time sums them
+        self.cost_moments.add_many(cost)
+        self.clusters.add_many(cluster, [bool(f) for f in failed], decision)
 
     def merge(self, other: VersionWindow) -> None:
         """Add ``other``'s requests (same ``sample_size`` required), e.g. to fold windows into a step."""

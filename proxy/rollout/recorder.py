@@ -37,6 +37,10 @@ class Recorder:
         }
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
         self.started = self.clock()
+        # observe_deferred's requests not yet in the evidence, one tuple of VersionWindow.add's
+        # arguments each, per version
+        self._deferred: dict[str, list[tuple[float, bool, float | None, bool | None, float, int, int | None]]]
+        self._deferred = {"baseline": [], "candidate": []}
 
     def observe_paired(self, route: CompiledRoute, candidate: Attempt, baseline: Attempt) -> None:
         """A paired canary request's two answers (``canary.paired_sample``): their decisions, if both
@@ -63,6 +67,8 @@ class Recorder:
         """Start afresh: a new step or phase is judged on its own samples only. ``weight`` is the step's
         candidate share (0..1), where the trip-wire's reading of the traffic share starts."""
         self.evidence = Evidence(baseline=VersionWindow(), candidate=VersionWindow())
+        for pending in self._deferred.values():
+            pending.clear()  # the old step's requests, as its evidence: gone
         self.tripwire.reset(weight)
         self.armed = armed
         self.started = self.clock()
@@ -113,3 +119,60 @@ class Recorder:
             if reason is not None:
                 self.armed = False  # one trip per step: the rollback that follows resets everything
                 self.on_trip(reason)
+
+    def observe_deferred(
+        self,
+        role: str,
+        latency_s: float,
+        failed: bool,
+        score: float | None,
+        threshold: float,
+        cost: float | None,
+        violations: int,
+        cluster: int | None,
+    ) -> None:
+        """:meth:`observe` for a caller that replays requests faster than one window add each (a
+        backtest): the trip-wire sees the outcome at once, exactly as in ``observe``, while its evidence
+        waits in a batch until :meth:`flush`, which the caller owes before anything reads
+        ``evidence`` (a tick, a trip-wire rollback). ``failed`` is ``failure_kind is not None``;
+        ``cluster`` is the sticky key's :func:`cluster_of`. The evidence is the same to the last bit."""
+        if cost is None:
+            per_request, per_second = self._costs[role]
+            cost = per_request + per_second * latency_s
+        self._deferred[role].append(
+            (
+                latency_s,
+                failed,
+                score,
+                None if score is None else score >= threshold,
+                cost,
+                violations,
+                cluster,
+            )
+        )
+        # The trip-wire's part of observe(), line for line.
+        if role == "baseline":
+            self.tripwire.observe_baseline(failed)
+        elif self.armed:
+            reason = self.tripwire.observe_candidate(failed)
+            if reason is not None:
+                self.armed = False
+                self.on_trip(reason)
+
+    def flush(self) -> None:
+        """Add the deferred requests to the evidence, in the order they were observed."""
+        for role, pending in self._deferred.items():
+            if not pending:
+                continue
+            latency, failed, score, decision, cost, violations, cluster = zip(*pending, strict=True)
+            pending.clear()
+            window = self.evidence.candidate if role == "candidate" else self.evidence.baseline
+            window.add_many(
+                latency_s=latency,
+                failed=failed,
+                score=score,
+                decision=decision,
+                cost=cost,
+                policy_violations=violations,
+                cluster=cluster,
+            )

@@ -138,3 +138,57 @@ def parse_line(raw: bytes | str, line: int) -> TracedRequest:
         _outcome(doc.get("baseline"), "baseline", line),
         _outcome(doc.get("candidate"), "candidate", line),
     )
+
+
+_INF = math.inf
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__: these are hot
+
+
+def _lean_outcome(doc: Any, role: str, line: int) -> Outcome:
+    # The shapes trace writers emit, checked in a few comparisons; anything else goes to _outcome, whose
+    # reading (and error) it then is.
+    if type(doc) is dict:
+        n = len(doc)
+        if n == 2 or n == 3:
+            status, latency = doc.get("status"), doc.get("latency_ms")
+            if (
+                type(status) is int
+                and (status == 0 or 100 <= status <= 599)
+                and type(latency) is float
+                and 0.0 <= latency < _INF
+            ):
+                if n == 2:
+                    return _new(Outcome, (status, latency, None, True, None, 0))
+                score = doc.get("score")
+                if type(score) is float and -_INF < score < _INF:
+                    return _new(Outcome, (status, latency, score, True, None, 0))
+    return _outcome(doc, role, line)
+
+
+def read_line(raw: bytes | str, line: int) -> TracedRequest:
+    """:func:`parse_line`, faster: the same request, or the same :class:`TraceError`, for every line.
+    The common shapes are checked inline; any other goes through ``parse_line``'s own checks."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return parse_line(raw, line)  # raises, with its message
+    if type(doc) is not dict:
+        return parse_line(raw, line)
+    t, key, route = doc.get("t"), doc.get("key"), doc.get("route")
+    if (
+        type(t) is not float
+        or not -_INF < t < _INF
+        or (key is not None and type(key) is not str)
+        or (route is not None and type(route) is not str)
+    ):
+        return parse_line(raw, line)
+    return _new(
+        TracedRequest,
+        (
+            t,
+            key,
+            route,
+            _lean_outcome(doc.get("baseline"), "baseline", line),
+            _lean_outcome(doc.get("candidate"), "candidate", line),
+        ),
+    )

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 import random
+from collections.abc import Sequence
+from functools import reduce
 from typing import Any
 
 
@@ -68,6 +71,40 @@ class LogHistogram:
             self._counts[i] += 1
         else:
             self._add_key(key, 1)
+
+    def add_many(self, xs: Sequence[float]) -> None:
+        """``add`` each of ``xs`` in order, with the same result to the last bit (the sum is taken in
+        the same order, buckets outside the current span are added one by one); nothing is added when
+        one of them is not finite (ValueError)."""
+        if not xs:
+            return
+        if not all(map(math.isfinite, xs)):
+            raise ValueError(
+                f"LogHistogram takes finite values, got {[x for x in xs if not math.isfinite(x)][0]!r}"
+            )
+        self._count += len(xs)
+        self._sum = reduce(operator.add, xs, self._sum)
+        lo, hi = min(xs), max(xs)
+        if lo < self._min:
+            self._min = lo
+        if hi > self._max:
+            self._max = hi
+        log, ceil, log_gamma = math.log, math.ceil, self._log_gamma
+        keys = [ceil(log(x) / log_gamma) for x in xs if x > 0.0]
+        self._zero += len(xs) - len(keys)
+        if not keys:
+            return
+        counts, offset = self._counts, self._offset
+        if counts and offset <= min(keys) and max(keys) < offset + len(counts):
+            for key in keys:  # all inside the span: the order cannot matter
+                counts[key - offset] += 1
+            return
+        for key in keys:  # the span grows (or folds) as it would one add at a time
+            i = key - self._offset
+            if 0 <= i < len(self._counts):
+                self._counts[i] += 1
+            else:
+                self._add_key(key, 1)
 
     def _add_key(self, key: int, n: int) -> None:
         counts = self._counts
@@ -247,6 +284,26 @@ class Reservoir:
             self._sorted = None
             self._skip()
 
+    def add_many(self, xs: Sequence[float]) -> None:
+        """``add`` each of ``xs`` in order, with the same sample and the same random draws; only the
+        values that enter the sample cost more than a comparison."""
+        size, n = self.size, len(xs)
+        take = min(size - self._count, n) if self._count < size else 0
+        if take:
+            self._sample.extend(xs[:take])
+            self._count += take
+            self._sorted = None
+            if self._count == size:
+                self._skip()
+        base = self._count - take  # xs[i] is the value with 1-based count base + i + 1
+        end = base + n
+        while self._next <= end:
+            self._count = self._next  # _skip draws the next gap from the entrant's count
+            self._sample[int(self._rng.random() * size)] = xs[self._next - base - 1]
+            self._sorted = None
+            self._skip()
+        self._count = end
+
     def merge(self, other: Reservoir) -> None:
         """Become a uniform sample of both streams (same ``size`` required).
 
@@ -329,6 +386,16 @@ class Moments:
         delta = x - self.mean
         self.mean += delta / self.count
         self._m2 += delta * (x - self.mean)
+
+    def add_many(self, xs: Sequence[float]) -> None:
+        """``add`` each of ``xs`` in order (the same arithmetic, so the same floats)."""
+        count, mean, m2 = self.count, self.mean, self._m2
+        for x in xs:
+            count += 1
+            delta = x - mean
+            mean += delta / count
+            m2 += delta * (x - mean)
+        self.count, self.mean, self._m2 = count, mean, m2
 
     def merge(self, other: Moments) -> None:
         if other.count == 0:
