@@ -112,6 +112,10 @@ class Recorder:
             policy_violations=violations,
             cluster=None if key is None else cluster_of(key),
         )
+        self._to_tripwire(role, failed)
+
+    def _to_tripwire(self, role: str, failed: bool) -> None:
+        """The trip-wire sees every outcome at once, whenever the evidence is added."""
         if role == "baseline":
             self.tripwire.observe_baseline(failed)
         elif self.armed:
@@ -150,14 +154,7 @@ class Recorder:
                 cluster,
             )
         )
-        # The trip-wire's part of observe(), line for line.
-        if role == "baseline":
-            self.tripwire.observe_baseline(failed)
-        elif self.armed:
-            reason = self.tripwire.observe_candidate(failed)
-            if reason is not None:
-                self.armed = False
-                self.on_trip(reason)
+        self._to_tripwire(role, failed)
 
     def flush(self) -> None:
         """Add the deferred requests to the evidence, in the order they were observed."""

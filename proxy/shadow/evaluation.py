@@ -120,11 +120,9 @@ class _SegmentStats:
         return {
             "count": self.pairs,
             "compared": n,
-            "baseline_decision_rate": _sig(self.baseline_positive / n) if n else None,
-            "candidate_decision_rate": _sig(self.candidate_positive / n) if n else None,
-            "decision_rate_shift_pp": _sig(100 * (self.candidate_positive - self.baseline_positive) / n)
-            if n
-            else None,
+            "baseline_decision_rate": _sig(self.rate("baseline")) if n else None,
+            "candidate_decision_rate": _sig(self.rate("candidate")) if n else None,
+            "decision_rate_shift_pp": _sig(100 * self.shift()) if n else None,
             "decision_rate_shift_ci95_pp": self.shift_interval_pp(),
             "divergence_pp": _sig(100 * self.diverged / n) if n else None,
             "divergence_ci95_pp": _pp_interval(self.diverged, n),
